@@ -1,0 +1,91 @@
+"""JSON value types and their checks: what a cursor, a result or metadata may hold."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Annotated, TypeAlias
+
+from pydantic import AfterValidator, JsonValue
+
+__all__ = [
+    "Cursor",
+    "JSONObject",
+    "JSONValue",
+    "StrictCursor",
+    "StrictJSONObject",
+    "StrictJSONValue",
+    "encode_json",
+    "same_json",
+]
+
+JSONValue: TypeAlias = JsonValue
+"""None, bool, int, finite float, str, list of JSON values, or dict of str to JSON values."""
+JSONObject: TypeAlias = dict[str, JsonValue]
+Cursor: TypeAlias = int | str | dict[str, JsonValue] | list[JsonValue]
+"""Where a worker is in its input: an offset, a key, or a JSON object/array (never a float)."""
+
+_MAX_DEPTH = 64
+
+
+def _check_finite(value: JsonValue, depth: int = 0) -> None:
+    if depth > _MAX_DEPTH:
+        msg = f"nested deeper than {_MAX_DEPTH} levels"
+        raise ValueError(msg)
+    if isinstance(value, float) and not math.isfinite(value):
+        msg = f"{value!r} is not a JSON number (NaN and infinity are not allowed)"
+        raise ValueError(msg)
+    if isinstance(value, str):
+        _check_encodable(value)
+    elif isinstance(value, list):
+        for item in value:
+            _check_finite(item, depth + 1)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_encodable(key)
+            _check_finite(item, depth + 1)
+
+
+def _check_encodable(text: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        msg = "strings must be valid unicode (no lone surrogates)"
+        raise ValueError(msg) from exc
+
+
+def _finite_json(value: JsonValue) -> JsonValue:
+    _check_finite(value)
+    return value
+
+
+def _finite_object(value: JSONObject) -> JSONObject:
+    _check_finite(value)
+    return value
+
+
+def _cursor(value: Cursor) -> Cursor:
+    if isinstance(value, bool):
+        msg = "a cursor is an int, a str or a JSON object/array, not a bool"
+        raise ValueError(msg)  # noqa: TRY004  (pydantic turns ValueError into a ValidationError)
+    _check_finite(value)
+    return value
+
+
+StrictJSONValue = Annotated[JsonValue, AfterValidator(_finite_json)]
+StrictJSONObject = Annotated[dict[str, JsonValue], AfterValidator(_finite_object)]
+StrictCursor = Annotated[
+    int | str | dict[str, JsonValue] | list[JsonValue], AfterValidator(_cursor)
+]
+
+
+def same_json(a: object, b: object) -> bool:
+    """Equal as JSON documents: unlike ``==``, ``1``, ``1.0`` and ``True`` all differ."""
+    if a != b:  # the cheap test first: most comparisons end here
+        return False
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+def encode_json(value: object) -> bytes:
+    """Compact UTF-8 JSON, the form sizes are measured in."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()

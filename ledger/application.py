@@ -1,0 +1,620 @@
+"""The Ledger: commands in, one immutable event appended, plain state out.
+
+A command loads the checkpoint (from the in-process cache, else the latest snapshot plus the
+events after it), decides the one event it implies, and appends it. The append is optimistic:
+if another process appended to the same checkpoint first, the store refuses the duplicate
+version, and the command reloads and decides again. A cached state is trusted only where the
+store can refute it (an append); a rejection or a no-op decided from the cache is re-checked
+against the store first, so a stale cache never causes a wrong answer.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Self, TypeVar
+from uuid import UUID
+
+from eventsourcing.persistence import (
+    IntegrityError,
+    InterfaceError,
+    MapperDeserialisationError,
+    Notification,
+    OperationalError,
+    PersistenceError,
+)
+from pydantic import TypeAdapter, ValidationError
+
+from ledger._json import (
+    Cursor,
+    JSONObject,
+    JSONValue,
+    StrictCursor,
+    StrictJSONObject,
+    StrictJSONValue,
+    encode_json,
+)
+from ledger._mapper import EventMapper
+from ledger.checkpoint import (
+    CheckpointState,
+    CheckpointToken,
+    apply,
+    checkpoint_id_for,
+    decide_complete,
+    decide_fail,
+    decide_reset,
+    decide_retry,
+    decide_yield,
+)
+from ledger.errors import (
+    CheckpointNotFound,
+    InvalidInput,
+    LedgerError,
+    PayloadTooLarge,
+    StoreUnavailable,
+)
+from ledger.events import CheckpointEvent, Created, Snapshot
+from ledger.settings import LedgerSettings
+from ledger.store import LedgerRecorder, open_recorder
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from types import TracebackType
+
+__all__ = ["Ledger", "Recorded"]
+
+log = logging.getLogger("ledger")
+
+T = TypeVar("T")
+
+_cursor_adapter: TypeAdapter[Cursor] = TypeAdapter(StrictCursor)
+_object_adapter: TypeAdapter[JSONObject] = TypeAdapter(StrictJSONObject)
+_value_adapter: TypeAdapter[JSONValue] = TypeAdapter(StrictJSONValue)
+
+
+class Recorded:
+    """An event that was just appended, with its global position (for in-process listeners)."""
+
+    __slots__ = ("event", "position", "state")
+
+    def __init__(self, event: CheckpointEvent, position: int, state: CheckpointState) -> None:
+        self.event, self.position, self.state = event, position, state
+
+
+_UNION_TAGS = ("int", "str", "bool", "float", "list[", "dict[", "none", "function-")
+
+
+def _validate(adapter: TypeAdapter[T], value: object, field: str) -> T:
+    try:
+        return adapter.validate_python(value, strict=True)
+    except ValidationError as exc:
+        # Report the deepest problem, with pydantic's union-member tags taken out of the path.
+        worst = max(exc.errors(), key=lambda e: len(e["loc"]))
+        path = "".join(
+            f"[{p!r}]" for p in worst["loc"] if isinstance(p, int) or not p.startswith(_UNION_TAGS)
+        )
+        raise InvalidInput(field + path, worst["msg"].removeprefix("Value error, ")) from exc
+
+
+def _check_size(value: object, field: str, limit: int, setting: str) -> None:
+    if value is None:
+        return
+    size = len(encode_json(value))
+    if size > limit:
+        raise PayloadTooLarge(field, size, limit, setting)
+
+
+def _check_run_id(run_id: object) -> str:
+    if not isinstance(run_id, str):
+        raise InvalidInput("run_id", f"expected a str, got {type(run_id).__name__}")
+    if not 1 <= len(run_id) <= 200:  # noqa: PLR2004
+        raise InvalidInput("run_id", f"must be 1 to 200 characters, got {len(run_id)}")
+    if not run_id.isprintable():
+        raise InvalidInput("run_id", "must contain printable characters only")
+    return run_id
+
+
+def _check_index(value: object, field: str, *, minimum: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInput(field, f"expected an int, got {type(value).__name__}")
+    if value < minimum:
+        raise InvalidInput(field, f"must be ≥ {minimum}, got {value}")
+    return value
+
+
+class Ledger:
+    """The checkpoint ledger: every create, yield, complete, fail, retry and reset is an event.
+
+    Thread-safe: one ``Ledger`` may be shared by the threads of a process. Many processes may
+    open the same store; they coordinate through the store alone.
+    """
+
+    def __init__(self, settings: LedgerSettings, recorder: LedgerRecorder) -> None:
+        """Wrap an opened recorder; most callers want :meth:`Ledger.open`."""
+        self.settings = settings
+        self.recorder = recorder
+        self.mapper = EventMapper()
+        self._cache: OrderedDict[UUID, CheckpointState] = OrderedDict()
+        self._cache_lock = threading.Lock()
+        self._listeners: list[Callable[[Recorded], None]] = []
+        self._closed = False
+
+    # ---------------------------------------------------------------- opening and closing
+
+    @classmethod
+    def open(
+        cls, store: str | None = None, *, settings: LedgerSettings | None = None
+    ) -> Ledger:
+        """Open a ledger on ``store``, else ``$CKL_STORE``, else ``./checkpoints.db``.
+
+        Raises:
+            InvalidStoreURL: the URL names no known backend.
+            InvalidInput: a ``CKL_*`` variable holds an invalid value.
+            StoreUnavailable: the database cannot be reached.
+        """
+        if settings is None:
+            settings = LedgerSettings.from_env(store=store)
+        elif store is not None:
+            settings = settings.model_copy(update={"store": store})
+        try:
+            recorder = open_recorder(settings)
+        except PersistenceError as exc:
+            from ledger.store import parse_store_url  # noqa: PLC0415
+
+            display = parse_store_url(settings.store).display
+            raise StoreUnavailable(display, "open", str(exc)) from exc
+        return cls(settings, recorder)
+
+    @property
+    def store_display(self) -> str:
+        """The store URL with any password masked."""
+        return self.recorder.store.display
+
+    def close(self) -> None:
+        """Release the store's connections. Idempotent."""
+        self._closed = True
+        self.recorder.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Ledger({self.store_display!r})"
+
+    # ---------------------------------------------------------------- listeners
+
+    def add_listener(self, listener: Callable[[Recorded], None]) -> Callable[[], None]:
+        """Call ``listener`` in the writing thread after each append; returns its remover.
+
+        This is how same-process readers (projections, streams) wake up at once. A listener
+        must be quick and must not raise; one that raises is logged and skipped.
+        """
+        self._listeners.append(listener)
+
+        def remove() -> None:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+        return remove
+
+    # ---------------------------------------------------------------- commands
+
+    def create_checkpoint(
+        self,
+        run_id: str,
+        batch_index: int,
+        *,
+        total_batches: int | None = None,
+        metadata: JSONObject | None = None,
+    ) -> CheckpointToken:
+        """Create the checkpoint of ``(run_id, batch_index)`` and return its token.
+
+        Idempotent: if it exists, its token is returned and nothing is written (the first
+        create's ``total_batches`` and ``metadata`` stay).
+
+        Raises:
+            InvalidInput: bad run_id, batch_index, total_batches or metadata.
+            PayloadTooLarge: metadata over ``max_metadata_bytes``.
+        """
+        _check_run_id(run_id)
+        _check_index(batch_index, "batch_index")
+        if total_batches is not None:
+            _check_index(total_batches, "total_batches", minimum=1)
+            if batch_index >= total_batches:
+                raise InvalidInput(
+                    "batch_index", f"{batch_index} is not below total_batches {total_batches}"
+                )
+        meta = _validate(_object_adapter, {} if metadata is None else metadata, "metadata")
+        _check_size(meta, "metadata", self.settings.max_metadata_bytes, "CKL_MAX_METADATA_BYTES")
+        token = CheckpointToken.for_batch(run_id, batch_index)
+        if self._get_cached(token.checkpoint_id) is not None:
+            return token
+        event = Created(
+            originator_id=token.checkpoint_id,
+            originator_version=1,
+            timestamp=datetime.now(UTC),
+            run_id=run_id,
+            batch_index=batch_index,
+            total_batches=total_batches,
+            metadata=meta,
+        )
+        try:
+            self._append(None, event)
+        except IntegrityError:
+            pass  # created before, here or elsewhere: idempotent
+        return token
+
+    def checkpoint_yield(
+        self,
+        token: CheckpointToken,
+        cursor: Cursor,
+        items_processed: int,
+        accumulated_results: JSONObject | None = None,
+    ) -> CheckpointState:
+        """Record progress on an open checkpoint; the yield is durable when this returns.
+
+        Yields never change the checkpoint's status. Repeating the latest yield unchanged is
+        a no-op. ``items_processed`` never decreases within one attempt.
+
+        Raises:
+            CheckpointNotFound: no such checkpoint.
+            InvalidInput: bad cursor, items_processed or accumulated_results.
+            ProgressWentBackwards: items_processed below what this attempt recorded.
+            PayloadTooLarge: cursor or accumulated_results over their limits.
+            InvalidTransition: the checkpoint is completed, or failed and not retried.
+        """
+        self._check_token(token)
+        if isinstance(cursor, bool) or not isinstance(cursor, int | str | dict | list):
+            raise InvalidInput(
+                "cursor",
+                f"expected an int, a str or a JSON object/array, got {type(cursor).__name__}",
+            )
+        cur = _validate(_cursor_adapter, cursor, "cursor")
+        _check_size(cur, "cursor", self.settings.max_cursor_bytes, "CKL_MAX_CURSOR_BYTES")
+        _check_index(items_processed, "items_processed")
+        results = None
+        if accumulated_results is not None:
+            results = _validate(_object_adapter, accumulated_results, "accumulated_results")
+            _check_size(
+                results,
+                "accumulated_results",
+                self.settings.max_accumulated_results_bytes,
+                "CKL_MAX_ACCUMULATED_RESULTS_BYTES",
+            )
+        return self._command(
+            token, lambda s, now: decide_yield(s, now, cur, items_processed, results)
+        )
+
+    def complete_checkpoint(
+        self, token: CheckpointToken, result: JSONValue = None
+    ) -> CheckpointState:
+        """Mark the checkpoint completed with its ``result``: the durable confirmation.
+
+        The same result again is a no-op.
+
+        Raises:
+            ConflictingCommand: already completed with a different result.
+            InvalidTransition: the checkpoint failed (retry or reset it first).
+            PayloadTooLarge: result over ``max_result_bytes``.
+        """
+        self._check_token(token)
+        value = _validate(_value_adapter, result, "result")
+        _check_size(value, "result", self.settings.max_result_bytes, "CKL_MAX_RESULT_BYTES")
+        return self._command(token, lambda s, now: decide_complete(s, now, value))
+
+    def fail_checkpoint(
+        self,
+        token: CheckpointToken,
+        error: BaseException | str,
+        transient: bool = False,
+        *,
+        error_type: str | None = None,
+    ) -> CheckpointState:
+        """Mark the current attempt failed; a transient failure may be retried.
+
+        ``error`` is an exception (its class name becomes the error type) or a message
+        (error type ``"Error"`` unless ``error_type`` is given). Messages longer than
+        ``max_error_message_chars`` are truncated, never refused. The same failure again is a
+        no-op.
+
+        Raises:
+            ConflictingCommand: already failed with a different error.
+            InvalidTransition: the checkpoint is completed.
+        """
+        self._check_token(token)
+        if isinstance(error, BaseException):
+            kind = error_type or type(error).__qualname__
+            message = str(error) or repr(error)
+        elif isinstance(error, str):
+            kind, message = error_type or "Error", error
+        else:
+            raise InvalidInput("error", f"expected an exception or a str, got {type(error).__name__}")
+        if not isinstance(transient, bool):
+            raise InvalidInput("transient", f"expected a bool, got {type(transient).__name__}")
+        if not isinstance(kind, str) or not 1 <= len(kind) <= 200:  # noqa: PLR2004
+            raise InvalidInput("error_type", "must be a str of 1 to 200 characters")
+        message = self._truncate(_scrub(message))
+        kind = _scrub(kind)
+        return self._command(token, lambda s, now: decide_fail(s, now, kind, message, transient))
+
+    def retry_checkpoint(self, token: CheckpointToken) -> CheckpointState:
+        """Start the next attempt after a transient failure; it resumes from the last cursor.
+
+        A retry already applied is a no-op.
+
+        Raises:
+            InvalidTransition: not failed, or failed permanently (reset it instead).
+        """
+        self._check_token(token)
+        return self._command(token, decide_retry)
+
+    def reset_checkpoint(self, token: CheckpointToken, reason: str) -> CheckpointState:
+        """Operator action: clear cursor, progress and results; a fresh attempt starts.
+
+        Allowed in any state. The same reset repeated with nothing in between is a no-op.
+
+        Raises:
+            InvalidInput: the reason is empty or not a str.
+        """
+        self._check_token(token)
+        if not isinstance(reason, str) or not reason.strip():
+            raise InvalidInput("reason", "say why the checkpoint is reset (a non-empty str)")
+        if len(reason) > 4096:  # noqa: PLR2004
+            raise InvalidInput("reason", "must be at most 4096 characters")
+        text = _scrub(reason)
+        return self._command(token, lambda s, now: decide_reset(s, now, text))
+
+    # ---------------------------------------------------------------- queries
+
+    def find_checkpoint(self, run_id: str, batch_index: int) -> CheckpointToken | None:
+        """The token of ``(run_id, batch_index)`` if that checkpoint exists (a key lookup)."""
+        _check_run_id(run_id)
+        _check_index(batch_index, "batch_index")
+        token = CheckpointToken.for_batch(run_id, batch_index)
+        if self._get_cached(token.checkpoint_id) is not None:
+            return token
+        rows = self._store_call(
+            "find_checkpoint",
+            lambda: self.recorder.select_events(token.checkpoint_id, limit=1),
+        )
+        return token if rows else None
+
+    def get_checkpoint(
+        self, token: CheckpointToken, as_of: int | datetime | None = None
+    ) -> CheckpointState:
+        """The checkpoint's current state, or its state as of a version or a moment.
+
+        Raises:
+            CheckpointNotFound: no such checkpoint, or it did not exist yet at ``as_of``.
+            InvalidInput: ``as_of`` is not a positive int or a timezone-aware datetime.
+        """
+        self._check_token(token)
+        if as_of is None:
+            return self._refresh(self._load(token))
+        if isinstance(as_of, datetime):
+            if as_of.tzinfo is None:
+                raise InvalidInput("as_of", "use a timezone-aware datetime (e.g. with tz=UTC)")
+            state: CheckpointState | None = None
+            for event in self.checkpoint_events(token):
+                if event.timestamp > as_of:
+                    break
+                state = apply(state, event)
+            if state is None:
+                raise CheckpointNotFound(f"{token} as of {as_of.isoformat()}")
+            return state
+        version = _check_index(as_of, "as_of", minimum=1)
+        state = self._load_from_store(token.checkpoint_id, lte=version)
+        if state is None:
+            raise CheckpointNotFound(str(token))
+        return state
+
+    def checkpoint_events(self, token: CheckpointToken) -> list[CheckpointEvent]:
+        """The checkpoint's immutable events, oldest first.
+
+        Raises:
+            CheckpointNotFound: no such checkpoint.
+        """
+        self._check_token(token)
+        rows = self._store_call(
+            "checkpoint_events", lambda: self.recorder.select_events(token.checkpoint_id)
+        )
+        if not rows:
+            raise CheckpointNotFound(str(token))
+        return [self.mapper.to_event(row) for row in rows]
+
+    def read_log(self, after: int = 0, limit: int = 1000) -> list[tuple[int, CheckpointEvent]]:
+        """Events of all checkpoints in global order, after position ``after``."""
+        notes: list[Notification] = list(
+            self._store_call(
+                "read_log",
+                lambda: self.recorder.select_notifications(
+                    after, limit, inclusive_of_start=False
+                ),
+            )
+        )
+        return [(n.id, self.mapper.to_event(n)) for n in notes]
+
+    def count_events(self, token: CheckpointToken | None = None) -> int:
+        """How many events the store holds, for one checkpoint or in all."""
+        oid = None if token is None else self._check_token(token).checkpoint_id
+        return self._store_call("count_events", lambda: self.recorder.count_events(oid))
+
+    # ---------------------------------------------------------------- internals
+
+    def _check_token(self, token: object) -> CheckpointToken:
+        if not isinstance(token, CheckpointToken):
+            raise InvalidInput(
+                "token",
+                f"expected a CheckpointToken (from create_checkpoint or find_checkpoint), "
+                f"got {type(token).__name__}",
+            )
+        if checkpoint_id_for(token.run_id, token.batch_index) != token.checkpoint_id:
+            raise InvalidInput(
+                "token", f"checkpoint_id does not match {token}; use the token the ledger gave"
+            )
+        return token
+
+    def _truncate(self, message: str) -> str:
+        limit = self.settings.max_error_message_chars
+        if len(message) <= limit:
+            return message
+        marker = f"… [truncated {len(message) - limit} chars]"
+        return message[: max(0, limit - len(marker))] + marker
+
+    def _command(
+        self,
+        token: CheckpointToken,
+        decide: Callable[[CheckpointState, datetime], CheckpointEvent | None],
+    ) -> CheckpointState:
+        state = self._get_cached(token.checkpoint_id)
+        fresh = state is None
+        if state is None:
+            state = self._load(token)
+        for _ in range(self.settings.conflict_retries + 1):
+            # Never write a timestamp before the checkpoint's last one, whatever the clocks say.
+            now = max(datetime.now(UTC), state.updated_at)
+            try:
+                event = decide(state, now)
+            except LedgerError:
+                if fresh:
+                    raise
+                state, fresh = self._refresh(state), True
+                continue
+            if event is None:
+                if fresh:
+                    return state
+                state, fresh = self._refresh(state), True
+                continue
+            try:
+                return self._append(state, event)
+            except IntegrityError:
+                # Another writer appended this version first: reload and decide again.
+                state, fresh = self._refresh(state), True
+        raise StoreUnavailable(
+            self.store_display,
+            "append",
+            f"checkpoint {token} kept changing under {self.settings.conflict_retries} retries "
+            "(too many writers on one checkpoint)",
+        )
+
+    def _append(self, state: CheckpointState | None, event: CheckpointEvent) -> CheckpointState:
+        stored = self.mapper.to_stored_event(event)
+        ids = self._store_call("append", lambda: self.recorder.insert_events([stored]))
+        new_state = apply(state, event)
+        self._put_cached(new_state)
+        if new_state.version % self.settings.snapshot_interval == 0:
+            self._snapshot(new_state)
+        if self._listeners:
+            recorded = Recorded(event, ids[0] if ids else 0, new_state)
+            for listener in list(self._listeners):
+                try:
+                    listener(recorded)
+                except Exception:
+                    log.exception("ledger listener %r failed; it was skipped", listener)
+        return new_state
+
+    def _snapshot(self, state: CheckpointState) -> None:
+        snap = Snapshot(
+            originator_id=state.token.checkpoint_id,
+            originator_version=state.version,
+            timestamp=state.updated_at,
+            state=state.model_dump(mode="json"),
+        )
+        try:
+            self.recorder.insert_snapshot(self.mapper.to_stored_event(snap))
+        except PersistenceError:
+            # The event is committed; a missing snapshot only makes a later load longer.
+            log.warning("snapshot of %s v%d not written", state.token, state.version, exc_info=True)
+
+    def _load(self, token: CheckpointToken) -> CheckpointState:
+        state = self._get_cached(token.checkpoint_id)
+        if state is not None:
+            return state
+        state = self._load_from_store(token.checkpoint_id)
+        if state is None:
+            raise CheckpointNotFound(str(token))
+        self._put_cached(state)
+        return state
+
+    def _load_from_store(self, oid: UUID, lte: int | None = None) -> CheckpointState | None:
+        snap_row = self._store_call(
+            "load", lambda: self.recorder.select_snapshot(oid, lte=lte)
+        )
+        state: CheckpointState | None = None
+        after = None
+        if snap_row is not None:
+            snap = self.mapper.to_event(snap_row)
+            if isinstance(snap, Snapshot):
+                state = CheckpointState.model_validate(snap.state)
+                after = state.version
+        rows = self._store_call(
+            "load", lambda: self.recorder.select_events(oid, gt=after, lte=lte)
+        )
+        for row in rows:
+            state = apply(state, self.mapper.to_event(row))
+        return state
+
+    def _refresh(self, state: CheckpointState) -> CheckpointState:
+        """Bring a (possibly stale) state up to date with the store."""
+        oid = state.token.checkpoint_id
+        rows = self._store_call(
+            "load", lambda: self.recorder.select_events(oid, gt=state.version)
+        )
+        for row in rows:
+            state = apply(state, self.mapper.to_event(row))
+        if rows:
+            self._put_cached(state)
+        return state
+
+    def _get_cached(self, oid: UUID) -> CheckpointState | None:
+        if not self.settings.cache_size:
+            return None
+        with self._cache_lock:
+            state = self._cache.get(oid)
+            if state is not None:
+                self._cache.move_to_end(oid)
+            return state
+
+    def _put_cached(self, state: CheckpointState) -> None:
+        if not self.settings.cache_size:
+            return
+        oid = state.token.checkpoint_id
+        with self._cache_lock:
+            current = self._cache.get(oid)
+            if current is not None and current.version > state.version:
+                return
+            self._cache[oid] = state
+            self._cache.move_to_end(oid)
+            while len(self._cache) > self.settings.cache_size:
+                self._cache.popitem(last=False)
+
+    def _store_call(self, operation: str, call: Callable[[], T]) -> T:
+        delay = self.settings.store_retry_delay
+        for attempt in range(self.settings.store_retries + 1):
+            try:
+                return call()
+            except (OperationalError, InterfaceError) as exc:
+                if self._closed or attempt == self.settings.store_retries:
+                    raise StoreUnavailable(self.store_display, operation, str(exc)) from exc
+                log.warning("store %s failed during %s (%s); retrying", self.store_display, operation, exc)
+                time.sleep(delay)
+                delay *= 2
+            except MapperDeserialisationError as exc:
+                raise StoreUnavailable(self.store_display, operation, str(exc)) from exc
+        raise AssertionError  # pragma: no cover  (the loop always returns or raises)
+
+
+def _scrub(text: str) -> str:
+    """Text safe to store: lone surrogates (from odd bytes decoded leniently) replaced."""
+    return text.encode("utf-8", "replace").decode("utf-8")

@@ -1,0 +1,271 @@
+"""SQLite backend: WAL, full durability by default, one connection per thread.
+
+An in-memory store (``memory://``) uses one shared connection behind a lock instead, because
+SQLite's shared-cache mode reports table locks as errors rather than waiting on them.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+from eventsourcing.persistence import (
+    IntegrityError,
+    InterfaceError,
+    Notification,
+    OperationalError,
+    PersistenceError,
+    StoredEvent,
+)
+
+from ledger.store import EVENTS_TABLE, SNAPSHOTS_TABLE, LedgerRecorder, StoreURL
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+
+    from ledger.settings import LedgerSettings
+
+__all__ = ["SQLiteLedgerRecorder"]
+
+_SCHEMA = [
+    f"""CREATE TABLE IF NOT EXISTS {EVENTS_TABLE} (
+        notification_id INTEGER PRIMARY KEY AUTOINCREMENT,
+        originator_id TEXT NOT NULL,
+        originator_version INTEGER NOT NULL,
+        topic TEXT NOT NULL,
+        state BLOB NOT NULL,
+        UNIQUE (originator_id, originator_version)
+    )""",
+    f"""CREATE TRIGGER IF NOT EXISTS {EVENTS_TABLE}_no_update BEFORE UPDATE ON {EVENTS_TABLE}
+        BEGIN SELECT RAISE(ABORT, '{EVENTS_TABLE} is append-only: UPDATE refused'); END""",
+    f"""CREATE TRIGGER IF NOT EXISTS {EVENTS_TABLE}_no_delete BEFORE DELETE ON {EVENTS_TABLE}
+        BEGIN SELECT RAISE(ABORT, '{EVENTS_TABLE} is append-only: DELETE refused'); END""",
+    f"""CREATE TABLE IF NOT EXISTS {SNAPSHOTS_TABLE} (
+        originator_id TEXT NOT NULL,
+        originator_version INTEGER NOT NULL,
+        topic TEXT NOT NULL,
+        state BLOB NOT NULL,
+        PRIMARY KEY (originator_id, originator_version)
+    ) WITHOUT ROWID""",
+]
+
+_INSERT = (
+    f"INSERT INTO {EVENTS_TABLE} (originator_id, originator_version, topic, state) "
+    "VALUES (?, ?, ?, ?)"
+)
+_COLUMNS = "notification_id, originator_id, originator_version, topic, state"
+
+
+def _translate(exc: sqlite3.Error) -> PersistenceError:
+    if isinstance(exc, sqlite3.IntegrityError):
+        return IntegrityError(str(exc))
+    if isinstance(exc, sqlite3.OperationalError):
+        return OperationalError(str(exc))
+    return InterfaceError(f"{type(exc).__name__}: {exc}")
+
+
+class SQLiteLedgerRecorder(LedgerRecorder):
+    """The ledger's event and snapshot tables in one SQLite database file."""
+
+    def __init__(self, store: StoreURL, settings: LedgerSettings) -> None:
+        self.store = store
+        self._path = store.sqlite_path
+        self._uri = store.kind == "memory"
+        self._synchronous = "FULL" if settings.durability == "full" else "NORMAL"
+        self._timeout = settings.connect_timeout
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._guard = threading.RLock()
+        self._shared: sqlite3.Connection | None = None
+        self._closed = False
+        if self._uri:
+            # Keep one connection open for the database's whole life (it vanishes with the
+            # last connection), and route every thread through it.
+            self._shared = self._connect()
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(
+                self._path,
+                uri=self._uri,
+                timeout=self._timeout,
+                isolation_level=None,  # we issue BEGIN ourselves
+                check_same_thread=False,
+            )
+            if not self._uri:
+                mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+                if str(mode).lower() != "wal":
+                    msg = f"cannot switch {self.store.display} to WAL (got {mode})"
+                    raise OperationalError(msg)
+            conn.execute(f"PRAGMA synchronous={self._synchronous}")
+        except sqlite3.Error as exc:
+            raise _translate(exc) from exc
+        with self._guard:
+            self._all.append(conn)
+        return conn
+
+    @contextmanager
+    def _connection(self) -> Iterator[sqlite3.Connection]:
+        if self._closed:
+            msg = f"the ledger on {self.store.display} is closed"
+            raise InterfaceError(msg)
+        if self._shared is not None:
+            with self._guard:
+                yield self._shared
+            return
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self._connect()
+        yield conn
+
+    @contextmanager
+    def _transaction(self, *, write: bool) -> Iterator[sqlite3.Connection]:
+        with self._connection() as conn:
+            try:
+                # IMMEDIATE takes the write lock up front, where the busy timeout applies;
+                # a deferred transaction upgraded later could fail without waiting.
+                conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                try:
+                    yield conn
+                except BaseException:
+                    conn.rollback()
+                    raise
+                conn.commit()
+            except sqlite3.Error as exc:
+                if conn.in_transaction:
+                    conn.rollback()
+                raise _translate(exc) from exc
+
+    def create_tables(self) -> None:
+        """Create the schema once; concurrent openers queue on SQLite's write lock."""
+        with self._transaction(write=True) as conn:
+            for statement in _SCHEMA:
+                conn.execute(statement)
+
+    def insert_events(self, stored_events: Sequence[StoredEvent], **_: Any) -> Sequence[int]:
+        """Append events atomically; their notification ids, in order."""
+        ids: list[int] = []
+        with self._transaction(write=True) as conn:
+            for event in stored_events:
+                cursor = conn.execute(
+                    _INSERT,
+                    (
+                        str(event.originator_id),
+                        event.originator_version,
+                        event.topic,
+                        event.state,
+                    ),
+                )
+                ids.append(int(cursor.lastrowid or 0))
+        return ids
+
+    def select_events(
+        self,
+        originator_id: UUID | str,
+        *,
+        gt: int | None = None,
+        lte: int | None = None,
+        desc: bool = False,
+        limit: int | None = None,
+    ) -> Sequence[StoredEvent]:
+        """One checkpoint's events, by version."""
+        return self._select(EVENTS_TABLE, originator_id, gt=gt, lte=lte, desc=desc, limit=limit)
+
+    def _select(
+        self,
+        table: str,
+        originator_id: UUID | str,
+        *,
+        gt: int | None,
+        lte: int | None,
+        desc: bool,
+        limit: int | None,
+    ) -> list[StoredEvent]:
+        sql = f"SELECT originator_version, topic, state FROM {table} WHERE originator_id = ?"
+        params: list[object] = [str(originator_id)]
+        if gt is not None:
+            sql += " AND originator_version > ?"
+            params.append(gt)
+        if lte is not None:
+            sql += " AND originator_version <= ?"
+            params.append(lte)
+        sql += " ORDER BY originator_version" + (" DESC" if desc else "")
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        oid = originator_id if isinstance(originator_id, UUID) else UUID(originator_id)
+        with self._transaction(write=False) as conn:
+            rows = conn.execute(sql, params).fetchall()
+        return [StoredEvent(oid, row[0], row[1], bytes(row[2])) for row in rows]
+
+    def select_notifications(
+        self,
+        start: int | None,
+        limit: int,
+        stop: int | None = None,
+        topics: Sequence[str] = (),
+        *,
+        inclusive_of_start: bool = True,
+    ) -> Sequence[Notification]:
+        """Events in global order, from ``start``."""
+        sql = f"SELECT {_COLUMNS} FROM {EVENTS_TABLE} WHERE 1=1"
+        params: list[object] = []
+        if start is not None:
+            sql += " AND notification_id >= ?" if inclusive_of_start else " AND notification_id > ?"
+            params.append(start)
+        if stop is not None:
+            sql += " AND notification_id <= ?"
+            params.append(stop)
+        if topics:
+            sql += f" AND topic IN ({','.join('?' * len(topics))})"
+            params.extend(topics)
+        sql += " ORDER BY notification_id LIMIT ?"
+        params.append(limit)
+        with self._transaction(write=False) as conn:
+            rows = conn.execute(sql, params).fetchall()
+        return [self._notification(row, UUID(row[1])) for row in rows]
+
+    def max_notification_id(self) -> int | None:
+        """The newest global position, or ``None`` for an empty store."""
+        with self._transaction(write=False) as conn:
+            row = conn.execute(f"SELECT MAX(notification_id) FROM {EVENTS_TABLE}").fetchone()
+        return None if row[0] is None else int(row[0])
+
+    def insert_snapshot(self, snapshot: StoredEvent) -> None:
+        """Keep a snapshot; an existing one at the same version is left as it is."""
+        with self._transaction(write=True) as conn:
+            conn.execute(
+                f"INSERT OR IGNORE INTO {SNAPSHOTS_TABLE} VALUES (?, ?, ?, ?)",
+                (
+                    str(snapshot.originator_id),
+                    snapshot.originator_version,
+                    snapshot.topic,
+                    snapshot.state,
+                ),
+            )
+
+    def select_snapshot(self, originator_id: UUID, lte: int | None = None) -> StoredEvent | None:
+        """The latest snapshot at or before ``lte``."""
+        rows = self._select(SNAPSHOTS_TABLE, originator_id, gt=None, lte=lte, desc=True, limit=1)
+        return rows[0] if rows else None
+
+    def count_events(self, originator_id: UUID | None = None) -> int:
+        """Rows in the event table (of one checkpoint, or all)."""
+        sql = f"SELECT COUNT(*) FROM {EVENTS_TABLE}"
+        params: tuple[str, ...] = ()
+        if originator_id is not None:
+            sql += " WHERE originator_id = ?"
+            params = (str(originator_id),)
+        with self._transaction(write=False) as conn:
+            return int(conn.execute(sql, params).fetchone()[0])
+
+    def close(self) -> None:
+        """Close every connection this recorder opened."""
+        with self._guard:
+            self._closed = True
+            conns, self._all = self._all, []
+        for conn in conns:
+            conn.close()
