@@ -10,13 +10,13 @@ against the store first, so a stale cache never causes a wrong answer.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 from collections import OrderedDict
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Self, TypeVar
-from uuid import UUID
 
 from eventsourcing.persistence import (
     IntegrityError,
@@ -63,6 +63,7 @@ from ledger.store import LedgerRecorder, open_recorder
 if TYPE_CHECKING:
     from collections.abc import Callable
     from types import TracebackType
+    from uuid import UUID
 
 __all__ = ["Ledger", "Recorded"]
 
@@ -145,9 +146,7 @@ class Ledger:
     # ---------------------------------------------------------------- opening and closing
 
     @classmethod
-    def open(
-        cls, store: str | None = None, *, settings: LedgerSettings | None = None
-    ) -> Ledger:
+    def open(cls, store: str | None = None, *, settings: LedgerSettings | None = None) -> Ledger:
         """Open a ledger on ``store``, else ``$CKL_STORE``, else ``./checkpoints.db``.
 
         Raises:
@@ -249,10 +248,8 @@ class Ledger:
             total_batches=total_batches,
             metadata=meta,
         )
-        try:
+        with contextlib.suppress(IntegrityError):  # created before, here or elsewhere
             self._append(None, event)
-        except IntegrityError:
-            pass  # created before, here or elsewhere: idempotent
         return token
 
     def checkpoint_yield(
@@ -339,7 +336,9 @@ class Ledger:
         elif isinstance(error, str):
             kind, message = error_type or "Error", error
         else:
-            raise InvalidInput("error", f"expected an exception or a str, got {type(error).__name__}")
+            raise InvalidInput(
+                "error", f"expected an exception or a str, got {type(error).__name__}"
+            )
         if not isinstance(transient, bool):
             raise InvalidInput("transient", f"expected a bool, got {type(transient).__name__}")
         if not isinstance(kind, str) or not 1 <= len(kind) <= 200:  # noqa: PLR2004
@@ -438,9 +437,7 @@ class Ledger:
         notes: list[Notification] = list(
             self._store_call(
                 "read_log",
-                lambda: self.recorder.select_notifications(
-                    after, limit, inclusive_of_start=False
-                ),
+                lambda: self.recorder.select_notifications(after, limit, inclusive_of_start=False),
             )
         )
         return [(n.id, self.mapper.to_event(n)) for n in notes]
@@ -548,9 +545,7 @@ class Ledger:
         return state
 
     def _load_from_store(self, oid: UUID, lte: int | None = None) -> CheckpointState | None:
-        snap_row = self._store_call(
-            "load", lambda: self.recorder.select_snapshot(oid, lte=lte)
-        )
+        snap_row = self._store_call("load", lambda: self.recorder.select_snapshot(oid, lte=lte))
         state: CheckpointState | None = None
         after = None
         if snap_row is not None:
@@ -558,9 +553,7 @@ class Ledger:
             if isinstance(snap, Snapshot):
                 state = CheckpointState.model_validate(snap.state)
                 after = state.version
-        rows = self._store_call(
-            "load", lambda: self.recorder.select_events(oid, gt=after, lte=lte)
-        )
+        rows = self._store_call("load", lambda: self.recorder.select_events(oid, gt=after, lte=lte))
         for row in rows:
             state = apply(state, self.mapper.to_event(row))
         return state
@@ -568,9 +561,7 @@ class Ledger:
     def _refresh(self, state: CheckpointState) -> CheckpointState:
         """Bring a (possibly stale) state up to date with the store."""
         oid = state.token.checkpoint_id
-        rows = self._store_call(
-            "load", lambda: self.recorder.select_events(oid, gt=state.version)
-        )
+        rows = self._store_call("load", lambda: self.recorder.select_events(oid, gt=state.version))
         for row in rows:
             state = apply(state, self.mapper.to_event(row))
         if rows:
@@ -607,7 +598,9 @@ class Ledger:
             except (OperationalError, InterfaceError) as exc:
                 if self._closed or attempt == self.settings.store_retries:
                     raise StoreUnavailable(self.store_display, operation, str(exc)) from exc
-                log.warning("store %s failed during %s (%s); retrying", self.store_display, operation, exc)
+                log.warning(
+                    "store %s failed during %s (%s); retrying", self.store_display, operation, exc
+                )
                 time.sleep(delay)
                 delay *= 2
             except MapperDeserialisationError as exc:

@@ -8,14 +8,14 @@ The aggregate is two pure functions over frozen models:
 
 State machine (yields never change the status)::
 
-    open ──yield*──▶ open ──complete──▶ completed (terminal, except for reset)
-      │                 └────fail─────▶ failed ──retry (transient only)──▶ open, attempt+1, cursor kept
-      └──────────── reset (any state) ──────────────────────────────────▶ open, attempt+1, cursor cleared
+    open ─yield*─▶ open ─complete─▶ completed   (terminal, except for reset)
+                     └───fail────▶ failed ─retry (transient only)─▶ open, attempt+1, cursor kept
+    any state ─reset─▶ open, attempt+1, cursor and results cleared
 """
 
 from __future__ import annotations
 
-from datetime import datetime  # noqa: TC003  (pydantic reads the annotation at runtime)
+from datetime import datetime
 from typing import Literal, TypeAlias
 from uuid import NAMESPACE_URL, UUID, uuid5
 

@@ -133,9 +133,7 @@ class InvalidTransition(LedgerError):
 
     def __init__(self, checkpoint: str, state: str, command: str, hint: str = "") -> None:
         advice = hint or "reset it to redo it"
-        super().__init__(
-            f"checkpoint {checkpoint} is {state}; {command} is not allowed ({advice})"
-        )
+        super().__init__(f"checkpoint {checkpoint} is {state}; {command} is not allowed ({advice})")
         self.checkpoint, self.state, self.command, self.hint = checkpoint, state, command, hint
 
     def __reduce__(self) -> tuple[type[Self], tuple[str, str, str, str]]:

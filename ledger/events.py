@@ -8,13 +8,13 @@ Events are validated when built and when read back, and never change once stored
 
 from __future__ import annotations
 
-from datetime import datetime  # noqa: TC003  (pydantic reads the annotation at runtime)
+from datetime import datetime
 from typing import Annotated, ClassVar, Literal, TypeAlias
-from uuid import UUID  # noqa: TC003
+from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from ledger._json import (  # noqa: TC001
+from ledger._json import (
     StrictCursor,
     StrictJSONObject,
     StrictJSONValue,

@@ -118,7 +118,10 @@ class PostgresLedgerRecorder(LedgerRecorder):
                 store.url,
                 min_size=1,
                 max_size=settings.pool_size,
-                kwargs={"autocommit": True, "connect_timeout": max(1, int(settings.connect_timeout))},
+                kwargs={
+                    "autocommit": True,
+                    "connect_timeout": max(1, int(settings.connect_timeout)),
+                },
                 configure=configure,
                 timeout=settings.connect_timeout,
                 open=False,
@@ -176,7 +179,7 @@ class PostgresLedgerRecorder(LedgerRecorder):
                     (_SCHEMA_VERSION,),
                 )
 
-    def insert_events(self, stored_events: Sequence[StoredEvent], **_: Any) -> Sequence[int]:
+    def insert_events(self, stored_events: Sequence[StoredEvent], **_: object) -> Sequence[int]:
         """Append events atomically in one round trip; their notification ids, in order."""
         if not stored_events:
             return []

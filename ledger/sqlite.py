@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from uuid import UUID
 
 from eventsourcing.persistence import (
@@ -145,7 +145,7 @@ class SQLiteLedgerRecorder(LedgerRecorder):
             for statement in _SCHEMA:
                 conn.execute(statement)
 
-    def insert_events(self, stored_events: Sequence[StoredEvent], **_: Any) -> Sequence[int]:
+    def insert_events(self, stored_events: Sequence[StoredEvent], **_: object) -> Sequence[int]:
         """Append events atomically; their notification ids, in order."""
         ids: list[int] = []
         with self._transaction(write=True) as conn:

@@ -64,7 +64,7 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[-1]}"))
 
 
-def parse_store_url(url: str) -> StoreURL:
+def parse_store_url(url: str) -> StoreURL:  # noqa: C901  (one branch per rule it checks)
     """Check a store URL and say which backend it names.
 
     Raises:
@@ -85,7 +85,7 @@ def parse_store_url(url: str) -> StoreURL:
             raise InvalidStoreURL(
                 display, "a SQLite URL has three slashes before a relative path (sqlite:///x.db)"
             )
-        path = unquote(parts.path[1:] if parts.path.startswith("/") else parts.path)
+        path = unquote(parts.path.removeprefix("/"))
         if not path:
             raise InvalidStoreURL(display, "the SQLite URL has no file path")
         return StoreURL("sqlite", url, display, sqlite_path=path)
@@ -168,12 +168,15 @@ def open_recorder(settings: LedgerSettings) -> LedgerRecorder:
         from ledger.sqlite import SQLiteLedgerRecorder  # noqa: PLC0415
 
         if store.kind == "memory":
-            # A private in-memory database per Ledger, shared by its threads.
+            # memory:// is a private in-memory database per Ledger, shared by its threads;
+            # memory://NAME is shared by the Ledgers of one process while any is open.
+            name = (urlsplit(store.url).netloc + urlsplit(store.url).path).strip("/")
+            name = "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
             store = StoreURL(
                 "memory",
                 store.url,
                 store.display,
-                sqlite_path=f"file:ckl-{uuid4().hex}?mode=memory&cache=shared",
+                sqlite_path=f"file:ckl-{name or uuid4().hex}?mode=memory&cache=shared",
             )
         recorder = SQLiteLedgerRecorder(store, settings)
     try:
