@@ -10,7 +10,7 @@ with Ledger.open() as ledger:                       # ./checkpoints.db, or $CKL_
 ```
 """
 
-from ledger._json import Cursor, JSONObject, JSONValue
+from ledger._json import Cursor, CursorInput, JSONObject, JSONObjectInput, JSONValue
 from ledger.application import Ledger, Recorded
 from ledger.checkpoint import CheckpointError, CheckpointState, CheckpointToken, checkpoint_id_for
 from ledger.errors import (
@@ -50,11 +50,13 @@ __all__ = [
     "ConflictingCommand",
     "Created",
     "Cursor",
+    "CursorInput",
     "Failed",
     "InvalidInput",
     "InvalidStoreURL",
     "InvalidTransition",
     "JSONObject",
+    "JSONObjectInput",
     "JSONValue",
     "Ledger",
     "LedgerError",

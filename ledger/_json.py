@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping, Sequence
 from typing import Annotated, TypeAlias
 
 from pydantic import AfterValidator, JsonValue
 
 __all__ = [
     "Cursor",
+    "CursorInput",
     "JSONObject",
+    "JSONObjectInput",
     "JSONValue",
     "StrictCursor",
     "StrictJSONObject",
@@ -24,6 +27,11 @@ JSONValue: TypeAlias = JsonValue
 JSONObject: TypeAlias = dict[str, JsonValue]
 Cursor: TypeAlias = int | str | dict[str, JsonValue] | list[JsonValue]
 """Where a worker is in its input: an offset, a key, or a JSON object/array (never a float)."""
+
+# What callers may pass: read-only and covariant, so a ``dict[str, int]`` type-checks.
+# Values are checked at runtime, and stored (and returned) as the JSON types above.
+JSONObjectInput: TypeAlias = Mapping[str, object]
+CursorInput: TypeAlias = int | str | Mapping[str, object] | Sequence[object]
 
 _MAX_DEPTH = 64
 

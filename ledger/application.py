@@ -30,7 +30,9 @@ from pydantic import TypeAdapter, ValidationError
 
 from ledger._json import (
     Cursor,
+    CursorInput,
     JSONObject,
+    JSONObjectInput,
     JSONValue,
     StrictCursor,
     StrictJSONObject,
@@ -215,7 +217,7 @@ class Ledger:
         batch_index: int,
         *,
         total_batches: int | None = None,
-        metadata: JSONObject | None = None,
+        metadata: JSONObjectInput | None = None,
     ) -> CheckpointToken:
         """Create the checkpoint of ``(run_id, batch_index)`` and return its token.
 
@@ -255,9 +257,9 @@ class Ledger:
     def checkpoint_yield(
         self,
         token: CheckpointToken,
-        cursor: Cursor,
+        cursor: CursorInput,
         items_processed: int,
-        accumulated_results: JSONObject | None = None,
+        accumulated_results: JSONObjectInput | None = None,
     ) -> CheckpointState:
         """Record progress on an open checkpoint; the yield is durable when this returns.
 
@@ -293,9 +295,7 @@ class Ledger:
             token, lambda s, now: decide_yield(s, now, cur, items_processed, results)
         )
 
-    def complete_checkpoint(
-        self, token: CheckpointToken, result: JSONValue = None
-    ) -> CheckpointState:
+    def complete_checkpoint(self, token: CheckpointToken, result: object = None) -> CheckpointState:
         """Mark the checkpoint completed with its ``result``: the durable confirmation.
 
         The same result again is a no-op.

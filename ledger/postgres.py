@@ -140,12 +140,16 @@ class PostgresLedgerRecorder(LedgerRecorder):
             key=sql.Literal(append_lock_key()),
             channel=sql.Literal(self.channel),
         )
+        # Probe once before the pool opens: a clear error now, instead of the pool's
+        # background retries logging the same failure until its timeout.
         try:
+            psycopg.connect(
+                store.url, connect_timeout=max(1, int(settings.connect_timeout))
+            ).close()
             self._pool.open(wait=True, timeout=settings.connect_timeout)
-        except psycopg_pool.PoolTimeout as exc:
+        except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
             self._pool.close()
-            msg = f"cannot connect to {store.display} within {settings.connect_timeout:g}s"
-            raise OperationalError(msg) from exc
+            raise _translate(exc) from exc
 
     @contextmanager
     def _conn(self) -> Iterator[psycopg.Connection[Any]]:

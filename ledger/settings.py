@@ -104,3 +104,16 @@ class LedgerSettings(BaseModel):
             first = exc.errors()[0]
             field = ".".join(str(p) for p in first["loc"]) or "settings"
             raise InvalidInput(f"setting {field}", first["msg"]) from exc
+
+
+def settings_table() -> str:
+    """The README's settings table, generated from the fields (see the README)."""
+    rows = [
+        "| setting | environment variable | default | meaning |",
+        "|---|---|---|---|",
+    ]
+    for name, field in LedgerSettings.model_fields.items():
+        rows.append(
+            f"| `{name}` | `{ENV_PREFIX}{name.upper()}` | `{field.default}` | {field.description} |"
+        )
+    return "\n".join(rows)

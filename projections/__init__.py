@@ -1,0 +1,1 @@
+"""checkpoint-ledger's read models over the event log (the projections issue builds them)."""

@@ -1,0 +1,124 @@
+"""The sample job behind ``ckl demo``: a batch worker written the way the seeds ask.
+
+Three batches of numbers are summed in chunks. After each chunk the worker yields a checkpoint
+(cursor, items_processed, the running sum). Batch 1 hits a transient failure halfway; the
+worker records it, retries, and the new attempt resumes from the last durable cursor instead
+of starting over. Progress is reported only after a batch's completion is confirmed by reading
+it back (the Effect seed's save → confirm → progress). Run it again with the same ``--run-id``
+and it resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+from ledger import CheckpointState, CheckpointToken, InvalidTransition
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from ledger import Ledger
+
+__all__ = ["SimulatedOutage", "run_demo"]
+
+BATCHES = 3
+
+
+class SimulatedOutage(ConnectionError):
+    """The demo's stand-in for a flaky upstream."""
+
+
+def _process_batch(
+    ledger: Ledger,
+    token: CheckpointToken,
+    *,
+    items: int,
+    chunk: int,
+    console: Console,
+    fail_at: int | None,
+) -> CheckpointState:
+    state = ledger.get_checkpoint(token)
+    while True:
+        if state.status == "completed":
+            return state
+        if state.status == "failed":
+            if state.error is not None and not state.error.transient:
+                return state
+            state = ledger.retry_checkpoint(token)
+            console.print(
+                f"  [yellow]retry[/yellow]     attempt {state.attempt} resumes from "
+                f"cursor={json.dumps(state.checkpoint_cursor)} "
+                f"items={state.checkpoint_items_processed}"
+            )
+        # Resume from the last durable cursor: the tasker seed's BatchWorkerContext accessors.
+        cursor = state.checkpoint_cursor
+        start = cursor if isinstance(cursor, int) else 0
+        done = (state.accumulated_results or {}).get("sum", 0)
+        total = done if isinstance(done, int) else 0
+        try:
+            for offset in range(start, items, chunk):
+                end = min(offset + chunk, items)
+                if fail_at is not None and offset <= fail_at < end and state.attempt == 1:
+                    msg = f"upstream timed out reading items {offset}..{end - 1}"
+                    raise SimulatedOutage(msg)  # noqa: TRY301  (the demo's failure point)
+                total += sum(range(offset, end))
+                state = ledger.checkpoint_yield(
+                    token, cursor=end, items_processed=end, accumulated_results={"sum": total}
+                )
+                console.print(
+                    f"  yield     cursor={end:<6} items={end}/{items}  sum so far={total}"
+                )
+        except SimulatedOutage as exc:
+            state = ledger.fail_checkpoint(token, exc, transient=True)
+            assert state.error is not None  # noqa: S101  (fail_checkpoint just set it)
+            console.print(
+                f"  [red]failed[/red]    transient {state.error.type}: {state.error.message} "
+                f"(attempt {state.attempt}, last durable cursor={state.checkpoint_cursor})"
+            )
+            continue
+        state = ledger.complete_checkpoint(token, result={"sum": total, "items": items})
+
+
+def run_demo(
+    ledger: Ledger, run_id: str, *, items_per_batch: int, chunk: int, console: Console
+) -> list[CheckpointState]:
+    """Run (or resume) the demo job on ``ledger``; returns each batch's final state."""
+    if items_per_batch < 1 or chunk < 1:
+        raise InvalidTransition(run_id, "not started", "demo", "items and chunk must be ≥ 1")
+    console.print(
+        f"[bold]checkpoint-ledger demo[/bold]  run [cyan]{run_id}[/cyan]  "
+        f"store {ledger.store_display}"
+    )
+    events_before = ledger.count_events()
+    finals: list[CheckpointState] = []
+    completed = 0
+    for batch in range(BATCHES):
+        token = ledger.create_checkpoint(
+            run_id,
+            batch,
+            total_batches=BATCHES,
+            metadata={"source": "demo", "items": items_per_batch},
+        )
+        console.print(f"[bold]batch {batch}[/bold]  created ({token})")
+        fail_at = items_per_batch // 2 if batch == 1 else None
+        state = _process_batch(
+            ledger, token, items=items_per_batch, chunk=chunk, console=console, fail_at=fail_at
+        )
+        finals.append(state)
+        # Confirm: read the completion back from the store before reporting progress.
+        confirmed = ledger.get_checkpoint(token)
+        if confirmed.status != "completed":
+            console.print(f"  [red]stopped[/red]   batch {batch} is {confirmed.status}")
+            break
+        completed += 1
+        console.print(
+            f"  [green]completed[/green] result={json.dumps(confirmed.result)}  "
+            f"progress {completed}/{BATCHES} batches"
+        )
+    written = ledger.count_events() - events_before
+    console.print(
+        f"[bold]done[/bold]: {completed}/{BATCHES} batches completed, {written} events appended. "
+        f"Inspect one with: ckl show {run_id} 1"
+    )
+    return finals
