@@ -16,6 +16,7 @@ State machine (yields never change the status)::
 from __future__ import annotations
 
 from datetime import datetime
+from functools import lru_cache
 from typing import Literal, TypeAlias
 from uuid import NAMESPACE_URL, UUID, uuid5
 
@@ -54,6 +55,7 @@ CHECKPOINT_NAMESPACE = uuid5(NAMESPACE_URL, "https://checkpoint-ledger.dev/check
 Transition: TypeAlias = Literal["created", "completed", "failed", "retried", "reset"]
 
 
+@lru_cache(maxsize=65536)
 def checkpoint_id_for(run_id: str, batch_index: int) -> UUID:
     """The checkpoint id of ``(run_id, batch_index)``: a uuid5, the same in every process."""
     return uuid5(CHECKPOINT_NAMESPACE, f"{len(run_id)}:{run_id}/{batch_index}")

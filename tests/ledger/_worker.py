@@ -4,8 +4,8 @@ Run as ``python -m tests.ledger._worker COMMAND STORE_URL RUN_ID BATCH_INDEX [AR
 repository root on ``PYTHONPATH``.
 
 The start barrier: the worker imports everything, writes ``ready`` on stdout, and blocks until
-its stdin is closed; only then does it open the store. A parent that closes every worker's stdin
-after reading every ``ready`` starts them all at the same moment, without sleeping.
+it reads a line (``go``) from stdin; only then does it run its command. A parent that writes to
+every worker's stdin after reading every ``ready`` starts them all at once, without sleeping.
 
 The worker then runs its command and writes one JSON object on stdout. Exit code 0 means the
 command ran to a reported outcome (losing a race with ``ConflictingCommand`` is an outcome);
@@ -73,12 +73,15 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> int:
     """Wait at the start barrier, run one command, print its report; the exit code."""
     args = _parser().parse_args(argv)
+    # Opening the store is part of the race only for create-and-yield (the tables do not exist
+    # yet); the other commands open it first, so that their writes, not their start-up, overlap.
+    ledger = None if args.command == "create-and-yield" else Ledger.open(args.store_url)
     sys.stdout.write("ready\n")
     sys.stdout.flush()
-    sys.stdin.read()  # the barrier: returns when the parent closes our stdin
-    with Ledger.open(args.store_url) as ledger:
+    sys.stdin.readline()  # the barrier: returns when the parent says go
+    with ledger or Ledger.open(args.store_url) as opened:
         run: Command = args.run
-        report = run(ledger, args)
+        report = run(opened, args)
     sys.stdout.write(json.dumps(report) + "\n")
     return 0
 
