@@ -1,0 +1,38 @@
+"""Pins the public types: mypy --strict checks this file (it is not a test module)."""
+
+from __future__ import annotations
+
+from typing import assert_type
+
+from ledger import (
+    CheckpointEvent,
+    CheckpointState,
+    CheckpointToken,
+    Cursor,
+    JSONObject,
+    Ledger,
+)
+
+
+def pinned(ledger: Ledger) -> None:
+    """Every public call's return type, as users' type checkers see it."""
+    token = ledger.create_checkpoint("run-42", 0, total_batches=3, metadata={"source": "x.csv"})
+    assert_type(token, CheckpointToken)
+    assert_type(ledger.find_checkpoint("run-42", 0), CheckpointToken | None)
+    state = ledger.checkpoint_yield(
+        token, cursor=500, items_processed=500, accumulated_results={"n": 1}
+    )
+    assert_type(state, CheckpointState)
+    assert_type(state.checkpoint_cursor, Cursor | None)
+    assert_type(state.accumulated_results, JSONObject | None)
+    assert_type(state.has_checkpoint(), bool)
+    assert_type(state.checkpoint_items_processed, int)
+    assert_type(ledger.complete_checkpoint(token, {"rows": 1000}), CheckpointState)
+    assert_type(ledger.fail_checkpoint(token, TimeoutError("x"), transient=True), CheckpointState)
+    assert_type(ledger.retry_checkpoint(token), CheckpointState)
+    assert_type(ledger.reset_checkpoint(token, reason="input replaced"), CheckpointState)
+    assert_type(ledger.get_checkpoint(token, as_of=3), CheckpointState)
+    assert_type(ledger.checkpoint_events(token), list[CheckpointEvent])
+    # A cursor may be an int, a str, or a JSON object/array; dicts of narrower types type-check.
+    ledger.checkpoint_yield(token, cursor={"page": 2, "key": "k"}, items_processed=600)
+    ledger.checkpoint_yield(token, cursor=["a", 1], items_processed=700)
