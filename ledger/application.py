@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import random
 import threading
 import time
 from collections import OrderedDict
@@ -25,6 +26,7 @@ from eventsourcing.persistence import (
     Notification,
     OperationalError,
     PersistenceError,
+    StoredEvent,
 )
 from pydantic import TypeAdapter, ValidationError
 
@@ -60,7 +62,7 @@ from ledger.errors import (
 )
 from ledger.events import CheckpointEvent, Created, Snapshot
 from ledger.settings import LedgerSettings
-from ledger.store import LedgerRecorder, open_recorder
+from ledger.store import LedgerRecorder, open_recorder, parse_store_url
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -156,6 +158,8 @@ class Ledger:
             InvalidInput: a ``CKL_*`` variable holds an invalid value.
             StoreUnavailable: the database cannot be reached.
         """
+        if store is not None:
+            parse_store_url(store)  # InvalidStoreURL for a non-string or unusable URL
         if settings is None:
             settings = LedgerSettings.from_env(store=store)
         elif store is not None:
@@ -163,8 +167,6 @@ class Ledger:
         try:
             recorder = open_recorder(settings)
         except PersistenceError as exc:
-            from ledger.store import parse_store_url  # noqa: PLC0415
-
             display = parse_store_url(settings.store).display
             raise StoreUnavailable(display, "open", str(exc)) from exc
         return cls(settings, recorder)
@@ -430,7 +432,7 @@ class Ledger:
         )
         if not rows:
             raise CheckpointNotFound(str(token))
-        return [self.mapper.to_event(row) for row in rows]
+        return [self._to_event(row) for row in rows]
 
     def read_log(self, after: int = 0, limit: int = 1000) -> list[tuple[int, CheckpointEvent]]:
         """Events of all checkpoints in global order, after position ``after``."""
@@ -440,7 +442,7 @@ class Ledger:
                 lambda: self.recorder.select_notifications(after, limit, inclusive_of_start=False),
             )
         )
-        return [(n.id, self.mapper.to_event(n)) for n in notes]
+        return [(n.id, self._to_event(n)) for n in notes]
 
     def count_events(self, token: CheckpointToken | None = None) -> int:
         """How many events the store holds, for one checkpoint or in all."""
@@ -478,6 +480,7 @@ class Ledger:
         fresh = state is None
         if state is None:
             state = self._load(token)
+        conflicts = 0
         for _ in range(self.settings.conflict_retries + 1):
             # Never write a timestamp before the checkpoint's last one, whatever the clocks say.
             now = max(datetime.now(UTC), state.updated_at)
@@ -496,7 +499,11 @@ class Ledger:
             try:
                 return self._append(state, event)
             except IntegrityError:
-                # Another writer appended this version first: reload and decide again.
+                # Another writer appended this version first: reload and decide again, after a
+                # short random pause that grows with each loss, so that a writer needing two
+                # round trips (reload, append) is not starved by one needing a single one.
+                conflicts += 1
+                time.sleep(random.uniform(0, min(0.05, 0.0005 * 2**conflicts)))  # noqa: S311
                 state, fresh = self._refresh(state), True
         raise StoreUnavailable(
             self.store_display,
@@ -549,13 +556,13 @@ class Ledger:
         state: CheckpointState | None = None
         after = None
         if snap_row is not None:
-            snap = self.mapper.to_event(snap_row)
+            snap = self._to_event(snap_row)
             if isinstance(snap, Snapshot):
                 state = CheckpointState.model_validate(snap.state)
                 after = state.version
         rows = self._store_call("load", lambda: self.recorder.select_events(oid, gt=after, lte=lte))
         for row in rows:
-            state = apply(state, self.mapper.to_event(row))
+            state = apply(state, self._to_event(row))
         return state
 
     def _refresh(self, state: CheckpointState) -> CheckpointState:
@@ -563,7 +570,7 @@ class Ledger:
         oid = state.token.checkpoint_id
         rows = self._store_call("load", lambda: self.recorder.select_events(oid, gt=state.version))
         for row in rows:
-            state = apply(state, self.mapper.to_event(row))
+            state = apply(state, self._to_event(row))
         if rows:
             self._put_cached(state)
         return state
@@ -590,6 +597,12 @@ class Ledger:
             while len(self._cache) > self.settings.cache_size:
                 self._cache.popitem(last=False)
 
+    def _to_event(self, row: StoredEvent) -> CheckpointEvent:
+        try:
+            return self.mapper.to_event(row)
+        except MapperDeserialisationError as exc:
+            raise StoreUnavailable(self.store_display, "read", str(exc)) from exc
+
     def _store_call(self, operation: str, call: Callable[[], T]) -> T:
         delay = self.settings.store_retry_delay
         for attempt in range(self.settings.store_retries + 1):
@@ -603,8 +616,6 @@ class Ledger:
                 )
                 time.sleep(delay)
                 delay *= 2
-            except MapperDeserialisationError as exc:
-                raise StoreUnavailable(self.store_display, operation, str(exc)) from exc
         raise AssertionError  # pragma: no cover  (the loop always returns or raises)
 
 

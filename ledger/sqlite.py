@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 from uuid import UUID
@@ -43,6 +44,14 @@ _SCHEMA = [
         BEGIN SELECT RAISE(ABORT, '{EVENTS_TABLE} is append-only: UPDATE refused'); END""",
     f"""CREATE TRIGGER IF NOT EXISTS {EVENTS_TABLE}_no_delete BEFORE DELETE ON {EVENTS_TABLE}
         BEGIN SELECT RAISE(ABORT, '{EVENTS_TABLE} is append-only: DELETE refused'); END""",
+    # INSERT OR REPLACE deletes the row it replaces without firing DELETE triggers (unless a
+    # connection enables recursive_triggers), so an insert may never land on an existing key.
+    f"""CREATE TRIGGER IF NOT EXISTS {EVENTS_TABLE}_no_replace BEFORE INSERT ON {EVENTS_TABLE}
+        WHEN EXISTS (SELECT 1 FROM {EVENTS_TABLE}
+                     WHERE originator_id = NEW.originator_id
+                       AND originator_version = NEW.originator_version)
+          OR EXISTS (SELECT 1 FROM {EVENTS_TABLE} WHERE notification_id = NEW.notification_id)
+        BEGIN SELECT RAISE(ABORT, 'UNIQUE constraint failed: {EVENTS_TABLE} key exists'); END""",
     f"""CREATE TABLE IF NOT EXISTS {SNAPSHOTS_TABLE} (
         originator_id TEXT NOT NULL,
         originator_version INTEGER NOT NULL,
@@ -96,16 +105,33 @@ class SQLiteLedgerRecorder(LedgerRecorder):
                 check_same_thread=False,
             )
             if not self._uri:
-                mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-                if str(mode).lower() != "wal":
-                    msg = f"cannot switch {self.store.display} to WAL (got {mode})"
-                    raise OperationalError(msg)
+                self._ensure_wal(conn)
             conn.execute(f"PRAGMA synchronous={self._synchronous}")
         except sqlite3.Error as exc:
             raise _translate(exc) from exc
         with self._guard:
             self._all.append(conn)
         return conn
+
+    def _ensure_wal(self, conn: sqlite3.Connection) -> None:
+        # Switching a new file to WAL needs an exclusive lock, and SQLite does not always wait
+        # for it (processes opening a new store together see "database is locked" at once),
+        # so wait here, within the connect timeout.
+        deadline = time.monotonic() + self._timeout
+        delay = 0.001
+        while True:
+            try:
+                mode = str(conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]).lower()
+            except sqlite3.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 0.05)
+                continue
+            if mode != "wal":
+                msg = f"cannot switch {self.store.display} to WAL (got {mode})"
+                raise OperationalError(msg)
+            return
 
     @contextmanager
     def _connection(self) -> Iterator[sqlite3.Connection]:
