@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 from uuid import UUID
 
 import psycopg
@@ -28,14 +28,14 @@ from eventsourcing.persistence import (
 )
 from psycopg import sql
 
-from ledger.store import EVENTS_TABLE, SNAPSHOTS_TABLE, LedgerRecorder, StoreURL
+from ledger.store import EVENTS_TABLE, SNAPSHOTS_TABLE, LedgerRecorder, SQLTransaction, StoreURL
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
 
     from ledger.settings import LedgerSettings
 
-__all__ = ["PostgresLedgerRecorder", "append_lock_key"]
+__all__ = ["PostgresLedgerRecorder", "PostgresListener", "append_lock_key"]
 
 _SCHEMA_VERSION = 1
 
@@ -100,12 +100,56 @@ def _translate(exc: psycopg.Error) -> PersistenceError:
     return PersistenceError(detail)
 
 
+class _PostgresTransaction:
+    dialect: Literal["sqlite", "postgres"] = "postgres"
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self._conn = conn
+
+    def execute(self, query: str, params: Sequence[object] = ()) -> int:
+        return self._conn.execute(query.encode(), tuple(params), prepare=True).rowcount
+
+    def query(self, query: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        return [tuple(r) for r in self._conn.execute(query.encode(), tuple(params), prepare=True)]
+
+
+class PostgresListener:
+    """LISTEN on the event channel over a dedicated connection (not from the pool)."""
+
+    def __init__(self, url: str, channel: str, connect_timeout: float) -> None:
+        try:
+            self._conn = psycopg.connect(
+                url, autocommit=True, connect_timeout=max(1, int(connect_timeout))
+            )
+            self._conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+        except psycopg.Error as exc:
+            raise _translate(exc) from exc
+
+    def wait(self, timeout: float) -> bool:
+        """True if an append was announced within ``timeout`` seconds (all pending drained)."""
+        got = False
+        try:
+            for _ in self._conn.notifies(timeout=timeout, stop_after=1):
+                got = True
+            if got:  # drain what else is queued, without waiting: one catch-up serves them all
+                for _ in self._conn.notifies(timeout=0):
+                    pass
+        except psycopg.Error as exc:
+            raise _translate(exc) from exc
+        return got
+
+    def close(self) -> None:
+        """Close the listening connection."""
+        self._conn.close()
+
+
 class PostgresLedgerRecorder(LedgerRecorder):
     """The ledger's event and snapshot tables in one PostgreSQL database."""
 
     def __init__(self, store: StoreURL, settings: LedgerSettings) -> None:
         self.store = store
         self.channel = EVENTS_TABLE
+        self._connect_timeout = settings.connect_timeout
         synchronous_commit = "on" if settings.durability == "full" else "off"
 
         def configure(conn: psycopg.Connection[Any]) -> None:
@@ -292,6 +336,16 @@ class PostgresLedgerRecorder(LedgerRecorder):
                     (originator_id,),
                 ).fetchone()
         return int(row[0]) if row else 0
+
+    @contextmanager
+    def transaction(self, *, readonly: bool = False) -> Iterator[SQLTransaction]:  # noqa: ARG002
+        """A transaction on one pooled connection (MVCC: readers never block writers)."""
+        with self._conn() as conn, conn.transaction():
+            yield _PostgresTransaction(conn)
+
+    def listener(self) -> PostgresListener:
+        """A new LISTEN connection on the event channel."""
+        return PostgresListener(self.store.url, self.channel, self._connect_timeout)
 
     def close(self) -> None:
         """Close the pool. Idempotent."""

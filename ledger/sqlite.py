@@ -10,7 +10,7 @@ import sqlite3
 import threading
 import time
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Literal
 from uuid import UUID
 
 from eventsourcing.persistence import (
@@ -22,7 +22,7 @@ from eventsourcing.persistence import (
     StoredEvent,
 )
 
-from ledger.store import EVENTS_TABLE, SNAPSHOTS_TABLE, LedgerRecorder, StoreURL
+from ledger.store import EVENTS_TABLE, SNAPSHOTS_TABLE, LedgerRecorder, SQLTransaction, StoreURL
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -74,6 +74,19 @@ def _translate(exc: sqlite3.Error) -> PersistenceError:
     if isinstance(exc, sqlite3.OperationalError):
         return OperationalError(str(exc))
     return InterfaceError(f"{type(exc).__name__}: {exc}")
+
+
+class _SQLiteTransaction:
+    dialect: Literal["sqlite", "postgres"] = "sqlite"
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def execute(self, sql: str, params: Sequence[object] = ()) -> int:
+        return self._conn.execute(sql.replace("%s", "?"), tuple(params)).rowcount
+
+    def query(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        return [tuple(r) for r in self._conn.execute(sql.replace("%s", "?"), tuple(params))]
 
 
 class SQLiteLedgerRecorder(LedgerRecorder):
@@ -287,6 +300,12 @@ class SQLiteLedgerRecorder(LedgerRecorder):
             params = (str(originator_id),)
         with self._transaction(write=False) as conn:
             return int(conn.execute(sql, params).fetchone()[0])
+
+    @contextmanager
+    def transaction(self, *, readonly: bool = False) -> Iterator[SQLTransaction]:
+        """A transaction; a write one (``BEGIN IMMEDIATE``) admits one writer at a time."""
+        with self._transaction(write=not readonly) as conn:
+            yield _SQLiteTransaction(conn)
 
     def close(self) -> None:
         """Close every connection this recorder opened."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 from urllib.parse import unquote, urlsplit, urlunsplit
 from uuid import UUID, uuid4
 
@@ -24,6 +24,7 @@ from ledger.errors import InvalidStoreURL
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+    from contextlib import AbstractContextManager
 
     from ledger.settings import LedgerSettings
 
@@ -31,6 +32,8 @@ __all__ = [
     "EVENTS_TABLE",
     "SNAPSHOTS_TABLE",
     "LedgerRecorder",
+    "LogListener",
+    "SQLTransaction",
     "StoreURL",
     "open_recorder",
     "parse_store_url",
@@ -103,6 +106,41 @@ def parse_store_url(url: str) -> StoreURL:  # noqa: C901  (one branch per rule i
     raise InvalidStoreURL(display, f"unknown scheme {parts.scheme!r}")
 
 
+class SQLTransaction(Protocol):
+    """One open transaction on the store, for read models kept beside the log.
+
+    Statements use ``%s`` placeholders on both backends. The transaction commits when its
+    ``with`` block ends normally and rolls back if it raises.
+    """
+
+    dialect: Literal["sqlite", "postgres"]
+
+    def execute(self, sql: str, params: Sequence[object] = ()) -> int:
+        """Run one statement; the number of rows it changed."""
+        ...
+
+    def query(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        """Run one query; its rows."""
+        ...
+
+
+class LogListener(Protocol):
+    """Wakes a reader when another process appends (PostgreSQL LISTEN/NOTIFY)."""
+
+    def wait(self, timeout: float) -> bool:
+        """Block up to ``timeout`` seconds; True if an append was announced.
+
+        Raises:
+            eventsourcing.persistence.OperationalError: the connection was lost (reconnect by
+                asking the recorder for a new listener, then catch up from your position).
+        """
+        ...
+
+    def close(self) -> None:
+        """Stop listening and release the connection."""
+        ...
+
+
 class LedgerRecorder(ApplicationRecorder):
     """eventsourcing's ``ApplicationRecorder`` plus snapshots, schema and housekeeping.
 
@@ -132,6 +170,14 @@ class LedgerRecorder(ApplicationRecorder):
     @abstractmethod
     def close(self) -> None:
         """Release connections. Idempotent."""
+
+    @abstractmethod
+    def transaction(self, *, readonly: bool = False) -> AbstractContextManager[SQLTransaction]:
+        """A transaction on the store's database; write ones are serialised with other writers."""
+
+    def listener(self) -> LogListener | None:
+        """A cross-process wake-up source, or ``None`` where the backend has none (SQLite)."""
+        return None
 
     def subscribe(
         self, gt: int | None = None, topics: Sequence[str] = ()

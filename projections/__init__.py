@@ -1,1 +1,33 @@
-"""checkpoint-ledger's read models over the event log (the projections issue builds them)."""
+"""Read models over the ledger's event log, each kept exactly once per event.
+
+```python
+from ledger import Ledger
+from projections import Projections
+
+with Ledger.open() as ledger, Projections(ledger).start() as views:
+    token = ledger.create_checkpoint("run-42", 0, total_batches=3)
+    views.sync()                              # read-your-writes
+    views.pending_checkpoints("run-42")       # [token]
+    views.progress("run-42")                  # completed / total, from Completed events only
+```
+"""
+
+from projections.models import (
+    CheckpointSummary,
+    FailureRecord,
+    History,
+    HistoryEntry,
+    RunProgress,
+    TimelineEntry,
+)
+from projections.runner import Projections
+
+__all__ = [
+    "CheckpointSummary",
+    "FailureRecord",
+    "History",
+    "HistoryEntry",
+    "Projections",
+    "RunProgress",
+    "TimelineEntry",
+]

@@ -1,0 +1,68 @@
+"""The bounded history view: the last N yields of each checkpoint, plus the total ever.
+
+This answers the tasker seed's unbounded JSONB ``history`` array: the rows kept per checkpoint
+never exceed N whatever the number of yields, and each yield costs one insert and one delete by
+primary key. The full history stays in the immutable log.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ledger.events import CheckpointEvent, Yielded
+from projections._common import to_json, to_time
+
+if TYPE_CHECKING:
+    from ledger.store import SQLTransaction
+
+__all__ = ["HistoryView"]
+
+TABLE = "ckl_view_history"
+
+
+class HistoryView:
+    """The last ``keep`` yields per checkpoint (``seq`` counts every yield ever, from 1)."""
+
+    name: str = "history"
+    tables: tuple[str, ...] = (TABLE,)
+    ddl: tuple[str, ...] = (
+        f"""CREATE TABLE IF NOT EXISTS {TABLE} (
+            checkpoint_id TEXT NOT NULL,
+            seq BIGINT NOT NULL,
+            attempt BIGINT NOT NULL,
+            cursor TEXT NOT NULL,
+            items_processed BIGINT NOT NULL,
+            at TEXT NOT NULL,
+            position BIGINT NOT NULL,
+            PRIMARY KEY (checkpoint_id, seq)
+        )""",
+    )
+
+    def __init__(self, keep: int) -> None:
+        self.keep = keep
+
+    def apply(self, tx: SQLTransaction, position: int, event: CheckpointEvent) -> None:
+        """Record a yield and drop the one that falls out of the window."""
+        if not isinstance(event, Yielded):
+            return
+        oid = str(event.originator_id)
+        # The cursor view (applied first, same transaction) already counted this yield.
+        rows = tx.query("SELECT yields FROM ckl_view_cursor WHERE checkpoint_id = %s", (oid,))
+        seq = int(rows[0][0])
+        tx.execute(
+            f"INSERT INTO {TABLE} VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            (
+                oid,
+                seq,
+                event.attempt,
+                to_json(event.cursor),
+                event.items_processed,
+                to_time(event.timestamp),
+                position,
+            ),
+        )
+        if seq > self.keep:
+            tx.execute(
+                f"DELETE FROM {TABLE} WHERE checkpoint_id = %s AND seq = %s",
+                (oid, seq - self.keep),
+            )

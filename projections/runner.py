@@ -1,0 +1,549 @@
+"""Projections: the read models, the follower that keeps them current, and their queries.
+
+Each batch of events is applied to every view and the tracking position is moved **in the same
+transaction**, after re-reading (and on PostgreSQL locking) the tracked position inside it. So
+an event is applied exactly once, whatever crashes or how many followers run at once: a crash
+rolls the whole batch back, and a second follower skips what the first already applied.
+
+Following the log:
+
+* same process: the ledger calls us after each append, so views catch up at once;
+* other processes, PostgreSQL: LISTEN/NOTIFY wakes the follower; if the connection drops (a
+  server restart), it reconnects with back-off and catches up from its tracked position;
+* other processes, SQLite: polling every ``poll_interval`` seconds.
+
+Read-your-writes is signal-driven: :meth:`Projections.wait_for` sleeps on a condition that the
+follower notifies after each commit, never on a back-off timer.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Self, TypeVar
+from uuid import UUID
+
+from eventsourcing.persistence import PersistenceError, StoredEvent
+
+from ledger import (
+    AwaitTimeout,
+    CheckpointState,
+    CheckpointToken,
+    InvalidInput,
+    Ledger,
+    LedgerError,
+    StoreUnavailable,
+)
+from ledger.checkpoint import apply
+from ledger.postgres import append_lock_key
+from ledger.store import EVENTS_TABLE
+from projections._common import from_json, parse_time, to_time
+from projections.cursor import CursorView
+from projections.failures import FailureView
+from projections.history import HistoryView
+from projections.models import (
+    CheckpointSummary,
+    FailureRecord,
+    History,
+    HistoryEntry,
+    RunProgress,
+    TimelineEntry,
+)
+from projections.timeline import TimelineView
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from types import TracebackType
+
+    from ledger.store import LogListener, SQLTransaction
+    from projections._common import View
+
+__all__ = ["Projections"]
+
+log = logging.getLogger("projections")
+T = TypeVar("T")
+
+TRACKING = "ckl_view_tracking"
+TRACKING_NAME = "views"
+
+
+class Projections:
+    """The read models of one ledger's store, kept exactly once per event.
+
+    Use it as a context manager, or call :meth:`close`. Without :meth:`start`, nothing runs in
+    the background and :meth:`catch_up` (or :meth:`wait_for`) applies new events on demand.
+    """
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        *,
+        history_size: int = 100,
+        poll_interval: float = 0.5,
+        batch_size: int = 500,
+    ) -> None:
+        """Create the views' tables if needed and hook into the ledger's appends.
+
+        Args:
+            ledger: the ledger whose log the views follow (their tables live in its store).
+            history_size: yields kept per checkpoint in the bounded history.
+            poll_interval: seconds between polls for other processes' appends (SQLite), and
+                the longest a missed notification can delay the views (PostgreSQL).
+            batch_size: events applied per transaction while catching up.
+
+        Raises:
+            InvalidInput: a non-positive size or interval.
+            StoreUnavailable: the store cannot be reached.
+        """
+        for name, value in (("history_size", history_size), ("batch_size", batch_size)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InvalidInput(name, f"must be an int ≥ 1, got {value!r}")
+        if not poll_interval > 0:
+            raise InvalidInput("poll_interval", f"must be > 0 seconds, got {poll_interval!r}")
+        self.ledger = ledger
+        self.recorder = ledger.recorder
+        self.history_size = history_size
+        self.poll_interval = poll_interval
+        self.batch_size = batch_size
+        # Order matters: the cursor view creates the row the others read run_id from.
+        self.views: tuple[View, ...] = (
+            CursorView(),
+            HistoryView(history_size),
+            FailureView(),
+            TimelineView(),
+        )
+        self._postgres = type(self.recorder).__name__.startswith("Postgres")
+        self._applied = threading.Condition()
+        self._position = 0
+        self._apply_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._store_call("create views", self._create_tables)
+        self._position = self._store_call("read position", self._tracked_position)
+        self._remove_listener = ledger.add_listener(lambda _recorded: self._wake.set())
+
+    # ---------------------------------------------------------------- life cycle
+
+    def start(self) -> Self:
+        """Follow the log in background threads until :meth:`stop` or :meth:`close`."""
+        if self._threads:
+            return self
+        self._stop.clear()
+        follower = threading.Thread(target=self._follow, name="ckl-projections", daemon=True)
+        self._threads.append(follower)
+        if self._postgres:
+            listener = threading.Thread(target=self._listen, name="ckl-listen", daemon=True)
+            self._threads.append(listener)
+        for thread in self._threads:
+            thread.start()
+        self._wake.set()
+        return self
+
+    def stop(self) -> None:
+        """Stop the background threads (views keep their state; start again to resume)."""
+        self._stop.set()
+        self._wake.set()
+        for thread in self._threads:
+            thread.join(timeout=10)
+        self._threads = []
+
+    def close(self) -> None:
+        """Stop following and unhook from the ledger. The ledger stays open."""
+        self.stop()
+        self._remove_listener()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @property
+    def position(self) -> int:
+        """Global position of the last event the views include (0: none)."""
+        return self._position
+
+    @property
+    def running(self) -> bool:
+        """True while background threads follow the log."""
+        return bool(self._threads)
+
+    # ---------------------------------------------------------------- applying
+
+    def catch_up(self) -> int:
+        """Apply every event committed so far; returns the views' position."""
+        while self._store_call("apply", self._apply_batch):
+            pass
+        return self._position
+
+    def wait_for(self, position: int, timeout: float = 5.0) -> int:
+        """Block until the views include global ``position``; returns the views' position.
+
+        With the follower running this sleeps on a signal; without it, it applies the missing
+        events itself.
+
+        Raises:
+            AwaitTimeout: the views did not get there within ``timeout`` seconds.
+        """
+        deadline = time.monotonic() + timeout
+        if not self.running:
+            self.catch_up()
+        with self._applied:
+            while self._position < position:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AwaitTimeout(f"views at position {position}", timeout)
+                self._wake.set()
+                self._applied.wait(remaining)
+        return self._position
+
+    def sync(self, timeout: float = 5.0) -> int:
+        """Read-your-writes: wait until the views include everything committed by now."""
+        target = self._store_call("read log head", self.recorder.max_notification_id) or 0
+        return self.wait_for(target, timeout)
+
+    def rebuild(self) -> int:
+        """Drop the views, recreate them and replay the whole log; returns the new position."""
+        was_running = self.running
+        self.stop()
+        with self._apply_lock:
+
+            def drop() -> None:
+                with self.recorder.transaction() as tx:
+                    self._lock_schema(tx)
+                    for view in self.views:
+                        for table in view.tables:
+                            tx.execute(f"DROP TABLE IF EXISTS {table}")
+                    tx.execute(
+                        f"UPDATE {TRACKING} SET position = 0 WHERE name = %s", (TRACKING_NAME,)
+                    )
+
+            self._store_call("rebuild", drop)
+            self._store_call("create views", self._create_tables)
+            with self._applied:
+                self._position = 0
+        position = self.catch_up()
+        if was_running:
+            self.start()
+        return position
+
+    # ---------------------------------------------------------------- queries
+
+    def current(self, token: CheckpointToken) -> CheckpointSummary | None:
+        """The checkpoint's row in the cursor view, or ``None`` if the views have not seen it."""
+        rows = self._query(
+            "SELECT checkpoint_id, run_id, batch_index, total_batches, status, attempt, cursor,"
+            " items_processed, accumulated_results, yields, version, created_at, updated_at,"
+            " position FROM ckl_view_cursor WHERE checkpoint_id = %s",
+            (str(token.checkpoint_id),),
+        )
+        return _summary(rows[0]) if rows else None
+
+    def checkpoints(self, run_id: str) -> list[CheckpointSummary]:
+        """Every checkpoint of a run, by batch index."""
+        rows = self._query(
+            "SELECT checkpoint_id, run_id, batch_index, total_batches, status, attempt, cursor,"
+            " items_processed, accumulated_results, yields, version, created_at, updated_at,"
+            " position FROM ckl_view_cursor WHERE run_id = %s ORDER BY batch_index",
+            (run_id,),
+        )
+        return [_summary(row) for row in rows]
+
+    def pending_checkpoints(self, run_id: str) -> list[CheckpointToken]:
+        """Tokens of the run's checkpoints created and not settled (status open)."""
+        rows = self._query(
+            "SELECT batch_index, checkpoint_id FROM ckl_view_cursor"
+            " WHERE run_id = %s AND status = 'open' ORDER BY batch_index",
+            (run_id,),
+        )
+        return [
+            CheckpointToken(run_id=run_id, batch_index=int(b), checkpoint_id=UUID(str(c)))
+            for b, c in rows
+        ]
+
+    def progress(self, run_id: str) -> RunProgress:
+        """Completed / total batches of a run (completions are durable by construction)."""
+        rows = self._query(
+            "SELECT status, count(*), max(total_batches) FROM ckl_view_cursor"
+            " WHERE run_id = %s GROUP BY status",
+            (run_id,),
+        )
+        counts = {str(status): int(n) for status, n, _ in rows}
+        totals = [int(t) for _, _, t in rows if t is not None]
+        return RunProgress(
+            run_id=run_id,
+            total_batches=max(totals) if totals else None,
+            created=sum(counts.values()),
+            completed=counts.get("completed", 0),
+            failed=counts.get("failed", 0),
+            open=counts.get("open", 0),
+        )
+
+    def history(self, token: CheckpointToken) -> History:
+        """The bounded history of a checkpoint: its last ``history_size`` yields."""
+        oid = str(token.checkpoint_id)
+        total = self._query("SELECT yields FROM ckl_view_cursor WHERE checkpoint_id = %s", (oid,))
+        rows = self._query(
+            "SELECT seq, attempt, cursor, items_processed, at, position FROM ckl_view_history"
+            " WHERE checkpoint_id = %s ORDER BY seq",
+            (oid,),
+        )
+        return History(
+            checkpoint_id=token.checkpoint_id,
+            total_yields=int(total[0][0]) if total else 0,
+            entries=[
+                HistoryEntry(
+                    seq=int(seq),
+                    attempt=int(attempt),
+                    cursor=from_json(cursor),
+                    items_processed=int(items),
+                    at=parse_time(at),
+                    position=int(position),
+                )
+                for seq, attempt, cursor, items, at, position in rows
+            ],
+        )
+
+    def failures(
+        self,
+        *,
+        run_id: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        error_type: str | None = None,
+        transient: bool | None = None,
+        limit: int | None = None,
+    ) -> list[FailureRecord]:
+        """The failure audit, oldest first, filtered by any of run, time, type and kind."""
+        where: list[str] = ["1 = 1"]
+        params: list[object] = []
+        if run_id is not None:
+            where.append("run_id = %s")
+            params.append(run_id)
+        if since is not None:
+            where.append("failed_at >= %s")
+            params.append(to_time(_aware(since, "since")))
+        if until is not None:
+            where.append("failed_at < %s")
+            params.append(to_time(_aware(until, "until")))
+        if error_type is not None:
+            where.append("error_type = %s")
+            params.append(error_type)
+        if transient is not None:
+            where.append("transient = %s")
+            params.append(int(transient))
+        sql = (
+            "SELECT position, checkpoint_id, run_id, batch_index, attempt, error_type, message,"
+            " transient, cursor, items_processed, failed_at, resolution, resolved_at"
+            f" FROM ckl_view_failures WHERE {' AND '.join(where)} ORDER BY position"
+        )
+        if limit is not None:
+            sql += " LIMIT %s"
+            params.append(limit)
+        return [
+            FailureRecord(
+                position=int(row[0]),
+                checkpoint_id=UUID(str(row[1])),
+                run_id=row[2],
+                batch_index=int(row[3]),
+                attempt=int(row[4]),
+                error_type=row[5],
+                message=row[6],
+                transient=bool(row[7]),
+                cursor=from_json(row[8]),
+                items_processed=int(row[9]),
+                failed_at=parse_time(row[10]),
+                resolution=row[11],
+                resolved_at=None if row[12] is None else parse_time(row[12]),
+            )
+            for row in self._query(sql, params)
+        ]
+
+    def timeline(
+        self,
+        run_id: str,
+        *,
+        after: int = 0,
+        until: datetime | None = None,
+        limit: int | None = None,
+    ) -> list[TimelineEntry]:
+        """Every event of a run in global order (after a position, up to a moment)."""
+        sql = (
+            f"SELECT t.position, t.at, t.batch_index, t.version, e.topic, e.state,"
+            f" e.originator_id FROM ckl_view_timeline t JOIN {EVENTS_TABLE} e"
+            " ON e.notification_id = t.position"
+            " WHERE t.run_id = %s AND t.position > %s"
+        )
+        params: list[object] = [run_id, after]
+        if until is not None:
+            sql += " AND t.at <= %s"
+            params.append(to_time(_aware(until, "until")))
+        sql += " ORDER BY t.position"
+        if limit is not None:
+            sql += " LIMIT %s"
+            params.append(limit)
+        entries = []
+        for position, at, batch, version, topic, state, oid in self._query(sql, params):
+            stored = StoredEvent(UUID(str(oid)), int(version), topic, bytes(state))
+            entries.append(
+                TimelineEntry(
+                    position=int(position),
+                    at=parse_time(at),
+                    batch_index=int(batch),
+                    version=int(version),
+                    topic=topic,
+                    event=self.ledger.mapper.to_event(stored),
+                )
+            )
+        return entries
+
+    def run_state_as_of(self, run_id: str, moment: datetime) -> dict[int, CheckpointState]:
+        """Each batch's state at ``moment``, by replaying the run's timeline up to it."""
+        states: dict[int, CheckpointState] = {}
+        for entry in self.timeline(run_id, until=moment):
+            states[entry.batch_index] = apply(states.get(entry.batch_index), entry.event)
+        return states
+
+    # ---------------------------------------------------------------- internals
+
+    def _lock_schema(self, tx: SQLTransaction) -> None:
+        if tx.dialect == "postgres":
+            tx.query("SELECT pg_advisory_xact_lock(%s)", (append_lock_key("views"),))
+
+    def _create_tables(self) -> None:
+        with self.recorder.transaction() as tx:
+            self._lock_schema(tx)
+            tx.execute(
+                f"CREATE TABLE IF NOT EXISTS {TRACKING} "
+                "(name TEXT PRIMARY KEY, position BIGINT NOT NULL)"
+            )
+            tx.execute(
+                f"INSERT INTO {TRACKING} (name, position) VALUES (%s, 0)"
+                " ON CONFLICT (name) DO NOTHING",
+                (TRACKING_NAME,),
+            )
+            for view in self.views:
+                for statement in view.ddl:
+                    tx.execute(statement)
+
+    def _tracked_position(self) -> int:
+        rows = self._query(f"SELECT position FROM {TRACKING} WHERE name = %s", (TRACKING_NAME,))
+        return int(rows[0][0]) if rows else 0
+
+    def _apply_batch(self) -> bool:
+        """Apply the next batch of events; False when there was nothing new."""
+        with self._apply_lock:
+            notes = self.recorder.select_notifications(
+                self._position, self.batch_size, inclusive_of_start=False
+            )
+            if not notes:
+                return False
+            with self.recorder.transaction() as tx:
+                lock = " FOR UPDATE" if tx.dialect == "postgres" else ""
+                rows = tx.query(
+                    f"SELECT position FROM {TRACKING} WHERE name = %s{lock}", (TRACKING_NAME,)
+                )
+                tracked = int(rows[0][0])
+                last = tracked
+                for note in notes:
+                    if note.id <= tracked:
+                        continue  # another follower applied it: exactly once
+                    event = self.ledger.mapper.to_event(note)
+                    for view in self.views:
+                        view.apply(tx, note.id, event)
+                    last = note.id
+                if last != tracked:
+                    tx.execute(
+                        f"UPDATE {TRACKING} SET position = %s WHERE name = %s",
+                        (last, TRACKING_NAME),
+                    )
+            with self._applied:
+                self._position = max(self._position, last, tracked)
+                self._applied.notify_all()
+            return True  # maybe more: the next round reads from the new position
+
+    def _follow(self) -> None:
+        delay = self.poll_interval
+        while not self._stop.is_set():
+            self._wake.wait(self.poll_interval)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            try:
+                self.catch_up()
+                delay = self.poll_interval
+            except LedgerError:
+                log.warning(
+                    "projections could not catch up; retrying in %.1fs", delay, exc_info=True
+                )
+                self._stop.wait(delay)
+                delay = min(delay * 2, 30.0)
+
+    def _listen(self) -> None:
+        delay = 0.1
+        listener: LogListener | None = None
+        while not self._stop.is_set():
+            try:
+                if listener is None:
+                    listener = self.recorder.listener()
+                    if listener is None:
+                        return
+                    self._wake.set()  # catch up on whatever was missed while disconnected
+                    delay = 0.1
+                if listener.wait(min(self.poll_interval, 1.0)):
+                    self._wake.set()
+            except PersistenceError:
+                log.warning("lost the LISTEN connection; reconnecting in %.1fs", delay)
+                if listener is not None:
+                    listener.close()
+                listener = None
+                self._stop.wait(delay)
+                delay = min(delay * 2, 5.0)
+        if listener is not None:
+            listener.close()
+
+    def _query(self, sql: str, params: Any = ()) -> list[tuple[Any, ...]]:  # noqa: ANN401
+        def run() -> list[tuple[Any, ...]]:
+            with self.recorder.transaction(readonly=True) as tx:
+                return tx.query(sql, params)
+
+        return self._store_call("query views", run)
+
+    def _store_call(self, operation: str, call: Callable[[], T]) -> T:
+        try:
+            return call()
+        except PersistenceError as exc:
+            raise StoreUnavailable(self.ledger.store_display, operation, str(exc)) from exc
+
+
+def _aware(moment: datetime, field: str) -> datetime:
+    if not isinstance(moment, datetime) or moment.tzinfo is None:
+        raise InvalidInput(field, "use a timezone-aware datetime (e.g. with tz=UTC)")
+    return moment
+
+
+def _summary(row: tuple[Any, ...]) -> CheckpointSummary:
+    return CheckpointSummary(
+        checkpoint_id=UUID(str(row[0])),
+        run_id=row[1],
+        batch_index=int(row[2]),
+        total_batches=None if row[3] is None else int(row[3]),
+        status=row[4],
+        attempt=int(row[5]),
+        cursor=from_json(row[6]),
+        items_processed=int(row[7]),
+        accumulated_results=from_json(row[8]),
+        yields=int(row[9]),
+        version=int(row[10]),
+        created_at=parse_time(row[11]),
+        updated_at=parse_time(row[12]),
+        position=int(row[13]),
+    )

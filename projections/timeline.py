@@ -1,0 +1,58 @@
+"""The run timeline: every event of a run, in global order, with its position and time.
+
+The event documents themselves stay in the log; the timeline indexes them by run, so reading
+one run costs the same however many other runs the store holds.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from projections._common import to_time
+
+if TYPE_CHECKING:
+    from ledger.events import CheckpointEvent
+    from ledger.store import SQLTransaction
+
+__all__ = ["TimelineView"]
+
+TABLE = "ckl_view_timeline"
+
+
+class TimelineView:
+    """(run, position) → checkpoint, version, event type and time."""
+
+    name: str = "timeline"
+    tables: tuple[str, ...] = (TABLE,)
+    ddl: tuple[str, ...] = (
+        f"""CREATE TABLE IF NOT EXISTS {TABLE} (
+            position BIGINT PRIMARY KEY,
+            run_id TEXT NOT NULL,
+            checkpoint_id TEXT NOT NULL,
+            batch_index BIGINT NOT NULL,
+            version BIGINT NOT NULL,
+            topic TEXT NOT NULL,
+            at TEXT NOT NULL
+        )""",
+        f"CREATE INDEX IF NOT EXISTS {TABLE}_run_idx ON {TABLE} (run_id, position)",
+    )
+
+    def apply(self, tx: SQLTransaction, position: int, event: CheckpointEvent) -> None:
+        """Index one event under its run."""
+        oid = str(event.originator_id)
+        rows = tx.query(
+            "SELECT run_id, batch_index FROM ckl_view_cursor WHERE checkpoint_id = %s", (oid,)
+        )
+        run_id, batch_index = rows[0]
+        tx.execute(
+            f"INSERT INTO {TABLE} VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            (
+                position,
+                run_id,
+                oid,
+                batch_index,
+                event.originator_version,
+                event.topic,
+                to_time(event.timestamp),
+            ),
+        )
