@@ -110,16 +110,8 @@ _OVERWRITE = {
 
 
 def test_an_insert_that_replaces_recorded_events_is_refused_by_the_database(
-    store_url: str, recorded: Recorded, request: pytest.FixtureRequest
+    store_url: str, recorded: Recorded
 ) -> None:
-    if _is_sqlite(store_url):
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="ledger bug: SQLite's INSERT OR REPLACE deletes and rewrites events "
-                "without firing the DELETE trigger (ledger/sqlite.py has no INSERT guard)",
-            )
-        )
     statement = _OVERWRITE["sqlite" if _is_sqlite(store_url) else "postgres"]
     with pytest.raises(_refusal(store_url)):
         _execute_raw(store_url, statement)

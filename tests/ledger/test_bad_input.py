@@ -42,6 +42,9 @@ def ledger(store_url: str) -> Iterator[Ledger]:
 class NotJSON:
     """An arbitrary Python object: never storable."""
 
+    def __repr__(self) -> str:
+        return "NotJSON()"  # stable test ids, so xdist workers collect the same tests
+
 
 BAD_CURSORS: list[Any] = [
     1.5,
