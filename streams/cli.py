@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
+import threading
+import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -18,6 +21,7 @@ import click
 from rich.console import Console
 
 from ledger import CheckpointNotFound, Ledger, LedgerError, LedgerSettings
+from projections import Projections
 from streams.demo import run_demo
 
 if TYPE_CHECKING:
@@ -90,6 +94,48 @@ def show(obj: _Context, run_id: str, batch_index: int, as_json: bool) -> None:
         kind = "transient" if state.error.transient else "permanent"
         console.print(f"  error            {kind} {state.error.type}: {state.error.message}")
     console.print(f"  version {state.version}, updated {state.updated_at.isoformat()}")
+
+
+@cli.command()
+@click.option(
+    "--poll-interval",
+    default=0.5,
+    show_default=True,
+    help="Seconds between polls for other processes' writes (SQLite; PostgreSQL uses NOTIFY).",
+)
+@click.pass_obj
+def project(obj: _Context, poll_interval: float) -> None:
+    """Keep the projections current: follow the log until interrupted (Ctrl-C or SIGTERM)."""
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with obj.open() as ledger, Projections(ledger, poll_interval=poll_interval) as views:
+        views.start()
+        click.echo(f"following {ledger.store_display} from position {views.position}", err=True)
+        reported = views.position
+        try:
+            while not stop.wait(1.0):
+                if views.position != reported:
+                    reported = views.position
+                    click.echo(f"views at position {reported}", err=True)
+        except KeyboardInterrupt:
+            click.echo(f"stopped at position {views.position}", err=True)
+            raise
+        click.echo(f"stopped at position {views.position}", err=True)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.pass_obj
+def rebuild(obj: _Context, as_json: bool) -> None:
+    """Drop the projections and replay the whole log into them."""
+    with obj.open() as ledger, Projections(ledger) as views:
+        started = time.perf_counter()
+        position = views.rebuild()
+        seconds = time.perf_counter() - started
+    if as_json:
+        click.echo(json.dumps({"position": position, "seconds": round(seconds, 3)}))
+    else:
+        click.echo(f"rebuilt the views up to position {position} in {seconds:.2f}s")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

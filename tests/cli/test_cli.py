@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from ledger import Ledger
+from projections import Projections
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -85,3 +89,53 @@ def test_usage_errors_exit_2() -> None:
     done = ckl("show", "run-without-batch")
     assert done.returncode == 2
     assert "Usage" in done.stderr
+
+
+def test_project_follows_the_log_and_stops_cleanly_on_sigterm(store_url: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CKL_")}
+    env["PYTHONPATH"] = str(ROOT)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streams.cli",
+            "--store",
+            store_url,
+            "project",
+            "--poll-interval",
+            "0.05",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
+    assert proc.stderr is not None
+    try:
+        assert proc.stderr.readline().startswith("following ")
+        with Ledger.open(store_url) as ledger:
+            token = ledger.create_checkpoint("projected", 0)
+            ledger.complete_checkpoint(token, 1)
+            head = ledger.recorder.max_notification_id()
+        line = proc.stderr.readline()  # blocks until the follower reports progress
+        assert line == f"views at position {head}\n"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        assert proc.stderr.read().startswith(f"stopped at position {head}")
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stderr.close()
+    with Ledger.open(store_url) as ledger, Projections(ledger) as views:
+        assert views.position == head
+        assert views.progress("projected").completed == 1
+
+
+def test_rebuild_replays_the_log_into_fresh_views(store_url: str) -> None:
+    with Ledger.open(store_url) as ledger:
+        token = ledger.create_checkpoint("rebuilt", 0)
+        ledger.checkpoint_yield(token, 5, 5)
+        head = ledger.recorder.max_notification_id()
+    done = ckl("rebuild", "--json", store=store_url)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["position"] == head
