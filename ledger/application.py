@@ -63,6 +63,7 @@ from ledger.errors import (
 from ledger.events import CheckpointEvent, Created, Snapshot
 from ledger.settings import LedgerSettings
 from ledger.store import LedgerRecorder, open_recorder, parse_store_url
+from ledger.watch import LogWatcher
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -145,6 +146,8 @@ class Ledger:
         self._cache: OrderedDict[UUID, CheckpointState] = OrderedDict()
         self._cache_lock = threading.Lock()
         self._listeners: list[Callable[[Recorded], None]] = []
+        self._watcher: LogWatcher | None = None
+        self._watcher_lock = threading.Lock()
         self._closed = False
 
     # ---------------------------------------------------------------- opening and closing
@@ -177,8 +180,10 @@ class Ledger:
         return self.recorder.store.display
 
     def close(self) -> None:
-        """Release the store's connections. Idempotent."""
+        """Stop watching the log and release the store's connections. Idempotent."""
         self._closed = True
+        if self._watcher is not None:
+            self._watcher.close()
         self.recorder.close()
 
     def __enter__(self) -> Self:
@@ -210,6 +215,17 @@ class Ledger:
                 self._listeners.remove(listener)
 
         return remove
+
+    def watch(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback`` whenever the log may have advanced, whoever wrote; returns its remover.
+
+        Appends through this ledger wake at once; other processes' appends wake through
+        PostgreSQL LISTEN/NOTIFY, or within ``poll_interval`` seconds. See ``ledger.watch``.
+        """
+        with self._watcher_lock:
+            if self._watcher is None:
+                self._watcher = LogWatcher(self.recorder, self.settings.poll_interval)
+        return self._watcher.subscribe(callback)
 
     # ---------------------------------------------------------------- commands
 
@@ -519,6 +535,8 @@ class Ledger:
         self._put_cached(new_state)
         if new_state.version % self.settings.snapshot_interval == 0:
             self._snapshot(new_state)
+        if self._watcher is not None:
+            self._watcher.notify()
         if self._listeners:
             recorded = Recorded(event, ids[0] if ids else 0, new_state)
             for listener in list(self._listeners):

@@ -80,6 +80,14 @@ class LedgerSettings(BaseModel):
     store_retry_delay: float = Field(
         default=0.2, ge=0, description="Seconds before the first store retry (doubles each time)."
     )
+    poll_interval: float = Field(
+        default=0.5,
+        gt=0,
+        description=(
+            "Seconds between checks for other processes' appends, for readers following the log "
+            "(SQLite; on PostgreSQL LISTEN/NOTIFY wakes them at once and this is a safety net)."
+        ),
+    )
     pool_size: int = Field(default=4, gt=0, description="PostgreSQL connections kept open.")
     connect_timeout: float = Field(
         default=5.0, gt=0, description="Seconds to wait for a store connection."

@@ -5,12 +5,10 @@ transaction**, after re-reading (and on PostgreSQL locking) the tracked position
 an event is applied exactly once, whatever crashes or how many followers run at once: a crash
 rolls the whole batch back, and a second follower skips what the first already applied.
 
-Following the log:
-
-* same process: the ledger calls us after each append, so views catch up at once;
-* other processes, PostgreSQL: LISTEN/NOTIFY wakes the follower; if the connection drops (a
-  server restart), it reconnects with back-off and catches up from its tracked position;
-* other processes, SQLite: polling every ``poll_interval`` seconds.
+Following the log: the follower sleeps until the ledger's ``LogWatcher`` says the log may have
+advanced — at once for appends through the same ``Ledger``, by LISTEN/NOTIFY for other
+processes on PostgreSQL (reconnecting after a server restart), and within the ledger's
+``poll_interval`` otherwise — then catches up from its tracked position.
 
 Read-your-writes is signal-driven: :meth:`Projections.wait_for` sleeps on a condition that the
 follower notifies after each commit, never on a back-off timer.
@@ -57,7 +55,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from types import TracebackType
 
-    from ledger.store import LogListener, SQLTransaction
+    from ledger.store import SQLTransaction
     from projections._common import View
 
 __all__ = ["Projections"]
@@ -81,7 +79,6 @@ class Projections:
         ledger: Ledger,
         *,
         history_size: int = 100,
-        poll_interval: float = 0.5,
         batch_size: int = 500,
     ) -> None:
         """Create the views' tables if needed and hook into the ledger's appends.
@@ -89,8 +86,6 @@ class Projections:
         Args:
             ledger: the ledger whose log the views follow (their tables live in its store).
             history_size: yields kept per checkpoint in the bounded history.
-            poll_interval: seconds between polls for other processes' appends (SQLite), and
-                the longest a missed notification can delay the views (PostgreSQL).
             batch_size: events applied per transaction while catching up.
 
         Raises:
@@ -100,12 +95,9 @@ class Projections:
         for name, value in (("history_size", history_size), ("batch_size", batch_size)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InvalidInput(name, f"must be an int ≥ 1, got {value!r}")
-        if not poll_interval > 0:
-            raise InvalidInput("poll_interval", f"must be > 0 seconds, got {poll_interval!r}")
         self.ledger = ledger
         self.recorder = ledger.recorder
         self.history_size = history_size
-        self.poll_interval = poll_interval
         self.batch_size = batch_size
         # Order matters: the cursor view creates the row the others read run_id from.
         self.views: tuple[View, ...] = (
@@ -114,46 +106,42 @@ class Projections:
             FailureView(),
             TimelineView(),
         )
-        self._postgres = type(self.recorder).__name__.startswith("Postgres")
         self._applied = threading.Condition()
         self._position = 0
         self._apply_lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
+        self._thread: threading.Thread | None = None
+        self._unwatch: Callable[[], None] = _nothing
         self._store_call("create views", self._create_tables)
         self._position = self._store_call("read position", self._tracked_position)
-        self._remove_listener = ledger.add_listener(lambda _recorded: self._wake.set())
 
     # ---------------------------------------------------------------- life cycle
 
     def start(self) -> Self:
-        """Follow the log in background threads until :meth:`stop` or :meth:`close`."""
-        if self._threads:
+        """Follow the log in a background thread until :meth:`stop` or :meth:`close`."""
+        if self._thread is not None:
             return self
         self._stop.clear()
-        follower = threading.Thread(target=self._follow, name="ckl-projections", daemon=True)
-        self._threads.append(follower)
-        if self._postgres:
-            listener = threading.Thread(target=self._listen, name="ckl-listen", daemon=True)
-            self._threads.append(listener)
-        for thread in self._threads:
-            thread.start()
+        self._thread = threading.Thread(target=self._follow, name="ckl-projections", daemon=True)
+        self._thread.start()
+        self._unwatch = self.ledger.watch(self._wake.set)
         self._wake.set()
         return self
 
     def stop(self) -> None:
-        """Stop the background threads (views keep their state; start again to resume)."""
+        """Stop the background thread (views keep their state; start again to resume)."""
+        self._unwatch()
+        self._unwatch = _nothing
         self._stop.set()
         self._wake.set()
-        for thread in self._threads:
-            thread.join(timeout=10)
-        self._threads = []
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self._thread = None
 
     def close(self) -> None:
-        """Stop following and unhook from the ledger. The ledger stays open."""
+        """Stop following. The ledger stays open."""
         self.stop()
-        self._remove_listener()
 
     def __enter__(self) -> Self:
         return self
@@ -173,8 +161,8 @@ class Projections:
 
     @property
     def running(self) -> bool:
-        """True while background threads follow the log."""
-        return bool(self._threads)
+        """True while a background thread follows the log."""
+        return self._thread is not None
 
     # ---------------------------------------------------------------- applying
 
@@ -471,44 +459,21 @@ class Projections:
             return True  # maybe more: the next round reads from the new position
 
     def _follow(self) -> None:
-        delay = self.poll_interval
+        delay = self.ledger.settings.poll_interval
         while not self._stop.is_set():
-            self._wake.wait(self.poll_interval)
+            self._wake.wait(self.ledger.settings.poll_interval)
             self._wake.clear()
             if self._stop.is_set():
                 return
             try:
                 self.catch_up()
-                delay = self.poll_interval
+                delay = self.ledger.settings.poll_interval
             except LedgerError:
                 log.warning(
                     "projections could not catch up; retrying in %.1fs", delay, exc_info=True
                 )
                 self._stop.wait(delay)
                 delay = min(delay * 2, 30.0)
-
-    def _listen(self) -> None:
-        delay = 0.1
-        listener: LogListener | None = None
-        while not self._stop.is_set():
-            try:
-                if listener is None:
-                    listener = self.recorder.listener()
-                    if listener is None:
-                        return
-                    self._wake.set()  # catch up on whatever was missed while disconnected
-                    delay = 0.1
-                if listener.wait(min(self.poll_interval, 1.0)):
-                    self._wake.set()
-            except PersistenceError:
-                log.warning("lost the LISTEN connection; reconnecting in %.1fs", delay)
-                if listener is not None:
-                    listener.close()
-                listener = None
-                self._stop.wait(delay)
-                delay = min(delay * 2, 5.0)
-        if listener is not None:
-            listener.close()
 
     def _query(self, sql: str, params: Any = ()) -> list[tuple[Any, ...]]:  # noqa: ANN401
         def run() -> list[tuple[Any, ...]]:
@@ -522,6 +487,10 @@ class Projections:
             return call()
         except PersistenceError as exc:
             raise StoreUnavailable(self.ledger.store_display, operation, str(exc)) from exc
+
+
+def _nothing() -> None:
+    """The remover of a watch never taken."""
 
 
 def _aware(moment: datetime, field: str) -> datetime:

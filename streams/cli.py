@@ -108,7 +108,8 @@ def project(obj: _Context, poll_interval: float) -> None:
     """Keep the projections current: follow the log until interrupted (Ctrl-C or SIGTERM)."""
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with obj.open() as ledger, Projections(ledger, poll_interval=poll_interval) as views:
+    settings = LedgerSettings.from_env(store=obj.store, poll_interval=poll_interval)
+    with Ledger.open(settings=settings) as ledger, Projections(ledger) as views:
         views.start()
         click.echo(f"following {ledger.store_display} from position {views.position}", err=True)
         reported = views.position

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from ledger import AwaitTimeout, CheckpointToken, Ledger
+from ledger import AwaitTimeout, CheckpointToken, Ledger, LedgerSettings
 from projections import Projections
 from tests.projections.test_views_state_machine import dump
 
@@ -56,7 +56,8 @@ def test_same_process_writes_are_in_the_views_after_sync(store_url: str) -> None
 
 
 def test_other_processes_writes_reach_a_running_follower(store_url: str) -> None:
-    with Ledger.open(store_url) as ledger, Projections(ledger, poll_interval=0.05) as views:
+    config = LedgerSettings(store=store_url, poll_interval=0.05)
+    with Ledger.open(settings=config) as ledger, Projections(ledger) as views:
         views.start()
         write_in_another_process(store_url, "elsewhere", 30)
         head = ledger.recorder.max_notification_id()
@@ -102,7 +103,8 @@ def test_two_followers_at_once_apply_each_event_exactly_once(store_url: str) -> 
 def test_the_follower_resumes_after_a_postgres_restart(
     postgres_server: PostgresServer, postgres_url: str
 ) -> None:
-    with Ledger.open(postgres_url) as ledger, Projections(ledger, poll_interval=0.1) as views:
+    config = LedgerSettings(store=postgres_url, poll_interval=0.1)
+    with Ledger.open(settings=config) as ledger, Projections(ledger) as views:
         views.start()
         token = ledger.create_checkpoint("restart", 0)
         ledger.checkpoint_yield(token, 1, 1)

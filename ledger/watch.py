@@ -1,0 +1,122 @@
+"""LogWatcher: one wake-up source per Ledger for everything that follows the log.
+
+Readers (projections, live streams, completion awaiters) register a callback and are told
+"the log may have advanced"; they then read from their own position, so a spurious wake-up
+costs one query and a missed one is impossible to act on wrongly. Sources:
+
+* appends made through this ``Ledger``: at once, in the writing thread;
+* other processes on PostgreSQL: ``LISTEN/NOTIFY`` on a dedicated connection, reconnecting with
+  back-off after the server restarts (and waking everyone, since notifications sent while
+  disconnected are lost);
+* other processes on either backend: a poll of the log's head every ``poll_interval`` seconds
+  (on PostgreSQL only a safety net).
+
+One thread per watched Ledger, started with the first subscriber and stopped with the last.
+Callbacks must be quick and must not block (set an event, schedule work); one that raises is
+logged and skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import TYPE_CHECKING
+
+from eventsourcing.persistence import PersistenceError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ledger.store import LedgerRecorder, LogListener
+
+__all__ = ["LogWatcher"]
+
+log = logging.getLogger("ledger.watch")
+
+
+class LogWatcher:
+    """Tells subscribers when the log may have advanced."""
+
+    def __init__(self, recorder: LedgerRecorder, poll_interval: float) -> None:
+        self._recorder = recorder
+        self.poll_interval = poll_interval
+        self._callbacks: dict[int, Callable[[], None]] = {}
+        self._next_id = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._head: int | None = None
+
+    def subscribe(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback`` whenever the log may have advanced; returns its remover."""
+        with self._lock:
+            key = self._next_id
+            self._next_id += 1
+            self._callbacks[key] = callback
+            if self._thread is None:
+                self._stop.clear()
+                self._thread = threading.Thread(target=self._run, name="ckl-watch", daemon=True)
+                self._thread.start()
+
+        def remove() -> None:
+            with self._lock:
+                self._callbacks.pop(key, None)
+                thread = self._thread if not self._callbacks else None
+                if thread is not None:
+                    self._thread = None
+                    self._stop.set()
+            if thread is not None and thread is not threading.current_thread():
+                thread.join(timeout=10)
+
+        return remove
+
+    def notify(self) -> None:
+        """Wake every subscriber (called on appends, notifications and head changes)."""
+        with self._lock:
+            callbacks = list(self._callbacks.values())
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:
+                log.exception("log watcher callback %r failed; it was skipped", callback)
+
+    def close(self) -> None:
+        """Stop the thread and forget every subscriber."""
+        with self._lock:
+            self._callbacks.clear()
+            thread, self._thread = self._thread, None
+            self._stop.set()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=10)
+
+    def _run(self) -> None:
+        stop = self._stop
+        listener: LogListener | None = None
+        delay = 0.1
+        while not stop.is_set():
+            try:
+                if listener is None:
+                    listener = self._recorder.listener()
+                    if listener is not None:
+                        self.notify()  # anything sent while we were not listening is lost
+                        delay = 0.1
+                woke = (
+                    listener.wait(self.poll_interval)
+                    if listener is not None
+                    else stop.wait(self.poll_interval)
+                )
+                if stop.is_set():
+                    break
+                head = self._recorder.max_notification_id()
+                if woke or head != self._head:
+                    self._head = head
+                    self.notify()
+            except PersistenceError as exc:
+                log.warning("log watcher lost the store (%s); retrying in %.1fs", exc, delay)
+                if listener is not None:
+                    listener.close()
+                    listener = None
+                stop.wait(delay)
+                delay = min(delay * 2, 5.0)
+        if listener is not None:
+            listener.close()
