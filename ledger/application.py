@@ -144,6 +144,7 @@ class Ledger:
         self.recorder = recorder
         self.mapper = EventMapper()
         self._cache: OrderedDict[UUID, CheckpointState] = OrderedDict()
+        self._tokens: dict[UUID, CheckpointToken] = {}
         self._cache_lock = threading.Lock()
         self._listeners: list[Callable[[Recorded], None]] = []
         self._watcher: LogWatcher | None = None
@@ -459,6 +460,36 @@ class Ledger:
             )
         )
         return [(n.id, self._to_event(n)) for n in notes]
+
+    def token_for(self, checkpoint_id: UUID) -> CheckpointToken | None:
+        """The token of a checkpoint id (read from its ``Created`` event), or ``None``."""
+        cached = self._get_cached(checkpoint_id)
+        if cached is not None:
+            return cached.token
+        with self._cache_lock:
+            token = self._tokens.get(checkpoint_id)
+        if token is not None:
+            return token
+        rows = self._store_call(
+            "token_for", lambda: self.recorder.select_events(checkpoint_id, limit=1)
+        )
+        if not rows:
+            return None
+        created = self._to_event(rows[0])
+        if not isinstance(created, Created):
+            raise StoreUnavailable(
+                self.store_display,
+                "read",
+                f"checkpoint {checkpoint_id} does not start with Created",
+            )
+        token = CheckpointToken(
+            run_id=created.run_id, batch_index=created.batch_index, checkpoint_id=checkpoint_id
+        )
+        with self._cache_lock:
+            if len(self._tokens) >= 65536:  # noqa: PLR2004  (tokens are small; bound them anyway)
+                self._tokens.clear()
+            self._tokens[checkpoint_id] = token
+        return token
 
     def count_events(self, token: CheckpointToken | None = None) -> int:
         """How many events the store holds, for one checkpoint or in all."""

@@ -1,0 +1,211 @@
+"""run_batches: the Effect seed's sequence as a helper, resumable after a crash.
+
+For each batch, strictly in order: create → process (with yields) → save (complete) → confirm
+(await the durable completion) → progress. Progress is reported only after the confirmation, so
+it never runs ahead of a durable checkpoint. Restarted after a crash (even SIGKILL mid-batch),
+it skips completed batches and resumes the interrupted one from its last cursor. A transient
+failure is recorded, retried up to ``max_attempts`` times (each attempt resuming from the last
+cursor); a permanent one is recorded and stops the run: later batches are not started.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Generic, TypeVar
+
+from ledger import (
+    CheckpointFailedError,
+    CheckpointState,
+    CheckpointToken,
+    Cursor,
+    CursorInput,
+    InvalidInput,
+    JSONObject,
+    JSONObjectInput,
+    JSONValue,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from streams.coordinator import Coordinator
+
+__all__ = ["BatchContext", "BatchProgress", "RunReport", "run_batches"]
+
+log = logging.getLogger("streams.batches")
+
+T = TypeVar("T")
+
+
+@dataclass
+class BatchContext(Generic[T]):
+    """What ``process`` gets: the batch, where to resume, and how to save progress.
+
+    The accessors are the tasker seed's ``BatchWorkerContext``: ``checkpoint_cursor``,
+    ``accumulated_results``, ``has_checkpoint()``, ``checkpoint_items_processed``.
+    """
+
+    run_id: str
+    batch_index: int
+    total_batches: int
+    batch: T
+    token: CheckpointToken
+    state: CheckpointState
+    _coordinator: Coordinator = field(repr=False)
+
+    @property
+    def attempt(self) -> int:
+        """This attempt's number (1 for the first)."""
+        return self.state.attempt
+
+    @property
+    def checkpoint_cursor(self) -> Cursor | None:
+        """Where to resume: the last yielded cursor, or ``None`` to start from the beginning."""
+        return self.state.checkpoint_cursor
+
+    @property
+    def accumulated_results(self) -> JSONObject | None:
+        """What the last yield carried forward."""
+        return self.state.accumulated_results
+
+    def has_checkpoint(self) -> bool:
+        """True when there is a cursor to resume from."""
+        return self.state.has_checkpoint()
+
+    @property
+    def checkpoint_items_processed(self) -> int:
+        """Items done as of the last yield."""
+        return self.state.checkpoint_items_processed
+
+    def checkpoint_yield(
+        self,
+        cursor: CursorInput,
+        items_processed: int,
+        accumulated_results: JSONObjectInput | None = None,
+    ) -> CheckpointState:
+        """Save progress; durable when it returns."""
+        self.state = self._coordinator.checkpoint_yield(
+            self.token, cursor, items_processed, accumulated_results
+        )
+        return self.state
+
+
+@dataclass(frozen=True)
+class BatchProgress:
+    """Reported after each batch's completion is confirmed."""
+
+    run_id: str
+    batch_index: int
+    completed: int
+    total: int
+    result: JSONValue
+    resumed: bool
+    """True when the batch was already completed before this call (a restart)."""
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """The outcome of :func:`run_batches`: every batch's confirmed result, in order."""
+
+    run_id: str
+    results: list[JSONValue]
+
+
+def run_batches(
+    coordinator: Coordinator,
+    run_id: str,
+    batches: Sequence[T],
+    process: Callable[[BatchContext[T]], object],
+    *,
+    transient: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError),
+    max_attempts: int = 3,
+    on_progress: Callable[[BatchProgress], None] | None = None,
+    confirm_timeout: float = 30.0,
+) -> RunReport:
+    """Process ``batches`` of ``run_id`` in order, checkpointed, resumable.
+
+    Args:
+        coordinator: the coordinator (and through it the ledger) to record with.
+        run_id: the run; the same id resumes the same run.
+        batches: one item per batch (whatever ``process`` needs: a range, a file name…).
+        process: does one batch; may call ``ctx.checkpoint_yield`` as it goes and should
+            resume from ``ctx.checkpoint_cursor``; its return value is the batch's result.
+        transient: exception types that are worth retrying; any other is permanent.
+        max_attempts: attempts per batch before a transient failure stops the run.
+        on_progress: called after each confirmed completion.
+        confirm_timeout: seconds to wait for the completion to be confirmed.
+
+    Raises:
+        CheckpointFailedError: a batch failed permanently, or transiently ``max_attempts``
+            times; its error is the ``__cause__`` when it happened in this call.
+        InvalidInput: bad arguments.
+    """
+    if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
+        raise InvalidInput("max_attempts", f"must be an int ≥ 1, got {max_attempts!r}")
+    total = len(batches)
+    results: list[JSONValue] = []
+    for index, batch in enumerate(batches):
+        token = coordinator.create_checkpoint(run_id, index, total_batches=total)
+        state = coordinator.get_checkpoint(token)
+        resumed = state.status == "completed"
+        if not resumed:
+            _run_one(coordinator, token, batch, process, transient, max_attempts)
+        # Confirm: the durable completion, read back, before any progress is reported.
+        result = coordinator.await_checkpoint(token, timeout=confirm_timeout)
+        results.append(result)
+        progress = BatchProgress(run_id, index, len(results), total, result, resumed)
+        log.info("run %s: batch %d confirmed (%d/%d)", run_id, index, len(results), total)
+        if on_progress is not None:
+            on_progress(progress)
+    return RunReport(run_id, results)
+
+
+def _run_one(  # noqa: PLR0917
+    coordinator: Coordinator,
+    token: CheckpointToken,
+    batch: T,
+    process: Callable[[BatchContext[T]], object],
+    transient: tuple[type[BaseException], ...],
+    max_attempts: int,
+) -> None:
+    state = coordinator.get_checkpoint(token)
+    while True:
+        if state.status == "failed":
+            if not _worth_retrying(state, max_attempts):
+                raise _failure(state)
+            state = coordinator.retry_checkpoint(token)
+            log.info("%s: attempt %d resumes from %r", token, state.attempt, state.cursor)
+        ctx = BatchContext(
+            token.run_id,
+            token.batch_index,
+            state.total_batches or 0,
+            batch,
+            token,
+            state,
+            coordinator,
+        )
+        try:
+            result = process(ctx)
+        except Exception as exc:
+            state = coordinator.fail_checkpoint(token, exc, isinstance(exc, transient))
+            log.warning("%s: attempt %d failed: %r", token, state.attempt, exc)
+            if not _worth_retrying(state, max_attempts):
+                raise _failure(state) from exc
+            continue
+        coordinator.complete_checkpoint(token, result)
+        return
+
+
+def _worth_retrying(state: CheckpointState, max_attempts: int) -> bool:
+    return state.error is not None and state.error.transient and state.attempt < max_attempts
+
+
+def _failure(state: CheckpointState) -> CheckpointFailedError:
+    error = state.error
+    if error is None:  # pragma: no cover  (only called on failed states)
+        msg = f"{state.token} has no error to report"
+        raise ValueError(msg)
+    return CheckpointFailedError(
+        str(state.token), error.type, error.message, error.transient, state.attempt
+    )
