@@ -33,13 +33,8 @@ Cursor: TypeAlias = int | str | dict[str, JsonValue] | list[JsonValue]
 JSONObjectInput: TypeAlias = Mapping[str, object]
 CursorInput: TypeAlias = int | str | Mapping[str, object] | Sequence[object]
 
-_MAX_DEPTH = 64
 
-
-def _check_finite(value: JsonValue, depth: int = 0) -> None:
-    if depth > _MAX_DEPTH:
-        msg = f"nested deeper than {_MAX_DEPTH} levels"
-        raise ValueError(msg)
+def _check_finite(value: JsonValue) -> None:
     if isinstance(value, float) and not math.isfinite(value):
         msg = f"{value!r} is not a JSON number (NaN and infinity are not allowed)"
         raise ValueError(msg)
@@ -47,11 +42,11 @@ def _check_finite(value: JsonValue, depth: int = 0) -> None:
         _check_encodable(value)
     elif isinstance(value, list):
         for item in value:
-            _check_finite(item, depth + 1)
+            _check_finite(item)
     elif isinstance(value, dict):
         for key, item in value.items():
             _check_encodable(key)
-            _check_finite(item, depth + 1)
+            _check_finite(item)
 
 
 def _check_encodable(text: str) -> None:

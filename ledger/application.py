@@ -36,9 +36,6 @@ from ledger._json import (
     JSONObject,
     JSONObjectInput,
     JSONValue,
-    StrictCursor,
-    StrictJSONObject,
-    StrictJSONValue,
     encode_json,
 )
 from ledger._mapper import EventMapper
@@ -76,9 +73,11 @@ log = logging.getLogger("ledger")
 
 T = TypeVar("T")
 
-_cursor_adapter: TypeAdapter[Cursor] = TypeAdapter(StrictCursor)
-_object_adapter: TypeAdapter[JSONObject] = TypeAdapter(StrictJSONObject)
-_value_adapter: TypeAdapter[JSONValue] = TypeAdapter(StrictJSONValue)
+# Types are checked by pydantic (in Rust); NaN, infinity and lone surrogates are caught by the
+# JSON encoding that measures the size anyway, so a payload is walked once in C, not in Python.
+_cursor_adapter: TypeAdapter[Cursor] = TypeAdapter(Cursor)
+_object_adapter: TypeAdapter[JSONObject] = TypeAdapter(JSONObject)
+_value_adapter: TypeAdapter[JSONValue] = TypeAdapter(JSONValue)
 
 
 class Recorded:
@@ -105,12 +104,24 @@ def _validate(adapter: TypeAdapter[T], value: object, field: str) -> T:
         raise InvalidInput(field + path, worst["msg"].removeprefix("Value error, ")) from exc
 
 
-def _check_size(value: object, field: str, limit: int, setting: str) -> None:
-    if value is None:
-        return
-    size = len(encode_json(value))
+def _json_payload(
+    adapter: TypeAdapter[T], value: object, field: str, limit: int, setting: str
+) -> T:
+    """The value, type-checked, finite, valid unicode and within its size limit."""
+    checked = _validate(adapter, value, field)
+    try:
+        size = len(encode_json(checked))
+    except ValueError as exc:  # NaN or infinity somewhere inside
+        raise InvalidInput(
+            field, "NaN and infinity are not JSON numbers (use null or a string)"
+        ) from exc
+    except UnicodeEncodeError as exc:
+        raise InvalidInput(field, "strings must be valid unicode (no lone surrogates)") from exc
+    except RecursionError as exc:
+        raise InvalidInput(field, "nested too deeply") from exc
     if size > limit:
         raise PayloadTooLarge(field, size, limit, setting)
+    return checked
 
 
 def _check_run_id(run_id: object) -> str:
@@ -255,8 +266,13 @@ class Ledger:
                 raise InvalidInput(
                     "batch_index", f"{batch_index} is not below total_batches {total_batches}"
                 )
-        meta = _validate(_object_adapter, {} if metadata is None else metadata, "metadata")
-        _check_size(meta, "metadata", self.settings.max_metadata_bytes, "CKL_MAX_METADATA_BYTES")
+        meta = _json_payload(
+            _object_adapter,
+            {} if metadata is None else metadata,
+            "metadata",
+            self.settings.max_metadata_bytes,
+            "CKL_MAX_METADATA_BYTES",
+        )
         token = CheckpointToken.for_batch(run_id, batch_index)
         if self._get_cached(token.checkpoint_id) is not None:
             return token
@@ -298,14 +314,22 @@ class Ledger:
                 "cursor",
                 f"expected an int, a str or a JSON object/array, got {type(cursor).__name__}",
             )
-        cur = _validate(_cursor_adapter, cursor, "cursor")
-        _check_size(cur, "cursor", self.settings.max_cursor_bytes, "CKL_MAX_CURSOR_BYTES")
+        if type(cursor) is int:
+            cur: Cursor = cursor  # the common case: nothing inside to check
+        else:
+            cur = _json_payload(
+                _cursor_adapter,
+                cursor,
+                "cursor",
+                self.settings.max_cursor_bytes,
+                "CKL_MAX_CURSOR_BYTES",
+            )
         _check_index(items_processed, "items_processed")
         results = None
         if accumulated_results is not None:
-            results = _validate(_object_adapter, accumulated_results, "accumulated_results")
-            _check_size(
-                results,
+            results = _json_payload(
+                _object_adapter,
+                accumulated_results,
                 "accumulated_results",
                 self.settings.max_accumulated_results_bytes,
                 "CKL_MAX_ACCUMULATED_RESULTS_BYTES",
@@ -325,8 +349,9 @@ class Ledger:
             PayloadTooLarge: result over ``max_result_bytes``.
         """
         self._check_token(token)
-        value = _validate(_value_adapter, result, "result")
-        _check_size(value, "result", self.settings.max_result_bytes, "CKL_MAX_RESULT_BYTES")
+        value = _json_payload(
+            _value_adapter, result, "result", self.settings.max_result_bytes, "CKL_MAX_RESULT_BYTES"
+        )
         return self._command(token, lambda s, now: decide_complete(s, now, value))
 
     def fail_checkpoint(

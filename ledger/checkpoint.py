@@ -243,14 +243,15 @@ def decide_yield(
         and same_json(state.accumulated_results, accumulated_results)
     ):
         return None
-    return Yielded.model_validate(
-        {
-            **_header(state, now),
-            "attempt": state.attempt,
-            "cursor": cursor,
-            "items_processed": items_processed,
-            "accumulated_results": accumulated_results,
-        }
+    # The Ledger validated the payload; build without validating it a second time (hot path).
+    return Yielded.model_construct(
+        originator_id=state.token.checkpoint_id,
+        originator_version=state.version + 1,
+        timestamp=now,
+        attempt=state.attempt,
+        cursor=cursor,
+        items_processed=items_processed,
+        accumulated_results=accumulated_results,
     )
 
 
