@@ -172,18 +172,22 @@ class PostgresLedgerRecorder(LedgerRecorder):
                 name=f"ckl:{store.display}",
             )
         )
-        self._insert = sql.SQL(
+        serialise = sql.SQL(
+            "(SELECT pg_advisory_xact_lock({key}), pg_notify({channel}, '')) AS serialise"
+        ).format(key=sql.Literal(append_lock_key()), channel=sql.Literal(self.channel))
+        # One event (the common case) binds scalars: arrays cost time to adapt and to unnest.
+        self._insert_one = sql.SQL(
+            "INSERT INTO {table} (originator_id, originator_version, topic, state) "
+            "SELECT %s::uuid, %s::bigint, %s::text, %s::bytea FROM {serialise} "
+            "RETURNING notification_id"
+        ).format(table=sql.Identifier(EVENTS_TABLE), serialise=serialise)
+        self._insert_many = sql.SQL(
             "INSERT INTO {table} (originator_id, originator_version, topic, state) "
             "SELECT e.originator_id, e.originator_version, e.topic, e.state "
-            "FROM (SELECT pg_advisory_xact_lock({key}), pg_notify({channel}, '')) AS serialise, "
-            "unnest(%s::uuid[], %s::bigint[], %s::text[], %s::bytea[]) "
+            "FROM {serialise}, unnest(%s::uuid[], %s::bigint[], %s::text[], %s::bytea[]) "
             "AS e(originator_id, originator_version, topic, state) "
             "RETURNING notification_id"
-        ).format(
-            table=sql.Identifier(EVENTS_TABLE),
-            key=sql.Literal(append_lock_key()),
-            channel=sql.Literal(self.channel),
-        )
+        ).format(table=sql.Identifier(EVENTS_TABLE), serialise=serialise)
         # Probe once before the pool opens: a clear error now, instead of the pool's
         # background retries logging the same failure until its timeout.
         try:
@@ -231,14 +235,20 @@ class PostgresLedgerRecorder(LedgerRecorder):
         """Append events atomically in one round trip; their notification ids, in order."""
         if not stored_events:
             return []
-        params = (
-            [e.originator_id for e in stored_events],
-            [e.originator_version for e in stored_events],
-            [e.topic for e in stored_events],
-            [e.state for e in stored_events],
-        )
+        if len(stored_events) == 1:
+            (e,) = stored_events
+            query = self._insert_one
+            params: tuple[object, ...] = (e.originator_id, e.originator_version, e.topic, e.state)
+        else:
+            query = self._insert_many
+            params = (
+                [e.originator_id for e in stored_events],
+                [e.originator_version for e in stored_events],
+                [e.topic for e in stored_events],
+                [e.state for e in stored_events],
+            )
         with self._conn() as conn:
-            rows = conn.execute(self._insert, params, prepare=True).fetchall()
+            rows = conn.execute(query, params, prepare=True).fetchall()
         return [int(r[0]) for r in rows]
 
     def select_events(
