@@ -1,4 +1,4 @@
-"""SQLite backend: WAL, full durability by default, one connection per thread.
+"""SQLite backend: WAL, full durability by default, a small pool of connections.
 
 An in-memory store (``memory://``) uses one shared connection behind a lock instead, because
 SQLite's shared-cache mode reports table locks as errors rather than waiting on them.
@@ -98,8 +98,10 @@ class SQLiteLedgerRecorder(LedgerRecorder):
         self._uri = store.kind == "memory"
         self._synchronous = "FULL" if settings.durability == "full" else "NORMAL"
         self._timeout = settings.connect_timeout
-        self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
+        # Idle connections, lent to one thread at a time: threads come and go (every stream and
+        # awaiter has one), connections stay few. At most `pool_size` are kept idle.
+        self._idle: list[sqlite3.Connection] = []
+        self._keep = settings.pool_size
         self._guard = threading.RLock()
         self._shared: sqlite3.Connection | None = None
         self._closed = False
@@ -122,8 +124,6 @@ class SQLiteLedgerRecorder(LedgerRecorder):
             conn.execute(f"PRAGMA synchronous={self._synchronous}")
         except sqlite3.Error as exc:
             raise _translate(exc) from exc
-        with self._guard:
-            self._all.append(conn)
         return conn
 
     def _ensure_wal(self, conn: sqlite3.Connection) -> None:
@@ -155,10 +155,19 @@ class SQLiteLedgerRecorder(LedgerRecorder):
             with self._guard:
                 yield self._shared
             return
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        with self._guard:
+            conn = self._idle.pop() if self._idle else None
         if conn is None:
-            conn = self._local.conn = self._connect()
-        yield conn
+            conn = self._connect()
+        try:
+            yield conn
+        finally:
+            with self._guard:
+                if not self._closed and len(self._idle) < self._keep:
+                    self._idle.append(conn)
+                    conn = None
+            if conn is not None:  # surplus, or the recorder closed while it was lent out
+                conn.close()
 
     @contextmanager
     def _transaction(self, *, write: bool) -> Iterator[sqlite3.Connection]:
@@ -308,9 +317,15 @@ class SQLiteLedgerRecorder(LedgerRecorder):
             yield _SQLiteTransaction(conn)
 
     def close(self) -> None:
-        """Close every connection this recorder opened."""
-        with self._guard:
+        """Close the idle connections; one still lent to a thread closes when it comes back.
+
+        (Closing a connection another thread is using can crash the sqlite3 module.)
+        """
+        with self._guard:  # the shared in-memory connection is used under this lock
             self._closed = True
-            conns, self._all = self._all, []
-        for conn in conns:
+            idle, self._idle = self._idle, []
+            if self._shared is not None:
+                idle.append(self._shared)
+                self._shared = None
+        for conn in idle:
             conn.close()

@@ -11,7 +11,8 @@ costs one query and a missed one is impossible to act on wrongly. Sources:
 * other processes on either backend: a poll of the log's head every ``poll_interval`` seconds
   (on PostgreSQL only a safety net).
 
-One thread per watched Ledger, started with the first subscriber and stopped with the last.
+One thread per watched Ledger, started with the first subscriber and told to stop with the last
+(it ends within one poll interval; ``close`` waits for it).
 Callbacks must be quick and must not block (set an event, schedule work); one that raises is
 logged and skipped.
 """
@@ -54,19 +55,22 @@ class LogWatcher:
             self._next_id += 1
             self._callbacks[key] = callback
             if self._thread is None:
-                self._stop.clear()
-                self._thread = threading.Thread(target=self._run, name="ckl-watch", daemon=True)
+                # A fresh stop event per thread: a thread told to stop stays told, even if a
+                # new subscriber starts the next thread before the old one has noticed.
+                self._stop = threading.Event()
+                self._thread = threading.Thread(
+                    target=self._run, args=(self._stop,), name="ckl-watch", daemon=True
+                )
                 self._thread.start()
 
         def remove() -> None:
+            # Never waits for the thread: it ends by itself within one poll interval, and a
+            # remover may be a callback's own thread or a subscriber in a hurry.
             with self._lock:
                 self._callbacks.pop(key, None)
-                thread = self._thread if not self._callbacks else None
-                if thread is not None:
+                if not self._callbacks and self._thread is not None:
                     self._thread = None
                     self._stop.set()
-            if thread is not None and thread is not threading.current_thread():
-                thread.join(timeout=10)
 
         return remove
 
@@ -89,8 +93,7 @@ class LogWatcher:
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=10)
 
-    def _run(self) -> None:
-        stop = self._stop
+    def _run(self, stop: threading.Event) -> None:
         listener: LogListener | None = None
         delay = 0.1
         while not stop.is_set():

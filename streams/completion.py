@@ -18,7 +18,6 @@ import threading
 from typing import TYPE_CHECKING
 
 import reactivex
-from reactivex import operators as ops
 from reactivex.disposable import Disposable
 
 from ledger import (
@@ -127,10 +126,30 @@ def _check_timeout(timeout: float | None) -> None:
         raise InvalidInput("timeout", f"must be seconds ≥ 0 or None, got {timeout!r}")
 
 
+def _settled_now(ledger: Ledger, token: CheckpointToken) -> tuple[bool, JSONValue]:
+    """(True, result) if already completed; raises if already failed; else (False, None)."""
+    state = ledger.get_checkpoint(token)
+    if state.status == "completed":
+        return True, state.result
+    if state.status == "failed" and state.error is not None:
+        raise CheckpointFailedError(
+            str(state.token),
+            state.error.type,
+            state.error.message,
+            state.error.transient,
+            state.attempt,
+        )
+    return False, None
+
+
 def await_checkpoint(
     ledger: Ledger, token: CheckpointToken, timeout: float | None = None
 ) -> JSONValue:
     """Block until the checkpoint completes; its result.
+
+    A settled checkpoint returns (or raises) at once, even with ``timeout=0``. The wait is one
+    ``threading.Event`` over the :func:`completion` observable: no timer threads are left
+    behind when it returns.
 
     Raises:
         CheckpointFailedError: it failed.
@@ -138,13 +157,28 @@ def await_checkpoint(
         CheckpointNotFound: no such checkpoint.
     """
     _check_timeout(timeout)
-    source = completion(ledger, token)
-    if timeout is not None:
-        source = source.pipe(
-            ops.timeout(timeout, other=reactivex.throw(AwaitTimeout(str(token), timeout)))
-        )
-    result: JSONValue = source.run()
-    return result
+    done, result = _settled_now(ledger, token)
+    if done:
+        return result
+    finished = threading.Event()
+    outcome: list[JSONValue] = []
+    failure: list[Exception] = []
+
+    def on_error(exc: Exception) -> None:
+        failure.append(exc)
+        finished.set()
+
+    subscription = completion(ledger, token).subscribe(
+        on_next=outcome.append, on_error=on_error, on_completed=finished.set
+    )
+    try:
+        if not finished.wait(timeout):
+            raise AwaitTimeout(str(token), timeout or 0.0)
+    finally:
+        subscription.dispose()
+    if failure:
+        raise failure[0]
+    return outcome[0]
 
 
 async def await_checkpoint_async(
@@ -160,6 +194,10 @@ async def await_checkpoint_async(
         CheckpointNotFound: no such checkpoint.
     """
     _check_timeout(timeout)
+    # A settled checkpoint answers at once, even with timeout=0 (read off the event loop).
+    done, result = await asyncio.to_thread(_settled_now, ledger, token)
+    if done:
+        return result
     loop = asyncio.get_running_loop()
     future: asyncio.Future[JSONValue] = loop.create_future()
 

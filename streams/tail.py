@@ -56,9 +56,10 @@ def run_stream(
 ) -> Observable[StreamEvent]:
     """The events of ``run_id`` (or of every run) after global position ``after``, forever.
 
-    Subscribing starts a reader thread; disposing the subscription stops it and releases what
-    it holds. The stream never completes on its own; it errors only on a programming error,
-    while store outages are waited out (it resumes from its last position).
+    Subscribing starts a reader thread; disposing the subscription stops it (without waiting for
+    a subscriber stuck in ``on_next``) and releases what it holds. The stream never completes on
+    its own; it errors only on a programming error, while store outages are waited out (it
+    resumes from its last position).
 
     Raises:
         InvalidInput: ``after`` or ``batch_size`` is not a valid int.
@@ -82,11 +83,11 @@ def run_stream(
         thread.start()
 
         def dispose() -> None:
+            # The reader thread ends as soon as it sees `stop` (at once if idle, after the
+            # subscriber's current on_next otherwise); disposing never waits for a subscriber.
             stop.set()
             wake.set()
             unwatch()
-            if thread is not threading.current_thread():
-                thread.join(timeout=10)
 
         return Disposable(dispose)
 

@@ -390,7 +390,9 @@ def _cannot_use_server(request: pytest.FixtureRequest, reason: str) -> NoReturn:
 @pytest.hookimpl(optionalhook=True)
 def pytest_testnodedown(node: _WorkerNode, error: object) -> None:
     """Remember, in the xdist controller, that a worker could not get its PostgreSQL server."""
-    reason = node.workeroutput.get(_UNAVAILABLE_OUTPUT)
+    # A worker that crashed has no workeroutput; xdist reports the crash itself.
+    output: dict[str, object] = getattr(node, "workeroutput", {})
+    reason = output.get(_UNAVAILABLE_OUTPUT)
     if isinstance(reason, str):
         node.config.stash[_unavailable_key] = reason
 

@@ -31,6 +31,7 @@ def test_several_events_append_atomically_with_ascending_positions(store_url: st
         )
         rows = [ledger.mapper.to_stored_event(e) for e in (created, yielded)]
         ids = ledger.recorder.insert_events(rows)
+        assert ids is not None
         assert len(ids) == 2
         assert ids[0] < ids[1]
         assert ledger.get_checkpoint(token).cursor == 1
