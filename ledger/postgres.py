@@ -361,10 +361,19 @@ class PostgresLedgerRecorder(LedgerRecorder):
         return int(row[0]) if row else 0
 
     @contextmanager
-    def transaction(self, *, readonly: bool = False) -> Iterator[SQLTransaction]:  # noqa: ARG002
-        """A transaction on one pooled connection (MVCC: readers never block writers)."""
+    def transaction(
+        self,
+        *,
+        readonly: bool = False,  # noqa: ARG002  (MVCC: readers never block writers)
+        pipeline: bool = False,
+    ) -> Iterator[SQLTransaction]:
+        """A transaction on one pooled connection, pipelined if asked."""
         with self._conn() as conn, conn.transaction():
-            yield _PostgresTransaction(conn)
+            if pipeline:
+                with conn.pipeline():
+                    yield _PostgresTransaction(conn)
+            else:
+                yield _PostgresTransaction(conn)
 
     def listener(self) -> PostgresListener:
         """A new LISTEN connection on the event channel."""

@@ -311,7 +311,12 @@ class SQLiteLedgerRecorder(LedgerRecorder):
             return int(conn.execute(sql, params).fetchone()[0])
 
     @contextmanager
-    def transaction(self, *, readonly: bool = False) -> Iterator[SQLTransaction]:
+    def transaction(
+        self,
+        *,
+        readonly: bool = False,
+        pipeline: bool = False,  # noqa: ARG002  (in-process: nothing to pipeline)
+    ) -> Iterator[SQLTransaction]:
         """A transaction; a write one (``BEGIN IMMEDIATE``) admits one writer at a time."""
         with self._transaction(write=not readonly) as conn:
             yield _SQLiteTransaction(conn)

@@ -172,8 +172,14 @@ class LedgerRecorder(ApplicationRecorder):
         """Release connections. Idempotent."""
 
     @abstractmethod
-    def transaction(self, *, readonly: bool = False) -> AbstractContextManager[SQLTransaction]:
-        """A transaction on the store's database; write ones are serialised with other writers."""
+    def transaction(
+        self, *, readonly: bool = False, pipeline: bool = False
+    ) -> AbstractContextManager[SQLTransaction]:
+        """A transaction on the store's database; write ones are serialised with other writers.
+
+        ``pipeline=True`` lets PostgreSQL send statements without waiting for each result (a
+        batch of view updates costs one round trip); ``execute`` then reports no row count.
+        """
 
     def listener(self) -> LogListener | None:
         """A cross-process wake-up source, or ``None`` where the backend has none (SQLite)."""

@@ -49,18 +49,11 @@ class FailureView:
         """Add a failure, or mark the checkpoint's unresolved failure retried or reset."""
         oid = str(event.originator_id)
         if isinstance(event, Failed):
-            rows = tx.query(
-                "SELECT run_id, batch_index FROM ckl_view_cursor WHERE checkpoint_id = %s", (oid,)
-            )
-            run_id, batch_index = rows[0]
             tx.execute(
-                f"INSERT INTO {TABLE} VALUES"
-                " (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, NULL, NULL)",
+                f"INSERT INTO {TABLE} SELECT %s, checkpoint_id, run_id, batch_index, %s, %s, %s,"
+                " %s, %s, %s, %s, NULL, NULL FROM ckl_view_cursor WHERE checkpoint_id = %s",
                 (
                     position,
-                    oid,
-                    run_id,
-                    batch_index,
                     event.attempt,
                     event.error_type,
                     event.message,
@@ -68,6 +61,7 @@ class FailureView:
                     to_json(event.cursor),
                     event.items_processed,
                     to_time(event.timestamp),
+                    oid,
                 ),
             )
         elif isinstance(event, Retried | Reset):

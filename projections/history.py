@@ -46,23 +46,23 @@ class HistoryView:
         if not isinstance(event, Yielded):
             return
         oid = str(event.originator_id)
-        # The cursor view (applied first, same transaction) already counted this yield.
-        rows = tx.query("SELECT yields FROM ckl_view_cursor WHERE checkpoint_id = %s", (oid,))
-        seq = int(rows[0][0])
+        # `seq` comes from the cursor view (applied first, same transaction), in SQL: no
+        # result has to come back to the client, so a batch can be sent in one go.
         tx.execute(
-            f"INSERT INTO {TABLE} VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            f"INSERT INTO {TABLE} (checkpoint_id, seq, attempt, cursor, items_processed, at,"
+            " position) SELECT checkpoint_id, yields, %s, %s, %s, %s, %s"
+            " FROM ckl_view_cursor WHERE checkpoint_id = %s",
             (
-                oid,
-                seq,
                 event.attempt,
                 to_json(event.cursor),
                 event.items_processed,
                 to_time(event.timestamp),
                 position,
+                oid,
             ),
         )
-        if seq > self.keep:
-            tx.execute(
-                f"DELETE FROM {TABLE} WHERE checkpoint_id = %s AND seq = %s",
-                (oid, seq - self.keep),
-            )
+        tx.execute(
+            f"DELETE FROM {TABLE} WHERE checkpoint_id = %s AND seq ="
+            " (SELECT yields FROM ckl_view_cursor WHERE checkpoint_id = %s) - %s",
+            (oid, oid, self.keep),
+        )

@@ -434,7 +434,7 @@ class Projections:
             )
             if not notes:
                 return False
-            with self.recorder.transaction() as tx:
+            with self.recorder.transaction(pipeline=True) as tx:
                 lock = " FOR UPDATE" if tx.dialect == "postgres" else ""
                 rows = tx.query(
                     f"SELECT position FROM {TRACKING} WHERE name = %s{lock}", (TRACKING_NAME,)

@@ -40,19 +40,8 @@ class TimelineView:
     def apply(self, tx: SQLTransaction, position: int, event: CheckpointEvent) -> None:
         """Index one event under its run."""
         oid = str(event.originator_id)
-        rows = tx.query(
-            "SELECT run_id, batch_index FROM ckl_view_cursor WHERE checkpoint_id = %s", (oid,)
-        )
-        run_id, batch_index = rows[0]
         tx.execute(
-            f"INSERT INTO {TABLE} VALUES (%s, %s, %s, %s, %s, %s, %s)",
-            (
-                position,
-                run_id,
-                oid,
-                batch_index,
-                event.originator_version,
-                event.topic,
-                to_time(event.timestamp),
-            ),
+            f"INSERT INTO {TABLE} SELECT %s, run_id, checkpoint_id, batch_index, %s, %s, %s"
+            " FROM ckl_view_cursor WHERE checkpoint_id = %s",
+            (position, event.originator_version, event.topic, to_time(event.timestamp), oid),
         )
