@@ -361,9 +361,11 @@ def render(run: Run, results: list[BackendResults]) -> str:
     lines = [
         "# Benchmarks",
         "",
-        "Written by `bench/run.py`: rerun the command below to regenerate this file. "
-        "Read models (projections) and completion signals (streams) are measured by "
-        "`python -m bench.flow`, in [benchmarks-flow.md](benchmarks-flow.md).",
+        (
+            "Written by `bench/run.py`: rerun the command below to regenerate this file. "
+            "Read models (projections) and completion signals (streams) are measured by "
+            "`python -m bench.flow`, in [benchmarks-flow.md](benchmarks-flow.md)."
+        ),
         "",
         f"- Command: `{run.command}`",
         text(
