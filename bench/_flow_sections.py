@@ -420,9 +420,16 @@ class _Awaiter:
         self.woke = 0
         self.error: BaseException | None = None
         self._ledger, self._token, self._timeout = ledger, token, timeout
+        listeners = len(ledger._listeners)  # noqa: SLF001
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
-        wait_for_thread(f"ckl-await-{token}")  # subscribed: its reader thread runs
+        # Subscribed: await_checkpoint waits in its caller's thread, with a ledger listener.
+        deadline = time.monotonic() + 5.0
+        while len(ledger._listeners) <= listeners:  # noqa: SLF001
+            if time.monotonic() > deadline:
+                msg = "the awaiter did not subscribe within 5 s"
+                raise TimeoutError(msg)
+            time.sleep(0.0005)
         time.sleep(SETTLE)  # and has read the state (open) and gone to sleep
 
     def _run(self) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from typing import TYPE_CHECKING
 
 import reactivex
@@ -41,23 +42,69 @@ __all__ = ["await_checkpoint", "await_checkpoint_async", "completion"]
 log = logging.getLogger("streams")
 
 
-def _settled(state: CheckpointState, observer: abc.ObserverBase[JSONValue]) -> bool:
-    if state.status == "completed":
-        observer.on_next(state.result)
-        observer.on_completed()
-        return True
+def _failure(state: CheckpointState) -> CheckpointFailedError | None:
     if state.status == "failed" and state.error is not None:
-        observer.on_error(
-            CheckpointFailedError(
-                str(state.token),
-                state.error.type,
-                state.error.message,
-                state.error.transient,
-                state.attempt,
-            )
+        return CheckpointFailedError(
+            str(state.token),
+            state.error.type,
+            state.error.message,
+            state.error.transient,
+            state.attempt,
         )
-        return True
-    return False
+    return None
+
+
+class _CheckpointWatch:
+    """Subscribe first (ledger listener and log watcher), then read: nothing settles unseen.
+
+    Same-process appends hand over the new state (no query); other wake-ups read the store.
+    """
+
+    def __init__(self, ledger: Ledger, token: CheckpointToken) -> None:
+        self.ledger, self.token = ledger, token
+        self.wake = threading.Event()
+        self._handed: list[CheckpointState] = []
+        self._delay = 0.1
+        oid = token.checkpoint_id
+
+        def on_recorded(recorded: Recorded) -> None:
+            if recorded.state.token.checkpoint_id == oid:
+                self._handed.append(recorded.state)
+                self.wake.set()
+
+        self._remove = ledger.add_listener(on_recorded)
+        self._unwatch = ledger.watch(self.wake.set)
+
+    def settled(self) -> CheckpointState | None:
+        """The state if completed or failed, else None (store outages are waited out).
+
+        Raises:
+            LedgerError: anything but the store being unavailable (e.g. CheckpointNotFound).
+        """
+        self.wake.clear()
+        # The newest state handed over wins; anything appended after this copy also sets
+        # `wake`, and an empty list falls back to reading the store.
+        handed, self._handed[:] = self._handed[-1:], []
+        try:
+            state = handed[0] if handed else self.ledger.get_checkpoint(self.token)
+        except StoreUnavailable as exc:
+            log.warning("await paused, store unavailable (%s)", exc)
+            self.wake.wait(self._delay)
+            self._delay = min(self._delay * 2, 5.0)
+            return None
+        self._delay = 0.1
+        return None if state.status == "open" else state
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Sleep until woken, at most a poll interval (and at most ``timeout``)."""
+        interval = self.ledger.settings.poll_interval
+        self.wake.wait(interval if timeout is None else min(timeout, interval))
+
+    def close(self) -> None:
+        """Unsubscribe."""
+        self.wake.set()
+        self._remove()
+        self._unwatch()
 
 
 def completion(ledger: Ledger, token: CheckpointToken) -> Observable[JSONValue]:
@@ -67,54 +114,36 @@ def completion(ledger: Ledger, token: CheckpointToken) -> Observable[JSONValue]:
         CheckpointFailedError: the checkpoint failed (or had failed before the subscription).
         CheckpointNotFound: the checkpoint does not exist.
     """
-    oid = token.checkpoint_id
 
     def subscribe(
         observer: abc.ObserverBase[JSONValue], _scheduler: abc.SchedulerBase | None = None
     ) -> abc.DisposableBase:
-        stop, wake = threading.Event(), threading.Event()
-        latest: list[CheckpointState] = []
-
-        def on_recorded(recorded: Recorded) -> None:
-            # Same-process appends hand us the new state: no query needed to see it.
-            if recorded.state.token.checkpoint_id == oid:
-                latest.append(recorded.state)
-                wake.set()
-
-        remove = ledger.add_listener(on_recorded)
-        unwatch = ledger.watch(wake.set)  # first subscribe…
+        stop = threading.Event()
+        watch = _CheckpointWatch(ledger, token)
 
         def run() -> None:
-            delay = 0.1
             while not stop.is_set():
-                wake.clear()
                 try:
-                    # …then read, so nothing settles unseen between the two.
-                    # The newest state handed over wins; anything appended after this copy also
-                    # set `wake`, and an empty list falls back to reading the store.
-                    handed, latest[:] = latest[-1:], []
-                    state = handed[0] if handed else ledger.get_checkpoint(token)
-                    delay = 0.1
-                except StoreUnavailable as exc:
-                    log.warning("await paused, store unavailable (%s)", exc)
-                    stop.wait(delay)
-                    delay = min(delay * 2, 5.0)
-                    continue
+                    state = watch.settled()
                 except LedgerError as exc:
                     observer.on_error(exc)
                     return
-                if _settled(state, observer):
+                if state is not None:
+                    failure = _failure(state)
+                    if failure is not None:
+                        observer.on_error(failure)
+                    else:
+                        observer.on_next(state.result)
+                        observer.on_completed()
                     return
-                wake.wait(ledger.settings.poll_interval)
+                watch.wait()
 
         thread = threading.Thread(target=run, name=f"ckl-await-{token}", daemon=True)
         thread.start()
 
         def dispose() -> None:
             stop.set()
-            wake.set()
-            remove()
-            unwatch()
+            watch.close()
 
         return Disposable(dispose)
 
@@ -129,16 +158,11 @@ def _check_timeout(timeout: float | None) -> None:
 def _settled_now(ledger: Ledger, token: CheckpointToken) -> tuple[bool, JSONValue]:
     """(True, result) if already completed; raises if already failed; else (False, None)."""
     state = ledger.get_checkpoint(token)
+    failure = _failure(state)
+    if failure is not None:
+        raise failure
     if state.status == "completed":
         return True, state.result
-    if state.status == "failed" and state.error is not None:
-        raise CheckpointFailedError(
-            str(state.token),
-            state.error.type,
-            state.error.message,
-            state.error.transient,
-            state.attempt,
-        )
     return False, None
 
 
@@ -147,9 +171,9 @@ def await_checkpoint(
 ) -> JSONValue:
     """Block until the checkpoint completes; its result.
 
-    A settled checkpoint returns (or raises) at once, even with ``timeout=0``. The wait is one
-    ``threading.Event`` over the :func:`completion` observable: no timer threads are left
-    behind when it returns.
+    The same subscribe-then-read watch as :func:`completion`, run in the caller's own thread:
+    a same-process completion wakes the caller directly, with no thread in between. A settled
+    checkpoint returns (or raises) at once, even with ``timeout=0``.
 
     Raises:
         CheckpointFailedError: it failed.
@@ -157,28 +181,25 @@ def await_checkpoint(
         CheckpointNotFound: no such checkpoint.
     """
     _check_timeout(timeout)
-    done, result = _settled_now(ledger, token)
+    done, result = _settled_now(ledger, token)  # settled already: no need to watch at all
     if done:
         return result
-    finished = threading.Event()
-    outcome: list[JSONValue] = []
-    failure: list[Exception] = []
-
-    def on_error(exc: Exception) -> None:
-        failure.append(exc)
-        finished.set()
-
-    subscription = completion(ledger, token).subscribe(
-        on_next=outcome.append, on_error=on_error, on_completed=finished.set
-    )
+    deadline = None if timeout is None else time.monotonic() + timeout
+    watch = _CheckpointWatch(ledger, token)
     try:
-        if not finished.wait(timeout):
-            raise AwaitTimeout(str(token), timeout or 0.0)
+        while True:
+            state = watch.settled()
+            if state is not None:
+                failure = _failure(state)
+                if failure is not None:
+                    raise failure
+                return state.result
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise AwaitTimeout(str(token), timeout or 0.0)
+            watch.wait(remaining)
     finally:
-        subscription.dispose()
-    if failure:
-        raise failure[0]
-    return outcome[0]
+        watch.close()
 
 
 async def await_checkpoint_async(
