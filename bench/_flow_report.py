@@ -612,15 +612,14 @@ def _where(flows: list[BackendFlow]) -> list[str]:
             hop = local.latency("thread wake-up").p50
             lines.append(
                 text(
-                    f"- {flow.backend}, in-process completion ({_us(awaited)} µs): the ",
-                    f"observable's reader thread has the new state {_us(on_next)} µs after the ",
-                    f"commit (about one thread wake-up, {_us(hop)} µs here); the remaining ",
-                    f"{_us(awaited - on_next)} µs are the second hop, to the thread blocked in ",
-                    "`await_checkpoint` on the `threading.Event` that `on_completed` sets. That ",
-                    "thread runs only once the reader thread lets go of the GIL, and the reader ",
-                    "first finishes `on_completed`: reactivex disposes of the subscription there ",
-                    "(listener removal, watcher unsubscription), then the thread ends. With ",
-                    f"`timeout=None`: {_us(plain)} µs.",
+                    f"- {flow.backend}, in-process completion ({_us(awaited)} µs): "
+                    "`await_checkpoint` waits in its caller's thread on a `threading.Event` that ",
+                    "the writer's ledger listener sets right after the commit, so the cost is one ",
+                    f"thread wake-up ({_us(hop)} µs here) plus the awaiting thread getting the ",
+                    "GIL back from the writer; the p99 follows the machine's scheduling. For ",
+                    "comparison, the completion observable's `on_next` (its own reader thread) ",
+                    f"came {_us(on_next)} µs after the commit. With `timeout=None`: ",
+                    f"{_us(plain)} µs.",
                 )
             )
         remote = flow.await_remote
