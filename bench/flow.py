@@ -15,7 +15,6 @@ SQLite stores are files in a temporary directory under /tmp.
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import shutil
 import sys
@@ -25,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bench._cli import parse, publish
 from bench._flow_raw import eventsourcing_wait
 from bench._flow_report import FlowRun, render
 from bench._flow_sections import FULL, QUICK, Backend, BackendFlow, FlowProfile, run_backend
@@ -38,27 +38,6 @@ __all__ = ["main"]
 
 DEFAULT_OUT = Path("docs/benchmarks-flow.md")
 EVENTSOURCING_DELAY = 0.001
-
-
-def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.flow",
-        description="Benchmark read-your-writes, projections and completion signals.",
-    )
-    parser.add_argument(
-        "--quick", action="store_true", help="small sizes and few rounds: a smoke run (< 1 min)"
-    )
-    parser.add_argument(
-        "--backend", choices=["sqlite", "postgres", "all"], default="all", help="default: all"
-    )
-    parser.add_argument(
-        "--out",
-        type=Path,
-        default=None,
-        help=f"markdown file to write (default: {DEFAULT_OUT} for a full run; a quick run "
-        "writes no file unless given one). The report is also printed on stdout.",
-    )
-    return parser.parse_args(argv)
 
 
 def _run_sqlite(profile: FlowProfile, workdir: Path) -> BackendFlow:
@@ -90,9 +69,14 @@ def _run_postgres(profile: FlowProfile, facts: dict[str, str]) -> BackendFlow:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmarks; 0 when the report was produced."""
-    args = _parse(argv)
+    args = parse(
+        argv,
+        prog="python -m bench.flow",
+        description="Benchmark read-your-writes, projections and completion signals.",
+        default_out=DEFAULT_OUT,
+        quick_help="small sizes and few rounds: a smoke run (< 1 min)",
+    )
     profile = QUICK if args.quick else FULL
-    out: Path | None = args.out if args.out is not None or args.quick else DEFAULT_OUT
     command = " ".join(["python -m bench.flow", *(sys.argv[1:] if argv is None else argv)])
     started, clock = datetime.now(UTC), time.perf_counter()
     workdir = Path(tempfile.mkdtemp(prefix="ckl-flow-", dir="/tmp"))
@@ -111,12 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         command, started, time.perf_counter() - clock, profile, facts, waits, EVENTSOURCING_DELAY
     )
     report = render(run, flows)
-    print(report)
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(report, encoding="utf-8")
-        log(f"wrote {out}")
-    log(f"done in {time.perf_counter() - clock:.0f}s")
+    publish(report, args.out, clock)
     return 0
 
 

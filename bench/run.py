@@ -10,7 +10,6 @@ PostgreSQL is a fresh cluster started for the run with ``tests/fix_postgres.py``
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import sys
 import tempfile
@@ -19,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bench._cli import parse, publish
 from bench._harness import log
 from bench._machine import load, machine_facts, postgres_facts
 from bench._report import Run, render
@@ -32,27 +32,6 @@ if TYPE_CHECKING:
 __all__ = ["main"]
 
 DEFAULT_OUT = Path("docs/benchmarks.md")
-
-
-def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.run",
-        description="Benchmark checkpoint_yield against baselines measured in the same run.",
-    )
-    parser.add_argument(
-        "--quick", action="store_true", help="small sizes and few rounds: a smoke run (~1 min)"
-    )
-    parser.add_argument(
-        "--backend", choices=["sqlite", "postgres", "all"], default="all", help="default: all"
-    )
-    parser.add_argument(
-        "--out",
-        type=Path,
-        default=None,
-        help=f"markdown file to write (default: {DEFAULT_OUT} for a full run; a quick run "
-        "writes no file unless given one). The report is also printed on stdout.",
-    )
-    return parser.parse_args(argv)
 
 
 def _run_postgres(profile: Profile, facts: dict[str, str]) -> BackendResults:
@@ -71,9 +50,14 @@ def _run_postgres(profile: Profile, facts: dict[str, str]) -> BackendResults:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmarks; 0 when the report was produced."""
-    args = _parse(argv)
+    args = parse(
+        argv,
+        prog="python -m bench.run",
+        description="Benchmark checkpoint_yield against baselines measured in the same run.",
+        default_out=DEFAULT_OUT,
+        quick_help="small sizes and few rounds: a smoke run (~1 min)",
+    )
     profile = QUICK if args.quick else FULL
-    out: Path | None = args.out if args.out is not None or args.quick else DEFAULT_OUT
     command = " ".join(["python -m bench.run", *(sys.argv[1:] if argv is None else argv)])
     started, clock = datetime.now(UTC), time.perf_counter()
     workdir = Path(tempfile.mkdtemp(prefix="ckl-bench-", dir="/tmp"))
@@ -89,12 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     facts["load average (1/5/15 min) at the end"] = load()
     run = Run(command, started, time.perf_counter() - clock, profile, facts)
     report = render(run, results)
-    print(report)
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(report, encoding="utf-8")
-        log(f"wrote {out}")
-    log(f"done in {time.perf_counter() - clock:.0f}s")
+    publish(report, args.out, clock)
     return 0
 
 
