@@ -15,6 +15,9 @@ from psycopg.types.json import Jsonb
 
 from bench._harness import measure
 from bench._workload import yield_payload
+from ledger import postgres as postgres_schema
+from ledger import sqlite as sqlite_schema
+from ledger.store import EVENTS_TABLE
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -32,35 +35,17 @@ __all__ = [
 
 _TOPIC = "checkpoint.Yielded"
 
-# The columns, keys and indexes of ckl_events (ledger/sqlite.py), without the append-only triggers
-# (they fire on UPDATE and DELETE only).
-_SQLITE_TABLE = """CREATE TABLE IF NOT EXISTS raw_events (
-    notification_id INTEGER PRIMARY KEY AUTOINCREMENT,
-    originator_id TEXT NOT NULL,
-    originator_version INTEGER NOT NULL,
-    topic TEXT NOT NULL,
-    state BLOB NOT NULL,
-    UNIQUE (originator_id, originator_version)
-)"""
+# The columns, keys and indexes of ckl_events, taken from the ledger's own DDL so the row shape
+# cannot drift, without its triggers: the append-only guards are part of what the ledger costs
+# (on SQLite that includes a BEFORE INSERT guard against INSERT OR REPLACE).
+_SQLITE_TABLE = sqlite_schema.SCHEMA_TABLE.replace(EVENTS_TABLE, "raw_events")
 _SQLITE_INSERT = (
     "INSERT INTO raw_events (originator_id, originator_version, topic, state) VALUES (?, ?, ?, ?)"
 )
 
-# Likewise for ledger/postgres.py.
+# Likewise for ledger/postgres.py: the table and its notification_id index.
 _POSTGRES_TABLE = [
-    """CREATE TABLE IF NOT EXISTS raw_events (
-        originator_id uuid NOT NULL,
-        originator_version bigint NOT NULL,
-        topic text NOT NULL,
-        state bytea NOT NULL,
-        notification_id bigserial NOT NULL,
-        transaction_id xid8 NOT NULL DEFAULT pg_current_xact_id(),
-        PRIMARY KEY (originator_id, originator_version)
-    )""",
-    (
-        "CREATE UNIQUE INDEX IF NOT EXISTS raw_events_notification_id_idx "
-        "ON raw_events (notification_id)"
-    ),
+    statement.replace(EVENTS_TABLE, "raw_events") for statement in postgres_schema.SCHEMA[:2]
 ]
 _POSTGRES_INSERT = (
     "INSERT INTO raw_events (originator_id, originator_version, topic, state) "

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
     from ledger.settings import LedgerSettings
 
-__all__ = ["PostgresLedgerRecorder", "PostgresListener", "append_lock_key"]
+__all__ = ["SCHEMA", "PostgresLedgerRecorder", "PostgresListener", "append_lock_key"]
 
 _SCHEMA_VERSION = 1
 
@@ -46,7 +46,7 @@ def append_lock_key(table: str = EVENTS_TABLE) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
-_SCHEMA = [
+SCHEMA = [
     f"""CREATE TABLE IF NOT EXISTS {EVENTS_TABLE} (
         originator_id uuid NOT NULL,
         originator_version bigint NOT NULL,
@@ -236,7 +236,7 @@ class PostgresLedgerRecorder(LedgerRecorder):
             with conn.transaction():
                 # Concurrent openers wait here instead of racing CREATE statements.
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (append_lock_key("schema"),))
-                for statement in _SCHEMA:
+                for statement in SCHEMA:
                     conn.execute(statement)
                 conn.execute(
                     "INSERT INTO ckl_schema (version) VALUES (%s) "

@@ -29,17 +29,20 @@ if TYPE_CHECKING:
 
     from ledger.settings import LedgerSettings
 
-__all__ = ["SQLiteLedgerRecorder"]
+__all__ = ["SCHEMA_TABLE", "SQLiteLedgerRecorder"]
 
-_SCHEMA = [
-    f"""CREATE TABLE IF NOT EXISTS {EVENTS_TABLE} (
+# The event table (the benchmarks build their raw baseline table from it, so shapes match).
+SCHEMA_TABLE = f"""CREATE TABLE IF NOT EXISTS {EVENTS_TABLE} (
         notification_id INTEGER PRIMARY KEY AUTOINCREMENT,
         originator_id TEXT NOT NULL,
         originator_version INTEGER NOT NULL,
         topic TEXT NOT NULL,
         state BLOB NOT NULL,
         UNIQUE (originator_id, originator_version)
-    )""",
+)"""
+
+_SCHEMA = [
+    SCHEMA_TABLE,
     f"""CREATE TRIGGER IF NOT EXISTS {EVENTS_TABLE}_no_update BEFORE UPDATE ON {EVENTS_TABLE}
         BEGIN SELECT RAISE(ABORT, '{EVENTS_TABLE} is append-only: UPDATE refused'); END""",
     f"""CREATE TRIGGER IF NOT EXISTS {EVENTS_TABLE}_no_delete BEFORE DELETE ON {EVENTS_TABLE}
