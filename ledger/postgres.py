@@ -1,11 +1,18 @@
 """PostgreSQL backend through psycopg 3 and a connection pool.
 
-An append is one statement in autocommit mode, so one round trip, commit included. It takes a
-transaction-scoped advisory lock before drawing notification ids, so ids are handed out in
-commit order and a reader following the log by id can never pass over an id that commits
-later (the guarantee eventsourcing buys with ``LOCK TABLE … IN EXCLUSIVE MODE`` and three more
-statements). The same statement sends the ``NOTIFY`` that live streams listen for. Every row
-also records its transaction id (``xid8``), for readers that will not need the lock.
+Appends take no lock, so concurrent writers commit side by side (and share WAL flushes). What
+keeps a reader from skipping an event is the *position* itself: an event's ``notification_id``
+is ``xid * 65536 + n``, where ``xid`` is its transaction's 64-bit id (``pg_current_xact_id()``)
+and ``n`` its ordinal in that transaction (1…65535). Readers only read positions below the
+**visible horizon**, ``pg_snapshot_xmin(pg_current_snapshot()) * 65536``: every transaction
+with an id below the snapshot's ``xmin`` has ended, and every transaction that may still commit
+has an id at or above it, hence positions at or above the horizon. So the log below the horizon
+never changes again, and reading "after my position" never passes an event that commits later.
+The argument in full, and its one cost (an open transaction holds the horizon back), is in
+``docs/architecture.md``.
+
+An append is one statement in autocommit mode, so one round trip, commit included; the same
+statement sends the ``NOTIFY`` that live readers listen for.
 """
 
 from __future__ import annotations
@@ -28,20 +35,56 @@ from eventsourcing.persistence import (
 )
 from psycopg import sql
 
-from ledger.store import EVENTS_TABLE, SNAPSHOTS_TABLE, LedgerRecorder, SQLTransaction, StoreURL
+from ledger.errors import InvalidInput
+from ledger.store import (
+    EVENTS_TABLE,
+    SNAPSHOTS_TABLE,
+    LedgerRecorder,
+    LogHead,
+    SQLTransaction,
+    StoreURL,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
 
     from ledger.settings import LedgerSettings
 
-__all__ = ["SCHEMA", "PostgresLedgerRecorder", "PostgresListener", "append_lock_key"]
+__all__ = [
+    "MAX_EVENTS_PER_TRANSACTION",
+    "POSITIONS_PER_TRANSACTION",
+    "SCHEMA",
+    "VISIBLE_HORIZON",
+    "PostgresLedgerRecorder",
+    "PostgresListener",
+    "append_lock_key",
+]
 
-_SCHEMA_VERSION = 1
+# 2: positions are xid * 65536 + ordinal (1: a bigserial, handed out under an advisory lock).
+_SCHEMA_VERSION = 2
+
+POSITIONS_PER_TRANSACTION = 65536
+"""Each transaction owns the positions ``[xid * 65536, (xid + 1) * 65536)``."""
+MAX_EVENTS_PER_TRANSACTION = POSITIONS_PER_TRANSACTION - 1
+"""Ordinals run from 1, so a transaction appends at most 65535 events."""
+
+_XID = "pg_current_xact_id()::text::bigint"
+VISIBLE_HORIZON = (
+    f"(pg_snapshot_xmin(pg_current_snapshot())::text::bigint * {POSITIONS_PER_TRANSACTION})"
+)
+"""SQL: the first position a reader may not read yet. Every position below it is final.
+
+Evaluate it in the same statement as the read: it is taken from that statement's snapshot, so
+every committed row below it is visible to the read.
+"""
 
 
 def append_lock_key(table: str = EVENTS_TABLE) -> int:
-    """The advisory lock key that serialises appends to ``table`` (a stable signed int64)."""
+    """A stable signed int64 advisory lock key named after ``table`` (or any name).
+
+    Appends take no lock any more (schema version 1 locked this key per append); the schema
+    (``"schema"``) and the projections' DDL (``"views"``) are still created under such keys.
+    """
     digest = hashlib.sha256(f"checkpoint-ledger:{table}".encode()).digest()
     return int.from_bytes(digest[:8], "big", signed=True)
 
@@ -52,9 +95,12 @@ SCHEMA = [
         originator_version bigint NOT NULL,
         topic text NOT NULL,
         state bytea NOT NULL,
-        notification_id bigserial NOT NULL,
+        notification_id bigint NOT NULL,
         transaction_id xid8 NOT NULL DEFAULT pg_current_xact_id(),
-        PRIMARY KEY (originator_id, originator_version)
+        PRIMARY KEY (originator_id, originator_version),
+        CONSTRAINT {EVENTS_TABLE}_position_in_transaction CHECK (
+            notification_id < (transaction_id::text::bigint + 1) * {POSITIONS_PER_TRANSACTION}
+        )
     )""",
     f"""CREATE UNIQUE INDEX IF NOT EXISTS {EVENTS_TABLE}_notification_id_idx
         ON {EVENTS_TABLE} (notification_id)""",
@@ -98,6 +144,78 @@ def _translate(exc: psycopg.Error) -> PersistenceError:
     if isinstance(exc, psycopg.ProgrammingError):
         return ProgrammingError(detail)
     return PersistenceError(detail)
+
+
+def _append_sql(channel: str) -> tuple[str, str]:
+    """The two append statements: one event (scalars), several (``unnest`` of arrays).
+
+    Each row's position is ``block.last + ordinal``: ``block.base`` is the transaction's own
+    range (``xid * 65536``), and ``block.last`` the highest position the transaction already
+    used in it (an index probe, normally empty: an append is one autocommit statement, but a
+    transaction that appended before keeps its positions unique). Ordinals follow the input
+    order. The ``CHECK`` on the table refuses a position past the transaction's range. The
+    subquery also sends the ``NOTIFY``, delivered at commit. One event binds scalars, because
+    adapting and unnesting one-element arrays measured ~90 µs per append.
+    """
+    block = (
+        "(SELECT coalesce((SELECT max(notification_id) FROM "
+        f"{EVENTS_TABLE} WHERE notification_id > x.base "
+        f"AND notification_id < x.base + {POSITIONS_PER_TRANSACTION}), x.base) AS last, "
+        f"pg_notify('{channel}', '') "
+        f"FROM (SELECT {_XID} * {POSITIONS_PER_TRANSACTION} AS base) AS x) AS block"
+    )
+    columns = "notification_id, originator_id, originator_version, topic, state"
+    one = (
+        f"INSERT INTO {EVENTS_TABLE} ({columns}) "
+        f"SELECT block.last + 1, %s::uuid, %s::bigint, %s::text, %s::bytea FROM {block} "
+        "RETURNING notification_id"
+    )
+    many = (
+        f"INSERT INTO {EVENTS_TABLE} ({columns}) "
+        "SELECT block.last + e.ordinal, e.originator_id, e.originator_version, e.topic, e.state "
+        f"FROM {block}, unnest(%s::uuid[], %s::bigint[], %s::text[], %s::bytea[]) "
+        "WITH ORDINALITY AS e(originator_id, originator_version, topic, state, ordinal) "
+        "RETURNING notification_id"
+    )
+    return one, many
+
+
+def _schema_version(conn: psycopg.Connection[Any]) -> int | None:
+    row = conn.execute("SELECT to_regclass('ckl_schema') IS NOT NULL").fetchone()
+    if not (row and row[0]):
+        return None
+    current = conn.execute("SELECT max(version) FROM ckl_schema").fetchone()
+    return None if current is None or current[0] is None else int(current[0])
+
+
+def _migrate_from_1(conn: psycopg.Connection[Any]) -> None:
+    """Schema 1 → 2, inside the schema transaction: positions stop coming from a sequence.
+
+    Old positions (a bigserial) stay. Every later append runs in a transaction younger than
+    this one, so its positions start above ``xid_of_this_transaction * 65536``; the old ones
+    must lie below that, which is checked (it holds unless one old transaction appended more
+    than ~65,000 events per transaction ever run on the cluster). ALTER TABLE waits for
+    appends of old processes in flight; old processes appending afterwards fail (the column
+    has no default any more): stop them before upgrading.
+    """
+    conn.execute(f"ALTER TABLE {EVENTS_TABLE} ALTER COLUMN notification_id DROP DEFAULT")
+    conn.execute(f"DROP SEQUENCE IF EXISTS {EVENTS_TABLE}_notification_id_seq")
+    constraint = f"{EVENTS_TABLE}_position_in_transaction"
+    found = conn.execute("SELECT 1 FROM pg_constraint WHERE conname = %s", (constraint,))
+    if found.fetchone() is None:  # NOT VALID: old rows are not checked, new ones are
+        conn.execute(
+            f"ALTER TABLE {EVENTS_TABLE} ADD CONSTRAINT {constraint} CHECK (notification_id"
+            f" < (transaction_id::text::bigint + 1) * {POSITIONS_PER_TRANSACTION}) NOT VALID"
+        )
+    row = conn.execute(
+        f"SELECT max(notification_id), {_XID} * {POSITIONS_PER_TRANSACTION} FROM {EVENTS_TABLE}"
+    ).fetchone()
+    if row is not None and row[0] is not None and int(row[0]) >= int(row[1]):
+        msg = (
+            f"cannot migrate {EVENTS_TABLE}: its highest position {row[0]} is not below the "
+            f"first transaction-based position {row[1]}"
+        )
+        raise ProgrammingError(msg)
 
 
 class _PostgresTransaction:
@@ -166,23 +284,8 @@ class PostgresLedgerRecorder(LedgerRecorder):
         self._guard = threading.Lock()
         self._closed = False
         # Plain strings built once (our own identifiers and constants): no SQL composition per
-        # call. One event (the common case) binds scalars: arrays cost time to adapt and unnest.
-        serialise = (
-            f"(SELECT pg_advisory_xact_lock({append_lock_key()}), "
-            f"pg_notify('{self.channel}', '')) AS serialise"
-        )
-        self._insert_one = (
-            f"INSERT INTO {EVENTS_TABLE} (originator_id, originator_version, topic, state) "
-            f"SELECT %s::uuid, %s::bigint, %s::text, %s::bytea FROM {serialise} "
-            "RETURNING notification_id"
-        )
-        self._insert_many = (
-            f"INSERT INTO {EVENTS_TABLE} (originator_id, originator_version, topic, state) "
-            "SELECT e.originator_id, e.originator_version, e.topic, e.state "
-            f"FROM {serialise}, unnest(%s::uuid[], %s::bigint[], %s::text[], %s::bytea[]) "
-            "AS e(originator_id, originator_version, topic, state) "
-            "RETURNING notification_id"
-        )
+        # call. Both append statements live here, side by side; see _append_sql.
+        self._insert_one, self._insert_many = _append_sql(self.channel)
         # Connect once now: a clear error at open, not at the first command.
         with self._conn():
             pass
@@ -226,18 +329,31 @@ class PostgresLedgerRecorder(LedgerRecorder):
             self._slots.release()
 
     def create_tables(self) -> None:
-        """Create the schema once: a cheap check first, then DDL under an advisory lock."""
+        """Create (or migrate) the schema once: a cheap check, then DDL under an advisory lock.
+
+        Raises:
+            eventsourcing.persistence.ProgrammingError: the store was made by a newer
+                checkpoint-ledger, or cannot be migrated (see ``_migrate_from_1``).
+        """
         with self._conn() as conn:
-            row = conn.execute("SELECT to_regclass('ckl_schema') IS NOT NULL").fetchone()
-            if row and row[0]:
-                current = conn.execute("SELECT max(version) FROM ckl_schema").fetchone()
-                if current and current[0] == _SCHEMA_VERSION:
-                    return
+            if _schema_version(conn) == _SCHEMA_VERSION:
+                return
             with conn.transaction():
                 # Concurrent openers wait here instead of racing CREATE statements.
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (append_lock_key("schema"),))
+                found = _schema_version(conn)  # again, under the lock: another may have done it
+                if found == _SCHEMA_VERSION:
+                    return
+                if found is not None and found > _SCHEMA_VERSION:
+                    msg = (
+                        f"the store {self.store.display} has schema version {found}; this "
+                        f"checkpoint-ledger knows versions up to {_SCHEMA_VERSION}: upgrade it"
+                    )
+                    raise ProgrammingError(msg)
                 for statement in SCHEMA:
                     conn.execute(statement)
+                if found == 1:
+                    _migrate_from_1(conn)
                 conn.execute(
                     "INSERT INTO ckl_schema (version) VALUES (%s) "
                     "ON CONFLICT (singleton) DO UPDATE SET version = EXCLUDED.version",
@@ -245,9 +361,19 @@ class PostgresLedgerRecorder(LedgerRecorder):
                 )
 
     def insert_events(self, stored_events: Sequence[StoredEvent], **_: object) -> Sequence[int]:
-        """Append events atomically in one round trip; their notification ids, in order."""
+        """Append events atomically in one round trip; their positions, ascending.
+
+        Raises:
+            InvalidInput: more than ``MAX_EVENTS_PER_TRANSACTION`` events (nothing is written).
+        """
         if not stored_events:
             return []
+        if len(stored_events) > MAX_EVENTS_PER_TRANSACTION:
+            raise InvalidInput(
+                "stored_events",
+                f"{len(stored_events)} events in one append; PostgreSQL positions leave room "
+                f"for at most {MAX_EVENTS_PER_TRANSACTION} per transaction (append in batches)",
+            )
         if len(stored_events) == 1:
             (e,) = stored_events
             query = self._insert_one
@@ -262,7 +388,8 @@ class PostgresLedgerRecorder(LedgerRecorder):
             )
         with self._conn() as conn:
             rows = conn.execute(query, params, prepare=True).fetchall()
-        return [int(r[0]) for r in rows]
+        # Ordinals follow the input order, so sorting restores it whatever RETURNING's order.
+        return sorted(int(r[0]) for r in rows)
 
     def select_events(
         self,
@@ -308,11 +435,16 @@ class PostgresLedgerRecorder(LedgerRecorder):
         *,
         inclusive_of_start: bool = True,
     ) -> Sequence[Notification]:
-        """Events in global order, from ``start``."""
+        """Events in global order, from ``start``, up to the visible horizon (never beyond).
+
+        Events of transactions still in flight, and committed events above an older
+        transaction still in flight, are not returned yet; they will be, at the same positions.
+        """
         low = 0 if start is None else (start if inclusive_of_start else start + 1)
         query = (
             f"SELECT {_COLUMNS} FROM {EVENTS_TABLE} "
             "WHERE notification_id >= %s AND notification_id <= %s"
+            f" AND notification_id < {VISIBLE_HORIZON}"
             + (" AND topic = ANY(%s)" if topics else "")
             + " ORDER BY notification_id LIMIT %s"
         )
@@ -325,10 +457,29 @@ class PostgresLedgerRecorder(LedgerRecorder):
         return [self._notification(row, row[1]) for row in rows]
 
     def max_notification_id(self) -> int | None:
-        """The newest global position, or ``None`` for an empty store."""
+        """The newest position a reader may read (below the horizon), or ``None``."""
         with self._conn() as conn:
-            row = conn.execute(f"SELECT max(notification_id) FROM {EVENTS_TABLE}").fetchone()
+            row = conn.execute(
+                f"SELECT max(notification_id) FROM {EVENTS_TABLE}"
+                f" WHERE notification_id < {VISIBLE_HORIZON}",
+                prepare=True,
+            ).fetchone()
         return None if row is None or row[0] is None else int(row[0])
+
+    def log_head(self) -> LogHead:
+        """The readable head, and whether committed events wait above it (one snapshot)."""
+        with self._conn() as conn:
+            row = conn.execute(
+                f"SELECT (SELECT max(notification_id) FROM {EVENTS_TABLE}"
+                " WHERE notification_id < h.horizon),"
+                f" (SELECT max(notification_id) FROM {EVENTS_TABLE})"
+                f" FROM (SELECT {VISIBLE_HORIZON} AS horizon) AS h",
+                prepare=True,
+            ).fetchone()
+        readable = None if row is None or row[0] is None else int(row[0])
+        committed = None if row is None or row[1] is None else int(row[1])
+        held_back = committed is not None and (readable is None or committed > readable)
+        return LogHead(readable, held_back=held_back)
 
     def insert_snapshot(self, snapshot: StoredEvent) -> None:
         """Keep a snapshot; an existing one at the same version is left as it is."""

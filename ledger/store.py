@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol
 from urllib.parse import unquote, urlsplit, urlunsplit
 from uuid import UUID, uuid4
 
@@ -32,6 +32,7 @@ __all__ = [
     "EVENTS_TABLE",
     "SNAPSHOTS_TABLE",
     "LedgerRecorder",
+    "LogHead",
     "LogListener",
     "SQLTransaction",
     "StoreURL",
@@ -104,6 +105,20 @@ def parse_store_url(url: str) -> StoreURL:  # noqa: C901  (one branch per rule i
         plain = urlunsplit(parts._replace(scheme="postgresql"))
         return StoreURL("postgres", plain, display)
     raise InvalidStoreURL(display, f"unknown scheme {parts.scheme!r}")
+
+
+class LogHead(NamedTuple):
+    """Where the log's readable part ends.
+
+    Attributes:
+        readable: the newest position a reader may read now (``None``: nothing yet).
+        held_back: committed events lie above ``readable`` and will become readable, at their
+            own positions, once older transactions end (PostgreSQL only; see
+            ``ledger.postgres``). A watcher then looks again soon rather than at the next poll.
+    """
+
+    readable: int | None
+    held_back: bool = False
 
 
 class SQLTransaction(Protocol):
@@ -180,6 +195,10 @@ class LedgerRecorder(ApplicationRecorder):
         ``pipeline=True`` lets PostgreSQL send statements without waiting for each result (a
         batch of view updates costs one round trip); ``execute`` then reports no row count.
         """
+
+    def log_head(self) -> LogHead:
+        """The readable head of the log (``max_notification_id``), and whether more waits."""
+        return LogHead(self.max_notification_id())
 
     def listener(self) -> LogListener | None:
         """A cross-process wake-up source, or ``None`` where the backend has none (SQLite)."""

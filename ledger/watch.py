@@ -9,7 +9,11 @@ costs one query and a missed one is impossible to act on wrongly. Sources:
   back-off after the server restarts (and waking everyone, since notifications sent while
   disconnected are lost);
 * other processes on either backend: a poll of the log's head every ``poll_interval`` seconds
-  (on PostgreSQL only a safety net).
+  (on PostgreSQL only a safety net);
+* on PostgreSQL, the visible horizon moving: committed events may wait above it for an older
+  transaction to end (``ledger.postgres``), and that end sends no notification when the older
+  transaction appended nothing. While the head says events are held back, the watcher looks
+  again after 1 ms, doubling up to ``poll_interval``, and wakes everyone when the head moves.
 
 One thread per watched Ledger, started with the first subscriber and told to stop with the last
 (it ends within one poll interval; ``close`` waits for it).
@@ -33,6 +37,8 @@ if TYPE_CHECKING:
 __all__ = ["LogWatcher"]
 
 log = logging.getLogger("ledger.watch")
+
+_HELD_BACK_FIRST_WAIT = 0.001
 
 
 class LogWatcher:
@@ -93,9 +99,22 @@ class LogWatcher:
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=10)
 
+    def _next_wait(self, wait: float, *, held_back: bool, fresh: bool) -> float:
+        """How long to wait for the next look: short while events wait above the horizon.
+
+        ``fresh``: something happened (a notification, or the head moved), so a back-off
+        starts again from 1 ms; otherwise it keeps doubling, up to ``poll_interval``.
+        """
+        if not held_back:
+            return self.poll_interval
+        if fresh:
+            return min(_HELD_BACK_FIRST_WAIT, self.poll_interval)
+        return min(wait * 2, self.poll_interval)
+
     def _run(self, stop: threading.Event) -> None:
         listener: LogListener | None = None
         delay = 0.1
+        wait = self.poll_interval
         while not stop.is_set():
             try:
                 if listener is None:
@@ -103,17 +122,15 @@ class LogWatcher:
                     if listener is not None:
                         self.notify()  # anything sent while we were not listening is lost
                         delay = 0.1
-                woke = (
-                    listener.wait(self.poll_interval)
-                    if listener is not None
-                    else stop.wait(self.poll_interval)
-                )
+                woke = listener.wait(wait) if listener is not None else stop.wait(wait)
                 if stop.is_set():
                     break
-                head = self._recorder.max_notification_id()
-                if woke or head != self._head:
+                head, held_back = self._recorder.log_head()
+                moved = head != self._head
+                if woke or moved:
                     self._head = head
                     self.notify()
+                wait = self._next_wait(wait, held_back=held_back, fresh=woke or moved)
             except PersistenceError as exc:
                 log.warning("log watcher lost the store (%s); retrying in %.1fs", exc, delay)
                 if listener is not None:

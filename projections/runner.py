@@ -182,8 +182,15 @@ class Projections:
             AwaitTimeout: the views did not get there within ``timeout`` seconds.
         """
         deadline = time.monotonic() + timeout
-        if not self.running:
-            self.catch_up()
+        pause = 0.001
+        while not self.running and self.catch_up() < position:
+            # On PostgreSQL a committed event may wait above the visible horizon for an older
+            # transaction to end (ledger.postgres): look again shortly, then less often.
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AwaitTimeout(f"views at position {position}", timeout)
+            time.sleep(min(pause, remaining))
+            pause = min(pause * 2, self.ledger.settings.poll_interval)
         with self._applied:
             while self._position < position:
                 remaining = deadline - time.monotonic()
