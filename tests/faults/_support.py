@@ -16,9 +16,11 @@ import subprocess
 import sys
 import threading
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
+
+from ledger import Yielded
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -198,6 +200,20 @@ def assert_prefix_consistent(log: list[tuple[int, CheckpointEvent]]) -> None:
         versions[event.originator_id].append(event.originator_version)
     for oid, seen in versions.items():
         assert seen == list(range(1, len(seen) + 1)), f"checkpoint {oid} has versions {seen}"
+
+
+def check_writers_in_log(ledger: Ledger, done: dict[str, dict[str, int]]) -> list[Any]:
+    """The log is prefix-consistent and holds each writer's yields and events exactly once."""
+    log = whole_log(ledger)
+    assert_prefix_consistent(log)
+    yields = Counter(
+        token.run_id
+        for _, event in log
+        if isinstance(event, Yielded) and (token := ledger.token_for(event.originator_id))
+    )
+    assert yields == {run: d["yields"] for run, d in done.items()}
+    assert len(log) == sum(d["events"] for d in done.values())
+    return log
 
 
 VIEW_TABLES = {

@@ -17,23 +17,21 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from ledger import Ledger, LedgerSettings, Yielded
+from ledger import Ledger, LedgerSettings
 from projections import Projections
 from streams import StreamEvent, run_stream
 from tests.faults._support import (
-    assert_prefix_consistent,
+    check_writers_in_log,
     dump_views,
     fault_workers,
     percentile,
     pick,
     record_figures,
-    whole_log,
 )
 
 if TYPE_CHECKING:
@@ -142,20 +140,6 @@ def restart_while_working(  # noqa: PLR0917
         wait_written_since(writers, back)
         recovery.tail.append(tail.recovered(back, head, TIMEOUT))
         recovery.views.append(views.recovered(back, head, TIMEOUT))
-
-
-def check_writers_in_log(ledger: Ledger, done: dict[str, dict[str, int]]) -> list[Any]:
-    """The log is prefix-consistent and holds each writer's yields and events exactly once."""
-    log = whole_log(ledger)
-    assert_prefix_consistent(log)
-    yields = Counter(
-        token.run_id
-        for _, event in log
-        if isinstance(event, Yielded) and (token := ledger.token_for(event.originator_id))
-    )
-    assert yields == {run: d["yields"] for run, d in done.items()}
-    assert len(log) == sum(d["events"] for d in done.values())
-    return log
 
 
 def test_writers_a_tail_and_the_views_recover_from_postgres_restarts_on_their_own(
