@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 RETRIES, DELAY, CONNECT = 2, 0.1, 1.0
 # The delays slept between attempts: 0.1 + 0.2.
-SLEPT = sum(DELAY * 2**k for k in range(RETRIES))
+SLEPT: float = sum(DELAY * 2**k for k in range(RETRIES))
 TIMEOUT = 60.0
 
 
