@@ -12,18 +12,26 @@ with Ledger.open() as ledger:                       # ./checkpoints.db, or $CKL_
 
 from ledger._json import Cursor, CursorInput, JSONObject, JSONObjectInput, JSONValue
 from ledger.application import Ledger, Recorded
+from ledger.archive import ArchiveSummary, archive_run, export_run, import_archive
+from ledger.audit import VerifyReport, verify_chains
+from ledger.chain import ChainProblem, chain_hash
 from ledger.checkpoint import CheckpointError, CheckpointState, CheckpointToken, checkpoint_id_for
 from ledger.errors import (
+    ArchiveError,
+    ArchiveFileInvalid,
     AwaitTimeout,
     CheckpointFailedError,
     CheckpointNotFound,
     ConflictingCommand,
+    ImportConflict,
     InvalidInput,
     InvalidStoreURL,
     InvalidTransition,
     LedgerError,
     PayloadTooLarge,
     ProgressWentBackwards,
+    RunArchived,
+    RunNotFinished,
     StoreUnavailable,
 )
 from ledger.events import (
@@ -39,7 +47,11 @@ from ledger.events import (
 from ledger.settings import LedgerSettings
 
 __all__ = [
+    "ArchiveError",
+    "ArchiveFileInvalid",
+    "ArchiveSummary",
     "AwaitTimeout",
+    "ChainProblem",
     "CheckpointError",
     "CheckpointEvent",
     "CheckpointFailedError",
@@ -52,6 +64,7 @@ __all__ = [
     "Cursor",
     "CursorInput",
     "Failed",
+    "ImportConflict",
     "InvalidInput",
     "InvalidStoreURL",
     "InvalidTransition",
@@ -66,8 +79,16 @@ __all__ = [
     "Recorded",
     "Reset",
     "Retried",
+    "RunArchived",
+    "RunNotFinished",
     "Status",
     "StoreUnavailable",
+    "VerifyReport",
     "Yielded",
+    "archive_run",
+    "chain_hash",
     "checkpoint_id_for",
+    "export_run",
+    "import_archive",
+    "verify_chains",
 ]

@@ -63,7 +63,7 @@ from ledger.store import LedgerRecorder, open_recorder, parse_store_url
 from ledger.watch import LogWatcher
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterable
     from types import TracebackType
     from uuid import UUID
 
@@ -520,6 +520,13 @@ class Ledger:
         """How many events the store holds, for one checkpoint or in all."""
         oid = None if token is None else self._check_token(token).checkpoint_id
         return self._store_call("count_events", lambda: self.recorder.count_events(oid))
+
+    def forget_checkpoints(self, checkpoint_ids: Iterable[UUID]) -> None:
+        """Drop checkpoints from this ledger's cache (after ``ledger.archive`` purged them)."""
+        with self._cache_lock:
+            for oid in checkpoint_ids:
+                self._cache.pop(oid, None)
+                self._tokens.pop(oid, None)
 
     # ---------------------------------------------------------------- internals
 

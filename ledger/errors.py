@@ -11,7 +11,12 @@ LedgerError                          `except LedgerError` catches everything we 
 │   └── ConflictingCommand           same command repeated with a different payload
 ├── CheckpointFailedError            what awaiters of a failed checkpoint receive
 ├── AwaitTimeout (TimeoutError)      the wait gave up; the checkpoint may still finish
-└── StoreUnavailable                 the store failed; the driver error is __cause__
+├── StoreUnavailable                 the store failed; the driver error is __cause__
+└── ArchiveError                     archiving, export or import refused; nothing was changed
+    ├── RunNotFinished               a checkpoint of the run is still open or transiently failed
+    ├── RunArchived                  the run was archived: it cannot be written again
+    ├── ArchiveFileInvalid           an archive file is malformed or fails its hash chains
+    └── ImportConflict               the store already holds different events for the run
 ```
 
 Every error carries its facts as attributes and is picklable, because errors cross process
@@ -23,16 +28,21 @@ from __future__ import annotations
 from typing import Self
 
 __all__ = [
+    "ArchiveError",
+    "ArchiveFileInvalid",
     "AwaitTimeout",
     "CheckpointFailedError",
     "CheckpointNotFound",
     "ConflictingCommand",
+    "ImportConflict",
     "InvalidInput",
     "InvalidStoreURL",
     "InvalidTransition",
     "LedgerError",
     "PayloadTooLarge",
     "ProgressWentBackwards",
+    "RunArchived",
+    "RunNotFinished",
     "StoreUnavailable",
 ]
 
@@ -216,3 +226,82 @@ class StoreUnavailable(LedgerError):
 
     def __reduce__(self) -> tuple[type[Self], tuple[str, str, str]]:
         return type(self), (self.store, self.operation, self.detail)
+
+
+class ArchiveError(LedgerError):
+    """Archiving, export or import was refused; the store and the file were left unchanged."""
+
+
+class RunNotFinished(ArchiveError):
+    """Only a finished run (every checkpoint completed or permanently failed) may be archived.
+
+    Attributes:
+        run_id: the run.
+        unfinished: how many of its checkpoints are open or transiently failed.
+    """
+
+    def __init__(self, run_id: str, unfinished: int) -> None:
+        super().__init__(
+            f"run {run_id!r} is not finished: {unfinished} checkpoint(s) still open or "
+            "transiently failed; complete, fail permanently or reset them first (nothing was "
+            "archived)"
+        )
+        self.run_id, self.unfinished = run_id, unfinished
+
+    def __reduce__(self) -> tuple[type[Self], tuple[str, int]]:
+        return type(self), (self.run_id, self.unfinished)
+
+
+class RunArchived(ArchiveError):
+    """The run was archived and purged from this store; it cannot be written again.
+
+    Attributes:
+        run_id: the run.
+    """
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(
+            f"run {run_id!r} was archived from this store; its checkpoints cannot be created or "
+            "written again (import its archive with --restore to bring it back)"
+        )
+        self.run_id = run_id
+
+    def __reduce__(self) -> tuple[type[Self], tuple[str]]:
+        return type(self), (self.run_id,)
+
+
+class ArchiveFileInvalid(ArchiveError):
+    """An archive file is malformed, truncated, or its events fail their hash chains.
+
+    Attributes:
+        path: the file.
+        line: the 1-based line at fault (0 for the file as a whole).
+        reason: what is wrong.
+    """
+
+    def __init__(self, path: str, line: int, reason: str) -> None:
+        where = f"{path}, line {line}" if line else path
+        super().__init__(f"archive {where} is invalid: {reason}; nothing was written")
+        self.path, self.line, self.reason = path, line, reason
+
+    def __reduce__(self) -> tuple[type[Self], tuple[str, int, str]]:
+        return type(self), (self.path, self.line, self.reason)
+
+
+class ImportConflict(ArchiveError):
+    """The store already holds events of the run that differ from the archive's.
+
+    Attributes:
+        run_id: the run.
+        checkpoint: the checkpoint id whose events differ.
+        reason: how they differ.
+    """
+
+    def __init__(self, run_id: str, checkpoint: str, reason: str) -> None:
+        super().__init__(
+            f"cannot import run {run_id!r}: checkpoint {checkpoint} {reason}; nothing was written"
+        )
+        self.run_id, self.checkpoint, self.reason = run_id, checkpoint, reason
+
+    def __reduce__(self) -> tuple[type[Self], tuple[str, str, str]]:
+        return type(self), (self.run_id, self.checkpoint, self.reason)

@@ -6,6 +6,7 @@ SQLite's shared-cache mode reports table locks as errors rather than waiting on 
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
@@ -22,7 +23,17 @@ from eventsourcing.persistence import (
     StoredEvent,
 )
 
-from ledger.store import EVENTS_TABLE, SNAPSHOTS_TABLE, LedgerRecorder, SQLTransaction, StoreURL
+from ledger.chain import chain_hash
+from ledger.errors import RunArchived
+from ledger.store import (
+    ARCHIVES_TABLE,
+    EVENTS_TABLE,
+    PURGE_PERMITS_TABLE,
+    SNAPSHOTS_TABLE,
+    LedgerRecorder,
+    SQLTransaction,
+    StoreURL,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -38,6 +49,7 @@ SCHEMA_TABLE = f"""CREATE TABLE IF NOT EXISTS {EVENTS_TABLE} (
         originator_version INTEGER NOT NULL,
         topic TEXT NOT NULL,
         state BLOB NOT NULL,
+        event_hash BLOB,
         UNIQUE (originator_id, originator_version)
 )"""
 
@@ -45,8 +57,6 @@ _SCHEMA = [
     SCHEMA_TABLE,
     f"""CREATE TRIGGER IF NOT EXISTS {EVENTS_TABLE}_no_update BEFORE UPDATE ON {EVENTS_TABLE}
         BEGIN SELECT RAISE(ABORT, '{EVENTS_TABLE} is append-only: UPDATE refused'); END""",
-    f"""CREATE TRIGGER IF NOT EXISTS {EVENTS_TABLE}_no_delete BEFORE DELETE ON {EVENTS_TABLE}
-        BEGIN SELECT RAISE(ABORT, '{EVENTS_TABLE} is append-only: DELETE refused'); END""",
     # INSERT OR REPLACE deletes the row it replaces without firing DELETE triggers (unless a
     # connection enables recursive_triggers), so an insert may never land on an existing key.
     f"""CREATE TRIGGER IF NOT EXISTS {EVENTS_TABLE}_no_replace BEFORE INSERT ON {EVENTS_TABLE}
@@ -62,13 +72,65 @@ _SCHEMA = [
         state BLOB NOT NULL,
         PRIMARY KEY (originator_id, originator_version)
     ) WITHOUT ROWID""",
+    f"""CREATE TABLE IF NOT EXISTS {PURGE_PERMITS_TABLE} (
+        originator_id TEXT PRIMARY KEY
+    ) WITHOUT ROWID""",
+    f"""CREATE TABLE IF NOT EXISTS {ARCHIVES_TABLE} (
+        archive_id INTEGER PRIMARY KEY AUTOINCREMENT,
+        run_id TEXT NOT NULL,
+        archived_at TEXT NOT NULL,
+        events INTEGER NOT NULL,
+        checkpoints INTEGER NOT NULL,
+        file_sha256 TEXT NOT NULL,
+        heads TEXT NOT NULL,
+        restored_at TEXT
+    )""",
+    f"CREATE INDEX IF NOT EXISTS {ARCHIVES_TABLE}_run_idx ON {ARCHIVES_TABLE} (run_id)",
+]
+
+# Schema version 2 (PRAGMA user_version): hash chains, purge permits, archive markers. A store
+# written by version 1 gets the column (its old rows stay unchained) and the new triggers.
+_SCHEMA_VERSION = 2
+_ARCHIVED_MESSAGE = "ckl_archives: the run is archived"
+_MIGRATE = [
+    f"DROP TRIGGER IF EXISTS {EVENTS_TABLE}_no_delete",
+    # Only a purge (ledger.archive) deletes, and only rows whose checkpoint it listed in the
+    # permit table in the same transaction; it empties that table before it commits.
+    f"""CREATE TRIGGER {EVENTS_TABLE}_no_delete BEFORE DELETE ON {EVENTS_TABLE}
+        WHEN NOT EXISTS (SELECT 1 FROM {PURGE_PERMITS_TABLE}
+                         WHERE originator_id = OLD.originator_id)
+        BEGIN SELECT RAISE(ABORT, '{EVENTS_TABLE} is append-only: DELETE refused'); END""",
+    # An archived run stays archived: its checkpoints cannot be created again (unless the
+    # archive is imported back with --restore, which marks the archive restored).
+    f"""CREATE TRIGGER IF NOT EXISTS {EVENTS_TABLE}_not_archived BEFORE INSERT ON {EVENTS_TABLE}
+        WHEN NEW.originator_version = 1 AND EXISTS (
+            SELECT 1 FROM {ARCHIVES_TABLE} WHERE restored_at IS NULL
+               AND run_id = json_extract(CAST(NEW.state AS TEXT), '$.run_id'))
+        BEGIN SELECT RAISE(ABORT, '{_ARCHIVED_MESSAGE}'); END""",
 ]
 
 _INSERT = (
-    f"INSERT INTO {EVENTS_TABLE} (originator_id, originator_version, topic, state) "
-    "VALUES (?, ?, ?, ?)"
+    f"INSERT INTO {EVENTS_TABLE} (originator_id, originator_version, topic, state, event_hash) "
+    "VALUES (?, ?, ?, ?, ?)"
+)
+_PREVIOUS = (
+    f"SELECT event_hash FROM {EVENTS_TABLE} WHERE originator_id = ? AND originator_version = ?"
+)
+_ARCHIVED_CHECKPOINT = (
+    f"SELECT run_id FROM {ARCHIVES_TABLE} WHERE restored_at IS NULL AND instr(heads, ?) > 0"
 )
 _COLUMNS = "notification_id, originator_id, originator_version, topic, state"
+
+
+def _as_uuid(value: UUID | str) -> UUID:
+    return value if isinstance(value, UUID) else UUID(value)
+
+
+def _run_id_of(state: bytes) -> str:
+    try:
+        return str(json.loads(state)["run_id"])
+    except (ValueError, KeyError, TypeError):
+        return "?"
 
 
 def _translate(exc: sqlite3.Error) -> PersistenceError:
@@ -191,27 +253,67 @@ class SQLiteLedgerRecorder(LedgerRecorder):
                 raise _translate(exc) from exc
 
     def create_tables(self) -> None:
-        """Create the schema once; concurrent openers queue on SQLite's write lock."""
+        """Create or upgrade the schema once; concurrent openers queue on SQLite's write lock."""
+        with self._transaction(write=False) as conn:
+            if conn.execute("PRAGMA user_version").fetchone()[0] >= _SCHEMA_VERSION:
+                return
         with self._transaction(write=True) as conn:
+            if conn.execute("PRAGMA user_version").fetchone()[0] >= _SCHEMA_VERSION:
+                return  # another opener got here first
             for statement in _SCHEMA:
                 conn.execute(statement)
+            columns = {row[1] for row in conn.execute(f"PRAGMA table_info({EVENTS_TABLE})")}
+            if "event_hash" not in columns:
+                conn.execute(f"ALTER TABLE {EVENTS_TABLE} ADD COLUMN event_hash BLOB")
+            for statement in _MIGRATE:
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
 
     def insert_events(self, stored_events: Sequence[StoredEvent], **_: object) -> Sequence[int]:
-        """Append events atomically; their notification ids, in order."""
+        """Append events atomically, each chained to its predecessor; their notification ids.
+
+        Raises:
+            RunArchived: a checkpoint of an archived run would be written again.
+            IntegrityError: the version is taken, or its predecessor does not exist.
+        """
         ids: list[int] = []
+        written: dict[UUID, tuple[int, bytes]] = {}  # this batch's own heads
         with self._transaction(write=True) as conn:
             for event in stored_events:
-                cursor = conn.execute(
-                    _INSERT,
-                    (
-                        str(event.originator_id),
-                        event.originator_version,
-                        event.topic,
-                        event.state,
-                    ),
-                )
+                oid = _as_uuid(event.originator_id)
+                version = event.originator_version
+                prev: bytes | None = None
+                if version > 1:
+                    mine = written.get(oid)
+                    if mine is not None and mine[0] == version - 1:
+                        prev = mine[1]
+                    else:
+                        prev = self._previous_hash(conn, oid, version)
+                digest = chain_hash(prev, oid, version, event.topic, event.state)
+                try:
+                    cursor = conn.execute(
+                        _INSERT, (str(oid), version, event.topic, event.state, digest)
+                    )
+                except sqlite3.IntegrityError as exc:
+                    if _ARCHIVED_MESSAGE in str(exc):
+                        raise RunArchived(_run_id_of(event.state)) from exc
+                    raise
+                written[oid] = (version, digest)
                 ids.append(int(cursor.lastrowid or 0))
         return ids
+
+    @staticmethod
+    def _previous_hash(conn: sqlite3.Connection, oid: UUID, version: int) -> bytes | None:
+        row = conn.execute(_PREVIOUS, (str(oid), version - 1)).fetchone()
+        if row is not None:
+            return None if row[0] is None else bytes(row[0])  # None: an unchained old row
+        # The ledger appends version n + 1 only after reading version n: a hole means the
+        # checkpoint was purged (archived) under a stale cache, or a caller skipped a version.
+        archived = conn.execute(_ARCHIVED_CHECKPOINT, (str(oid),)).fetchone()
+        if archived is not None:
+            raise RunArchived(str(archived[0]))
+        msg = f"checkpoint {oid} has no version {version - 1}; version {version} refused"
+        raise IntegrityError(msg)
 
     def select_events(
         self,

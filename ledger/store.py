@@ -12,6 +12,7 @@ processes may open a new store at the same moment.
 
 from __future__ import annotations
 
+import re
 from abc import abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol
@@ -20,7 +21,7 @@ from uuid import UUID, uuid4
 
 from eventsourcing.persistence import ApplicationRecorder, Notification, StoredEvent, Subscription
 
-from ledger.errors import InvalidStoreURL
+from ledger.errors import InvalidInput, InvalidStoreURL
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -29,7 +30,9 @@ if TYPE_CHECKING:
     from ledger.settings import LedgerSettings
 
 __all__ = [
+    "ARCHIVES_TABLE",
     "EVENTS_TABLE",
+    "PURGE_PERMITS_TABLE",
     "SNAPSHOTS_TABLE",
     "LedgerRecorder",
     "LogHead",
@@ -38,11 +41,17 @@ __all__ = [
     "StoreURL",
     "open_recorder",
     "parse_store_url",
+    "quote_identifier",
     "redact_url",
 ]
 
 EVENTS_TABLE = "ckl_events"
 SNAPSHOTS_TABLE = "ckl_snapshots"
+# Tamper evidence and retention (ledger.chain, ledger.archive): a DELETE on the event table is
+# refused unless the row's checkpoint has a permit written in the same transaction (only the
+# owner role may write permits), and archived runs are listed so that they stay archived.
+PURGE_PERMITS_TABLE = "ckl_purge_permits"
+ARCHIVES_TABLE = "ckl_archives"
 
 
 @dataclass(frozen=True)
@@ -53,6 +62,20 @@ class StoreURL:
     url: str
     display: str
     sqlite_path: str = ""
+
+
+_IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+
+def quote_identifier(name: str) -> str:
+    """``name`` as a quoted SQL identifier, for table names found at run time (not values).
+
+    Raises:
+        InvalidInput: the name is not a plain lower-case identifier.
+    """
+    if not _IDENTIFIER.fullmatch(name):
+        raise InvalidInput("identifier", f"{name[:80]!r} is not a plain lower-case SQL name")
+    return f'"{name}"'
 
 
 def redact_url(url: str) -> str:

@@ -119,6 +119,11 @@ _SAMPLES: dict[str, LedgerError] = {
     "PayloadTooLarge": PayloadTooLarge("result", 70_000, 65_536, "CKL_MAX_RESULT_BYTES"),
     "ProgressWentBackwards": ProgressWentBackwards("run-1/0", 1, 10, 5),
     "StoreUnavailable": StoreUnavailable("sqlite:///x.db", "append", "disk I/O error"),
+    "ArchiveError": ledger.errors.ArchiveError("run 'r' changed while it was archived"),
+    "ArchiveFileInvalid": ledger.errors.ArchiveFileInvalid("r.jsonl", 3, "hash chain"),
+    "ImportConflict": ledger.errors.ImportConflict("r", "c1", "differs at v2"),
+    "RunArchived": ledger.errors.RunArchived("r"),
+    "RunNotFinished": ledger.errors.RunNotFinished("r", 2),
 }
 
 
