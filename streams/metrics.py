@@ -171,7 +171,10 @@ class LedgerMetrics:
         for error_type in error_types:
             for transient in ("true", "false"):
                 self.failures.labels(self._error_label(error_type), transient)
+        # The gauges first: a scrape that shows the lag at 0 then shows counters that include
+        # every event up to the head it read (the follower may only have moved further).
         self._collectors: list[Collector] = [
+            _ScrapeCollector(self),
             self.created,
             self.yields,
             self.completions,
@@ -180,7 +183,6 @@ class LedgerMetrics:
             self.resets,
             self.completion_latency,
             self.progress_interval,
-            _ScrapeCollector(self),
         ]
         self._registered: list[Collector] = []
 
@@ -538,9 +540,16 @@ def register_metrics(
 def _read_head(ledger: Ledger) -> int:
     """Global position of the newest event (0: an empty log).
 
+    Tried twice at once: after a server restart a pooled connection fails on its first use
+    and is dropped, and a scrape should not report the store down for that.
+
     Raises:
         StoreUnavailable: the store cannot be read.
     """
+    try:
+        return ledger.recorder.max_notification_id() or 0
+    except PersistenceError:
+        pass
     try:
         return ledger.recorder.max_notification_id() or 0
     except PersistenceError as exc:

@@ -10,8 +10,10 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 from uuid import uuid4
 
+import psycopg
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
+from psycopg import sql
 
 from ledger import InvalidInput, Ledger, LedgerSettings
 from projections import Projections
@@ -264,3 +266,43 @@ def test_memory_for_histogram_times_is_bounded(ledger: Ledger) -> None:
         ledger.complete_checkpoint(tokens[0])
         metrics.sync(TIMEOUT)
         assert value(registry, "ckl_completion_latency_seconds_count") == 1
+
+
+@pytest.mark.postgres
+def test_a_store_that_goes_away_reports_store_up_0_and_counting_resumes_after(
+    postgres_url: str,
+) -> None:
+    server, dbname = postgres_url.rsplit("/", 1)
+    # One pooled connection: the head read's second try always gets a fresh one.
+    settings = LedgerSettings(
+        store=postgres_url, poll_interval=0.05, store_retries=0, connect_timeout=2, pool_size=1
+    )
+    registry = CollectorRegistry()
+    with (
+        Ledger.open(settings=settings) as ledger,
+        register_metrics(ledger, registry) as metrics,
+        psycopg.connect(f"{server}/postgres", autocommit=True) as admin,
+    ):
+        token = ledger.create_checkpoint(f"run-{uuid4().hex}", 0)
+        metrics.sync(TIMEOUT)
+        admin.execute(
+            sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(sql.Identifier(dbname))
+        )
+        try:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = %s AND pid <> pg_backend_pid()",
+                (dbname,),
+            )
+            assert value(registry, "ckl_store_up") == 0
+            assert value(registry, "ckl_log_head") is None  # no stale figures while down
+        finally:
+            admin.execute(
+                sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(sql.Identifier(dbname))
+            )
+        with Ledger.open(postgres_url) as writer:  # a fresh writer, with the default retries
+            writer.checkpoint_yield(token, cursor=1, items_processed=1)
+        metrics.sync(TIMEOUT)
+        assert value(registry, "ckl_store_up") == 1
+        assert value(registry, "ckl_yields_total") == 1
+        assert value(registry, "ckl_checkpoints_created_total") == 1
