@@ -47,6 +47,15 @@ _SQLITE_INSERT = (
 _POSTGRES_TABLE = [
     statement.replace(EVENTS_TABLE, "raw_events") for statement in postgres_schema.SCHEMA[:2]
 ]
+# A plain insert takes its position from a sequence, whatever way the ledger draws its own (a
+# bigserial in schema 1, an xid-based position in schema 2): the column gets that default.
+_POSTGRES_TABLE += [
+    "CREATE SEQUENCE IF NOT EXISTS raw_events_position",
+    (
+        "ALTER TABLE raw_events ALTER COLUMN notification_id "
+        "SET DEFAULT nextval('raw_events_position')"
+    ),
+]
 _POSTGRES_INSERT = (
     "INSERT INTO raw_events (originator_id, originator_version, topic, state) "
     "VALUES (%s, %s, %s, %s) RETURNING notification_id"
@@ -100,10 +109,11 @@ class SQLiteRaw:
 class PostgresRaw:
     """psycopg: one autocommit ``INSERT`` of one row, ``synchronous_commit=on``, own connection."""
 
-    def __init__(self, url: str, state: bytes) -> None:
+    def __init__(self, url: str, state: bytes, *, create: bool = True) -> None:
+        """Connect; ``create``: make the table first (else another process already did)."""
         self.conn = psycopg.connect(url, autocommit=True)
         self.conn.execute("SET synchronous_commit = on")
-        for statement in _POSTGRES_TABLE:
+        for statement in _POSTGRES_TABLE if create else []:
             self.conn.execute(statement)
         self.state = state
         self.originator_id = uuid4()

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from bench._flow_sections import BackendFlow, FlowProfile
     from bench._harness import Spread
 
-__all__ = ["FlowRun", "render"]
+__all__ = ["FlowRun", "render", "summary_rows"]
 
 RYW_GOAL_MS = 5.0
 FLAT_GOAL = 1.1
@@ -96,7 +96,16 @@ _LABELS = {
 }
 
 
-def _summary(run: FlowRun, flows: list[BackendFlow]) -> list[str]:  # noqa: C901, PLR0912
+def _summary(run: FlowRun, flows: list[BackendFlow]) -> list[str]:
+    return [
+        "## Summary",
+        "",
+        table(["figure", "goal", "measured", "verdict"], summary_rows(run, flows)),
+    ]
+
+
+def summary_rows(run: FlowRun, flows: list[BackendFlow]) -> list[list[str]]:  # noqa: C901, PLR0912
+    """The summary table's rows (docs/benchmarks.md repeats them)."""
     rows: list[list[str]] = []
     for flow in flows:
         name = flow.backend
@@ -214,7 +223,7 @@ def _summary(run: FlowRun, flows: list[BackendFlow]) -> list[str]:  # noqa: C901
                 "",
             ]
         )
-    return ["## Summary", "", table(["figure", "goal", "measured", "verdict"], rows)]
+    return rows
 
 
 def _median(values: list[float]) -> float:
@@ -741,9 +750,9 @@ def render(run: FlowRun, flows: list[BackendFlow]) -> str:
         "# Benchmarks: read models and completion signals",
         "",
         text(
-            'Written by `bench/flow.py` for the "Speed" sections of issues 3 (projections) ',
-            "and 4 (streams): rerun the command below to regenerate this file. The append path ",
-            "is measured separately, in `docs/benchmarks.md`.",
+            'The "Speed" sections of issues 3 (projections) and 4 (streams), written by the ',
+            "command below, which also writes [benchmarks.md](benchmarks.md) (the append ",
+            "path, concurrent writers, DBOS, and a summary of every figure, these included).",
         ),
         "",
         f"- Command: `{run.command}`",

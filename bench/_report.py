@@ -20,6 +20,7 @@ from bench._markdown import (
     times_spread,
     verdict,
 )
+from bench._report_scale import ScaleResults, scale_sections, scale_summary_rows
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -276,7 +277,7 @@ def _section_eventsourcing(backend: BackendResults) -> list[str]:
     ]
 
 
-def _summary(results: list[BackendResults], sizes: tuple[int, ...]) -> list[str]:
+def _summary_rows(results: list[BackendResults], sizes: tuple[int, ...]) -> list[list[str]]:
     rows = []
     for backend in results:
         if backend.raw is not None:
@@ -323,7 +324,7 @@ def _summary(results: list[BackendResults], sizes: tuple[int, ...]) -> list[str]
                         "",
                     ]
                 )
-    return ["## Summary", "", table(["figure", "goal", "median (p25–p75)", "verdict"], rows)]
+    return rows
 
 
 def _how_to_read(run: Run) -> list[str]:
@@ -354,17 +355,50 @@ def _how_to_read(run: Run) -> list[str]:
     ]
 
 
-def render(run: Run, results: list[BackendResults]) -> str:
-    """The whole report."""
+def _summary(
+    results: list[BackendResults],
+    sizes: tuple[int, ...],
+    scale: ScaleResults | None,
+    flow_rows: list[list[str]],
+) -> list[str]:
+    rows = _summary_rows(results, sizes)
+    if scale is not None:
+        rows += scale_summary_rows(scale)
+    if flow_rows:
+        rows.append(
+            [
+                (
+                    "**Read side and completion signals** (details in "
+                    "[benchmarks-flow.md](benchmarks-flow.md))"
+                ),
+                "",
+                "",
+                "",
+            ]
+        )
+        rows += flow_rows
+    header = ["figure", "goal", "measured: median (p25–p75)", "verdict"]
+    return ["## Summary", "", table(header, rows)]
+
+
+def render(
+    run: Run,
+    results: list[BackendResults],
+    *,
+    scale: ScaleResults | None = None,
+    flow_rows: list[list[str]] | None = None,
+) -> str:
+    """The whole report: sections 1 to 4, then 5 and 6 if measured; ``flow_rows`` in the summary."""
     sizes = run.profile.sizes
     minutes, seconds = divmod(round(run.seconds), 60)
     lines = [
         "# Benchmarks",
         "",
-        (
-            "Written by `bench/run.py`: rerun the command below to regenerate this file. "
-            "Read models (projections) and completion signals (streams) are measured by "
-            "`python -m bench.flow`, in [benchmarks-flow.md](benchmarks-flow.md)."
+        text(
+            "Written by `python -m bench.run`, which runs every benchmark of the project: rerun ",
+            "the command below to regenerate this file and ",
+            "[benchmarks-flow.md](benchmarks-flow.md) (read models and completion signals, ",
+            "whose figures are summarised here too).",
         ),
         "",
         f"- Command: `{run.command}`",
@@ -373,17 +407,19 @@ def render(run: Run, results: list[BackendResults]) -> str:
             f"wall time {minutes} min {seconds} s",
         ),
         "",
-        *_summary(results, sizes),
+        *_summary(results, sizes, scale, flow_rows or []),
         "",
         *_how_to_read(run),
         "## Machine",
         "",
         table(["", ""], [[key, value] for key, value in run.facts.items()]),
         "",
-        *_section_raw(results),
-        *_section_history(results, sizes),
     ]
+    if results:
+        lines += [*_section_raw(results), *_section_history(results, sizes)]
     for backend in results:
         lines += _section_tasker(backend, sizes)
         lines += _section_eventsourcing(backend)
+    if scale is not None:
+        lines += scale_sections(scale)
     return "\n".join(lines).rstrip() + "\n"

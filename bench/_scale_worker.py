@@ -1,0 +1,236 @@
+"""The processes of the concurrent-writers benchmark: writers and the tail, one command a line.
+
+``python -m bench._scale_worker writer STORE RAW INDEX`` opens a ``Ledger`` on ``STORE`` (the
+default settings, so durable), creates its own checkpoint ``(RUN_ID, INDEX)``, opens a raw
+connection on ``RAW`` (a SQLite file path, or a PostgreSQL URL whose ``raw_events`` table the
+parent created) and says ``ready``. Then, one line each:
+
+* ``run ledger START END`` / ``run raw START END``: sleeps until ``time.monotonic_ns()`` reaches
+  ``START``, then appends until ``END``, one ``checkpoint_yield`` (or one raw single-row INSERT +
+  COMMIT) after the other; answers one JSON line ``{"commits": [[position, ns], ...]}``: every
+  append's log position (0 for raw rows) and the moment it committed (read in a
+  ``Ledger.add_listener`` callback, which runs right after the append committed; for raw rows,
+  when the autocommit statement returned);
+* ``quit``.
+
+``python -m bench._scale_worker tail STORE POLL`` subscribes ``run_stream(ledger, RUN_ID)`` and
+notes each event's position and the moment its subscriber got it; then, one line each:
+
+* ``drain POSITION TIMEOUT``: waits until it has seen an event at ``POSITION`` or later (or for
+  ``TIMEOUT`` seconds), answers ``{"seen": [[position, ns], ...], "cpu": seconds}`` (what it saw
+  and the CPU time this process used since the last drain) and forgets them;
+* ``quit``.
+
+``CLOCK_MONOTONIC`` is one clock for every process of a Linux machine, so the parent can
+subtract these times from each other.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from bench._baselines import PostgresRaw, SQLiteRaw
+from bench._workload import Feed, open_ledger, representative_state
+from ledger import Ledger, LedgerSettings
+from streams import run_stream
+
+if TYPE_CHECKING:
+    from ledger import Recorded
+    from streams import StreamEvent
+
+__all__ = ["RUN_ID", "WorkerProcess", "main"]
+
+RUN_ID = "bench-scale"
+ROOT = Path(__file__).resolve().parents[1]
+_WARMUP = 3
+
+
+def _answer(payload: object) -> None:
+    print(json.dumps(payload, separators=(",", ":")), flush=True)
+
+
+def _sleep_until(moment_ns: int) -> None:
+    delay = (moment_ns - time.monotonic_ns()) / 1e9
+    if delay > 0:
+        time.sleep(delay)
+
+
+def writer(store: str, raw_target: str, index: int) -> int:
+    """Serve ``run`` commands until ``quit`` or the end of stdin."""
+    state = representative_state()
+    raw: SQLiteRaw | PostgresRaw = (
+        PostgresRaw(raw_target, state, create=False)
+        if raw_target.startswith("postgresql://")
+        else SQLiteRaw(Path(raw_target), state)
+    )
+    last: list[tuple[int, int]] = [(0, 0)]
+
+    def on_recorded(recorded: Recorded) -> None:
+        last[0] = (recorded.position, time.monotonic_ns())
+
+    try:
+        with open_ledger(store) as ledger:
+            feed = Feed(ledger.create_checkpoint(RUN_ID, index))
+            ledger.add_listener(on_recorded)
+            for _ in range(_WARMUP):
+                feed.yield_on(ledger)
+                raw.insert()
+            print("ready", flush=True)
+            for line in sys.stdin:
+                command, *args = line.split()
+                if command == "quit":
+                    break
+                if command != "run":
+                    _answer({"error": f"unknown command {command!r}"})
+                    continue
+                kind, start, end = args[0], int(args[1]), int(args[2])
+                commits: list[tuple[int, int]] = []
+                _sleep_until(start)
+                if kind == "ledger":
+                    while time.monotonic_ns() < end:
+                        feed.yield_on(ledger)
+                        commits.append(last[0])
+                else:
+                    while time.monotonic_ns() < end:
+                        raw.insert()
+                        commits.append((0, time.monotonic_ns()))
+                _answer({"commits": commits})
+    finally:
+        raw.close()
+    return 0
+
+
+def tail(store: str, poll: float) -> int:
+    """Follow the run's events with ``run_stream``; serve ``drain`` until ``quit``."""
+    seen: list[tuple[int, int]] = []
+    changed = threading.Condition()
+
+    def on_next(event: StreamEvent) -> None:
+        now = time.monotonic_ns()
+        with changed:
+            seen.append((event.position, now))
+            changed.notify_all()
+
+    errors: list[BaseException] = []
+    settings = LedgerSettings(store=store, poll_interval=poll)
+    with Ledger.open(settings=settings) as ledger:
+        subscription = run_stream(ledger, RUN_ID).subscribe(on_next, errors.append)
+        print("ready", flush=True)
+        cpu = time.process_time()
+        try:
+            for line in sys.stdin:
+                command, *args = line.split()
+                if command == "quit":
+                    break
+                if command != "drain":
+                    _answer({"error": f"unknown command {command!r}"})
+                    continue
+                taken = _take(seen, changed, errors, int(args[0]), float(args[1]))
+                now = time.process_time()
+                _answer({"seen": taken, "cpu": now - cpu, "errors": [repr(e) for e in errors]})
+                cpu = now
+        finally:
+            subscription.dispose()
+    return 0
+
+
+def _take(
+    seen: list[tuple[int, int]],
+    changed: threading.Condition,
+    errors: list[BaseException],
+    position: int,
+    timeout: float,
+) -> list[tuple[int, int]]:
+    """Wait until ``seen`` reaches ``position`` (or ``timeout``); hand its content over."""
+    deadline = time.monotonic() + timeout
+    with changed:
+        while not errors and not (seen and seen[-1][0] >= position):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            changed.wait(left)
+        taken = seen[:]
+        seen.clear()
+    return taken
+
+
+def main(argv: list[str]) -> int:
+    """``writer STORE RAW INDEX`` or ``tail STORE POLL``."""
+    role, *args = argv
+    if role == "writer":
+        return writer(args[0], args[1], int(args[2]))
+    if role == "tail":
+        return tail(args[0], float(args[1]))
+    print(f"unknown role {role!r}", file=sys.stderr)
+    return 2
+
+
+class WorkerProcess:
+    """The parent's handle on one worker process (its stderr goes to the parent's)."""
+
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bench._scale_worker", *args],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.name = " ".join(args[:1] + args[-1:])
+
+    def _line(self) -> str:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            code = self.proc.wait()
+            raise RuntimeError(f"the {self.name} process ended (exit {code}); see its stderr")
+        return line.strip()
+
+    def wait_ready(self) -> None:
+        """Block until the process said ``ready``."""
+        line = self._line()
+        if line != "ready":
+            raise RuntimeError(f"the {self.name} process said {line!r} instead of ready")
+
+    def send(self, *words: object) -> None:
+        """Send one command line."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(" ".join(str(word) for word in words) + "\n")
+        self.proc.stdin.flush()
+
+    def answer(self) -> dict[str, object]:
+        """The JSON answer to the last command.
+
+        Raises:
+            RuntimeError: the process died or reported an error.
+        """
+        reply = json.loads(self._line())
+        assert isinstance(reply, dict)
+        if "error" in reply or reply.get("errors"):
+            raise RuntimeError(f"the {self.name} process reported {reply}")
+        return reply
+
+    def close(self) -> None:
+        """Ask the process to stop, and wait for it."""
+        if self.proc.poll() is None:
+            with contextlib.suppress(BrokenPipeError, ValueError, OSError):
+                self.send("quit")
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        for stream in (self.proc.stdin, self.proc.stdout):
+            if stream is not None:
+                stream.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
