@@ -3,15 +3,18 @@
 Eight writer processes and one tail process are started once per backend (their start-up is
 not measured). A round runs, for each writer count N (1, 2, 4, 8, the order rotating from round
 to round), one window of ``window`` seconds in which N writers call ``checkpoint_yield`` as fast
-as they can and one in which the same N processes run raw single-row INSERT + COMMITs (which
-goes first alternates). Every writer starts at one agreed ``time.monotonic_ns()``. The figure
+as they can and one in which the same N processes run raw single-row INSERT + COMMITs (the order
+of the variants rotates). Every writer starts at one agreed ``time.monotonic_ns()``. The figure
 of a window is the appends committed inside it, over its length; the ratio ours ÷ raw is taken
 per round, between windows of the same N that ran side by side.
 
-The tail process follows the run with ``run_stream`` all along. After each of our windows it
-hands over what it saw, and every append a writer committed must be there exactly once, in
-increasing position order: skipped, duplicated, out-of-order and unexpected events are counted
-(all must be 0). The lag of an event is the moment the tail's subscriber got it minus the
+The tail process follows the run with ``run_stream``. Our writers run twice per N and round:
+once with the tail following live, once with the tail paused (its subscription disposed; it
+subscribes again after the window and catches up), so that the throughput can be read with and
+without a follower competing for the CPUs. After each of our windows the tail hands over what it
+saw, and every append a writer committed must be there exactly once, in increasing position
+order: skipped, duplicated, out-of-order and unexpected events are counted (all must be 0).
+The lag of an event (live windows only) is the moment the tail's subscriber got it minus the
 moment its writer's append committed.
 """
 
@@ -35,6 +38,8 @@ __all__ = ["FULL", "QUICK", "Check", "Concurrency", "ScaleProfile", "run_concurr
 _LEAD_NS = 150_000_000
 """How far ahead of the command the writers' common start is (they sleep until then)."""
 _DRAIN_TIMEOUT = 30.0
+VARIANTS = ("ledger", "raw", "ledger-untailed")
+"""Our writers with the tail following, raw writers, our writers with the tail paused."""
 
 
 @dataclass(frozen=True)
@@ -98,9 +103,9 @@ class Concurrency:
         """Events/s of ``variant`` with ``writers`` processes, over the rounds."""
         return Spread.of(self.rates[variant][writers])
 
-    def ratio(self, writers: int) -> Spread:
-        """Ours ÷ raw events/s, round by round."""
-        pairs = zip(self.rates["ledger"][writers], self.rates["raw"][writers], strict=True)
+    def ratio(self, writers: int, variant: str = "ledger") -> Spread:
+        """Ours (``variant``) ÷ raw events/s, round by round."""
+        pairs = zip(self.rates[variant][writers], self.rates["raw"][writers], strict=True)
         return Spread.of([ours / raw for ours, raw in pairs])
 
 
@@ -158,6 +163,12 @@ class _Fleet:
         commits = [c for writer in active for c in _commits(writer.answer())]
         return start, end, commits
 
+    def tail_command(self, command: str) -> None:
+        """``pause`` or ``resume`` the tail."""
+        assert self.tail is not None
+        self.tail.send(command)
+        self.tail.answer()
+
     def drain(self, position: int) -> tuple[list[tuple[int, int]], float]:
         """What the tail saw since the last drain, once it reached ``position``; its CPU."""
         assert self.tail is not None
@@ -189,7 +200,7 @@ def run_concurrency(
         pass
     kind = "postgres" if isinstance(raw_target, str) else "sqlite"
     result = Concurrency(backend, kind, poll, profile.window, profile.writers)
-    for variant in ("ledger", "raw"):
+    for variant in VARIANTS:
         result.rates[variant] = {n: [] for n in profile.writers}
     started = time.perf_counter()
     fleet = _Fleet(kind, store, str(raw_target), poll, max(profile.writers))
@@ -199,7 +210,8 @@ def run_concurrency(
         for index in range(profile.rounds):
             shift = index % len(profile.writers)
             order = profile.writers[shift:] + profile.writers[:shift]
-            variants = ("ledger", "raw") if index % 2 == 0 else ("raw", "ledger")
+            turn = index % len(VARIANTS)
+            variants = VARIANTS[turn:] + VARIANTS[:turn]
             for count in order:
                 for variant in variants:
                     _window(fleet, result, variant, count, profile.window)
@@ -213,14 +225,21 @@ def run_concurrency(
 
 
 def _window(fleet: _Fleet, result: Concurrency, variant: str, count: int, seconds: float) -> None:
-    start, end, commits = fleet.window(variant, count, seconds)
+    tailed = variant == "ledger"
+    if variant == "ledger-untailed":
+        fleet.tail_command("pause")
+    start, end, commits = fleet.window("raw" if variant == "raw" else "ledger", count, seconds)
     inside = sum(1 for _, moment in commits if start <= moment <= end)
     result.rates[variant][count].append(inside / seconds)
-    if variant != "ledger":
+    if variant == "raw":
         return
+    if not tailed:
+        fleet.tail_command("resume")  # it catches up on the window from where it stopped
     seen, cpu = fleet.drain(max(position for position, _ in commits))
     check = _check(commits, seen)
     result.checks.setdefault(count, Check()).add(check)
+    if not tailed:
+        return
     when = dict(seen)
     lags = result.lags.setdefault(count, [])
     lags += [(when[p] - moment) / 1e9 for p, moment in commits if p in when]

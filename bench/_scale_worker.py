@@ -19,6 +19,8 @@ notes each event's position and the moment its subscriber got it; then, one line
 * ``drain POSITION TIMEOUT``: waits until it has seen an event at ``POSITION`` or later (or for
   ``TIMEOUT`` seconds), answers ``{"seen": [[position, ns], ...], "cpu": seconds}`` (what it saw
   and the CPU time this process used since the last drain) and forgets them;
+* ``pause``: disposes the subscription (answers ``{"paused": true}``); ``resume``: subscribes
+  again after the last position it kept, catching up on what was appended meanwhile;
 * ``quit``.
 
 ``CLOCK_MONOTONIC`` is one clock for every process of a Linux machine, so the parent can
@@ -42,6 +44,8 @@ from ledger import Ledger, LedgerSettings
 from streams import run_stream
 
 if TYPE_CHECKING:
+    from reactivex.abc import DisposableBase
+
     from ledger import Recorded
     from streams import StreamEvent
 
@@ -107,21 +111,52 @@ def writer(store: str, raw_target: str, index: int) -> int:
     return 0
 
 
+class _Follower:
+    """The tail's subscription, which ``pause`` disposes and ``resume`` renews where it was.
+
+    Each subscription's deliveries carry its generation: one that a disposed subscription's
+    reader thread still hands over is dropped (and delivered again by the next subscription,
+    which starts after the last position kept), so a pause cannot make a duplicate of its own.
+    """
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+        self.seen: list[tuple[int, int]] = []
+        self.changed = threading.Condition()
+        self.errors: list[BaseException] = []
+        self.generation = 0
+        self.last = 0
+        self.subscription: DisposableBase | None = None
+
+    def resume(self) -> None:
+        generation = self.generation
+
+        def on_next(event: StreamEvent) -> None:
+            now = time.monotonic_ns()
+            with self.changed:
+                if generation != self.generation:
+                    return
+                self.seen.append((event.position, now))
+                self.last = event.position
+                self.changed.notify_all()
+
+        stream = run_stream(self.ledger, RUN_ID, after=self.last)
+        self.subscription = stream.subscribe(on_next, self.errors.append)
+
+    def pause(self) -> None:
+        with self.changed:
+            self.generation += 1
+        if self.subscription is not None:
+            self.subscription.dispose()
+            self.subscription = None
+
+
 def tail(store: str, poll: float) -> int:
-    """Follow the run's events with ``run_stream``; serve ``drain`` until ``quit``."""
-    seen: list[tuple[int, int]] = []
-    changed = threading.Condition()
-
-    def on_next(event: StreamEvent) -> None:
-        now = time.monotonic_ns()
-        with changed:
-            seen.append((event.position, now))
-            changed.notify_all()
-
-    errors: list[BaseException] = []
+    """Follow the run's events with ``run_stream``; serve commands until ``quit``."""
     settings = LedgerSettings(store=store, poll_interval=poll)
     with Ledger.open(settings=settings) as ledger:
-        subscription = run_stream(ledger, RUN_ID).subscribe(on_next, errors.append)
+        follower = _Follower(ledger)
+        follower.resume()
         print("ready", flush=True)
         cpu = time.process_time()
         try:
@@ -129,29 +164,31 @@ def tail(store: str, poll: float) -> int:
                 command, *args = line.split()
                 if command == "quit":
                     break
-                if command != "drain":
+                if command == "pause":
+                    follower.pause()
+                    _answer({"paused": True})
+                elif command == "resume":
+                    follower.resume()
+                    _answer({"resumed": True})
+                elif command == "drain":
+                    taken = _take(follower, int(args[0]), float(args[1]))
+                    now = time.process_time()
+                    errors = [repr(e) for e in follower.errors]
+                    _answer({"seen": taken, "cpu": now - cpu, "errors": errors})
+                    cpu = now
+                else:
                     _answer({"error": f"unknown command {command!r}"})
-                    continue
-                taken = _take(seen, changed, errors, int(args[0]), float(args[1]))
-                now = time.process_time()
-                _answer({"seen": taken, "cpu": now - cpu, "errors": [repr(e) for e in errors]})
-                cpu = now
         finally:
-            subscription.dispose()
+            follower.pause()
     return 0
 
 
-def _take(
-    seen: list[tuple[int, int]],
-    changed: threading.Condition,
-    errors: list[BaseException],
-    position: int,
-    timeout: float,
-) -> list[tuple[int, int]]:
-    """Wait until ``seen`` reaches ``position`` (or ``timeout``); hand its content over."""
+def _take(follower: _Follower, position: int, timeout: float) -> list[tuple[int, int]]:
+    """Wait until the tail reaches ``position`` (or ``timeout``); hand what it saw over."""
     deadline = time.monotonic() + timeout
+    seen, changed = follower.seen, follower.changed
     with changed:
-        while not errors and not (seen and seen[-1][0] >= position):
+        while not follower.errors and follower.last < position:
             left = deadline - time.monotonic()
             if left <= 0:
                 break
