@@ -35,9 +35,12 @@ from eventsourcing.persistence import (
 )
 from psycopg import sql
 
-from ledger.errors import InvalidInput
+from ledger.chain import chain_hash
+from ledger.errors import InvalidInput, RunArchived
 from ledger.store import (
+    ARCHIVES_TABLE,
     EVENTS_TABLE,
+    PURGE_PERMITS_TABLE,
     SNAPSHOTS_TABLE,
     LedgerRecorder,
     LogHead,
@@ -61,7 +64,10 @@ __all__ = [
 ]
 
 # 2: positions are xid * 65536 + ordinal (1: a bigserial, handed out under an advisory lock).
-_SCHEMA_VERSION = 2
+# 3: hash chains (event_hash), purge permits and archive markers (ledger.chain, ledger.archive).
+_SCHEMA_VERSION = 3
+_ARCHIVED_SQLSTATE = "CK001"  # a write to an archived run (ledger.errors.RunArchived)
+_GAP_SQLSTATE = "CK002"  # version n + 1 of a checkpoint that has no version n
 
 POSITIONS_PER_TRANSACTION = 65536
 """Each transaction owns the positions ``[xid * 65536, (xid + 1) * 65536)``."""
@@ -127,9 +133,82 @@ SCHEMA = [
         singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
         version integer NOT NULL
     )""",
+    # Schema 3. Rows written before it keep a NULL hash ("unchained" to ckl verify).
+    f"ALTER TABLE {EVENTS_TABLE} ADD COLUMN IF NOT EXISTS event_hash bytea",
+    f"""CREATE TABLE IF NOT EXISTS {PURGE_PERMITS_TABLE} (
+        originator_id uuid NOT NULL,
+        txid xid8 NOT NULL DEFAULT pg_current_xact_id(),
+        PRIMARY KEY (originator_id, txid)
+    )""",
+    f"""CREATE TABLE IF NOT EXISTS {ARCHIVES_TABLE} (
+        archive_id bigserial PRIMARY KEY,
+        run_id text NOT NULL,
+        archived_at text NOT NULL,
+        events bigint NOT NULL,
+        checkpoints bigint NOT NULL,
+        file_sha256 text NOT NULL,
+        heads text NOT NULL,
+        restored_at text
+    )""",
+    f"CREATE INDEX IF NOT EXISTS {ARCHIVES_TABLE}_run_idx ON {ARCHIVES_TABLE} (run_id)",
+    # A DELETE passes only for a checkpoint the same transaction holds a permit for: only the
+    # owner role may write permits (ckl grants), so a writer cannot grant itself one.
+    f"""CREATE OR REPLACE FUNCTION ckl_guard_events() RETURNS trigger
+        LANGUAGE plpgsql AS $$
+        BEGIN
+            IF TG_OP = 'DELETE' AND EXISTS (
+                SELECT 1 FROM {PURGE_PERMITS_TABLE}
+                WHERE originator_id = OLD.originator_id AND txid = pg_current_xact_id()
+            ) THEN
+                RETURN OLD;
+            END IF;
+            RAISE EXCEPTION '% is append-only: % refused', TG_TABLE_NAME, TG_OP
+                USING ERRCODE = 'restrict_violation';
+        END $$""",
+    f"""CREATE OR REPLACE TRIGGER {EVENTS_TABLE}_append_only
+        BEFORE UPDATE OR DELETE ON {EVENTS_TABLE}
+        FOR EACH ROW EXECUTE FUNCTION ckl_guard_events()""",
+    # Runs for Created events (version 1) and for rows whose hash came out NULL (no previous
+    # version): an archived run stays archived, and a version never skips its predecessor.
+    f"""CREATE OR REPLACE FUNCTION ckl_guard_insert() RETURNS trigger
+        LANGUAGE plpgsql AS $$
+        DECLARE archived text;
+        BEGIN
+            IF NEW.originator_version = 1 THEN
+                SELECT a.run_id INTO archived FROM {ARCHIVES_TABLE} AS a
+                WHERE a.restored_at IS NULL
+                  AND a.run_id = convert_from(NEW.state, 'UTF8')::jsonb ->> 'run_id'
+                LIMIT 1;
+            ELSE
+                SELECT a.run_id INTO archived FROM {ARCHIVES_TABLE} AS a
+                WHERE a.restored_at IS NULL AND strpos(a.heads, NEW.originator_id::text) > 0
+                LIMIT 1;
+            END IF;
+            IF archived IS NOT NULL THEN
+                RAISE EXCEPTION 'run % is archived', archived
+                    USING ERRCODE = '{_ARCHIVED_SQLSTATE}', DETAIL = archived;
+            END IF;
+            IF NEW.event_hash IS NULL AND NEW.originator_version > 1 AND NOT EXISTS (
+                SELECT 1 FROM {EVENTS_TABLE} WHERE originator_id = NEW.originator_id
+                   AND originator_version = NEW.originator_version - 1
+            ) THEN
+                RAISE EXCEPTION 'checkpoint % has no version %; version % refused',
+                    NEW.originator_id, NEW.originator_version - 1, NEW.originator_version
+                    USING ERRCODE = '{_GAP_SQLSTATE}';
+            END IF;
+            RETURN NEW;
+        END $$""",
+    f"""CREATE OR REPLACE TRIGGER {EVENTS_TABLE}_guard_insert
+        BEFORE INSERT ON {EVENTS_TABLE} FOR EACH ROW
+        WHEN (NEW.originator_version = 1 OR NEW.event_hash IS NULL)
+        EXECUTE FUNCTION ckl_guard_insert()""",
 ]
 
 _COLUMNS = "notification_id, originator_id, originator_version, topic, state"
+
+
+def _uuid(value: UUID | str) -> UUID:
+    return value if isinstance(value, UUID) else UUID(value)
 
 
 def _translate(exc: psycopg.Error) -> PersistenceError:
@@ -164,20 +243,41 @@ def _append_sql(channel: str) -> tuple[str, str]:
         f"pg_notify('{channel}', '') "
         f"FROM (SELECT {_XID} * {POSITIONS_PER_TRANSACTION} AS base) AS x) AS block"
     )
-    columns = "notification_id, originator_id, originator_version, topic, state"
+    columns = "notification_id, originator_id, originator_version, topic, state, event_hash"
+    # ledger.chain.chain_hash in SQL; the previous hash is one probe of the primary key. No
+    # previous row gives NULL, which the insert trigger refuses (a version never skips one).
+    previous = (
+        "CASE WHEN e.v = 1 THEN ''::bytea ELSE (SELECT coalesce(p.event_hash, ''::bytea) "
+        f"FROM {EVENTS_TABLE} AS p WHERE p.originator_id = e.oid "
+        "AND p.originator_version = e.v - 1) END"
+    )
     one = (
         f"INSERT INTO {EVENTS_TABLE} ({columns}) "
-        f"SELECT block.last + 1, %s::uuid, %s::bigint, %s::text, %s::bytea FROM {block} "
+        "SELECT block.last + 1, e.oid, e.v, e.topic, e.state, "
+        f"sha256({previous} || uuid_send(e.oid) || int8send(e.v) "
+        "|| convert_to(e.topic, 'UTF8') || '\\x00'::bytea || e.state) "
+        f"FROM {block}, (SELECT %s::uuid AS oid, %s::bigint AS v, %s::text AS topic, "
+        "%s::bytea AS state) AS e "
         "RETURNING notification_id"
     )
+    # Several events: their hashes are computed in Python (insert_events), from the previous
+    # hashes read in the same transaction, and bound as one more array.
     many = (
         f"INSERT INTO {EVENTS_TABLE} ({columns}) "
-        "SELECT block.last + e.ordinal, e.originator_id, e.originator_version, e.topic, e.state "
-        f"FROM {block}, unnest(%s::uuid[], %s::bigint[], %s::text[], %s::bytea[]) "
-        "WITH ORDINALITY AS e(originator_id, originator_version, topic, state, ordinal) "
-        "RETURNING notification_id"
+        "SELECT block.last + e.ordinal, e.originator_id, e.originator_version, e.topic, e.state, "
+        f"e.event_hash FROM {block}, "
+        "unnest(%s::uuid[], %s::bigint[], %s::text[], %s::bytea[], %s::bytea[]) "
+        "WITH ORDINALITY AS e(originator_id, originator_version, topic, state, event_hash, "
+        "ordinal) RETURNING notification_id"
     )
     return one, many
+
+
+_PREVIOUS_HASHES = (
+    f"SELECT p.originator_id, p.originator_version, p.event_hash FROM {EVENTS_TABLE} AS p "
+    "JOIN unnest(%s::uuid[], %s::bigint[]) AS w(oid, v) "
+    "ON p.originator_id = w.oid AND p.originator_version = w.v"
+)
 
 
 def _schema_version(conn: psycopg.Connection[Any]) -> int | None:
@@ -374,22 +474,63 @@ class PostgresLedgerRecorder(LedgerRecorder):
                 f"{len(stored_events)} events in one append; PostgreSQL positions leave room "
                 f"for at most {MAX_EVENTS_PER_TRANSACTION} per transaction (append in batches)",
             )
-        if len(stored_events) == 1:
-            (e,) = stored_events
-            query = self._insert_one
-            params: tuple[object, ...] = (e.originator_id, e.originator_version, e.topic, e.state)
-        else:
-            query = self._insert_many
-            params = (
-                [e.originator_id for e in stored_events],
-                [e.originator_version for e in stored_events],
-                [e.topic for e in stored_events],
-                [e.state for e in stored_events],
-            )
         with self._conn() as conn:
-            rows = conn.execute(query, params, prepare=True).fetchall()
+            try:
+                if len(stored_events) == 1:
+                    (e,) = stored_events
+                    params = (e.originator_id, e.originator_version, e.topic, e.state)
+                    rows = conn.execute(self._insert_one, params, prepare=True).fetchall()
+                else:
+                    with conn.transaction():
+                        rows = self._insert_chained(conn, stored_events)
+            except psycopg.Error as exc:
+                if exc.sqlstate == _ARCHIVED_SQLSTATE:
+                    raise RunArchived(exc.diag.message_detail or "?") from exc
+                if exc.sqlstate == _GAP_SQLSTATE:
+                    raise IntegrityError(exc.diag.message_primary or str(exc)) from exc
+                raise
         # Ordinals follow the input order, so sorting restores it whatever RETURNING's order.
         return sorted(int(r[0]) for r in rows)
+
+    def _insert_chained(
+        self, conn: psycopg.Connection[Any], events: Sequence[StoredEvent]
+    ) -> list[tuple[Any, ...]]:
+        """The multi-row append, each event chained in Python (inside the caller's transaction).
+
+        Previous hashes read here belong to committed rows, which never change; a predecessor
+        that is neither stored nor earlier in ``events`` is refused by the insert trigger.
+        """
+        oids = [_uuid(e.originator_id) for e in events]
+        wanted = (oids, [e.originator_version - 1 for e in events])
+        stored = {
+            (r[0], int(r[1])): (None if r[2] is None else bytes(r[2]))
+            for r in conn.execute(_PREVIOUS_HASHES, wanted, prepare=True)
+        }
+        hashes: list[bytes | None] = []
+        mine: dict[tuple[UUID, int], bytes] = {}
+        for oid, e in zip(oids, events, strict=True):
+            version = e.originator_version
+            key = (oid, version - 1)
+            if version == 1:
+                prev: bytes | None = None
+            elif key in mine:
+                prev = mine[key]
+            elif key in stored:
+                prev = stored[key]
+            else:
+                hashes.append(None)  # refused by the trigger: no version n - 1
+                continue
+            digest = chain_hash(prev, oid, version, e.topic, e.state)
+            mine[(oid, version)] = digest
+            hashes.append(digest)
+        params = (
+            oids,
+            [e.originator_version for e in events],
+            [e.topic for e in events],
+            [e.state for e in events],
+            hashes,
+        )
+        return conn.execute(self._insert_many, params, prepare=True).fetchall()
 
     def select_events(
         self,
