@@ -59,6 +59,7 @@ from ledger import (
     StoreUnavailable,
     Yielded,
 )
+from ledger.store import EVENTS_TABLE
 from projections.cursor import TABLE as CURSOR_VIEW
 from projections.runner import TRACKING, TRACKING_NAME
 
@@ -70,6 +71,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "COMPLETION_BUCKETS",
+    "LAG_COUNT_CAP",
     "OTHER_ERROR_TYPE",
     "PROGRESS_INTERVAL_BUCKETS",
     "LedgerMetrics",
@@ -77,6 +79,9 @@ __all__ = [
 ]
 
 log = logging.getLogger("streams.metrics")
+
+LAG_COUNT_CAP = 1_000_000
+"""``ckl_lag_events`` counts the events behind exactly up to this, and reports this above it."""
 
 OTHER_ERROR_TYPE = "other"
 """The ``error_type`` label of failures whose type came after the cap."""
@@ -302,6 +307,22 @@ class LedgerMetrics:
                 log.exception("position of follower %r failed; not reported", name)
         return positions
 
+    def _events_between(self, after: int, upto: int) -> int:
+        """Events with ``after < position <= upto``, counted up to ``LAG_COUNT_CAP``.
+
+        Counted, not subtracted: positions are not dense (PostgreSQL hands each transaction a
+        block of them), so ``upto - after`` is not a number of events.
+        """
+        if upto <= after:
+            return 0
+        with self.ledger.recorder.transaction(readonly=True) as tx:
+            rows = tx.query(
+                f"SELECT count(*) FROM (SELECT 1 FROM {EVENTS_TABLE}"
+                " WHERE notification_id > %s AND notification_id <= %s LIMIT %s) AS behind",
+                (after, upto, LAG_COUNT_CAP),
+            )
+        return int(rows[0][0])
+
     def _checkpoint_counts(self) -> dict[str, int]:
         if self.projections is None:
             return {}
@@ -407,7 +428,7 @@ class _ScrapeCollector(Collector):
             positions = self.metrics._positions()  # noqa: SLF001
             now = datetime.now(UTC)
             for name, position in positions.items():
-                behind = max(0, head_position - position)
+                behind = self.metrics._events_between(position, head_position)  # noqa: SLF001
                 lag_events.add_metric([name], behind)
                 lag_seconds.add_metric([name], self._seconds_behind(position, behind, now))
             counts = self.metrics._checkpoint_counts()  # noqa: SLF001
@@ -434,11 +455,15 @@ class _ScrapeCollector(Collector):
     def _families(self) -> list[GaugeMetricFamily]:
         families = [
             GaugeMetricFamily("ckl_store_up", "1 if the last scrape could read the store, else 0."),
-            GaugeMetricFamily("ckl_log_head", "Global position of the newest event in the log."),
+            GaugeMetricFamily(
+                "ckl_log_head",
+                "Global position of the newest readable event: an ordering, not a count "
+                "(positions are sparse on PostgreSQL).",
+            ),
             GaugeMetricFamily(
                 "ckl_lag_events",
-                "Events a reader of the log is behind its head (metrics: this exporter; "
-                "projections: the views' tracked position; others: add_follower).",
+                "Events a reader of the log has not processed yet, up to 1000000 (metrics: "
+                "this exporter; projections: the views' tracked position; others: add_follower).",
                 labels=["follower"],
             ),
             GaugeMetricFamily(
