@@ -115,7 +115,7 @@ _VIEW_TABLES = {
     "AND c.name = 'checkpoint_id' ORDER BY m.name",
     "postgres": "SELECT table_name FROM information_schema.columns "
     "WHERE table_schema = current_schema() AND column_name = 'checkpoint_id' "
-    "AND table_name LIKE 'ckl\\_view\\_%' ORDER BY table_name",
+    "AND table_name LIKE 'ckl\\_view\\_%%' ORDER BY table_name",  # %% for psycopg
 }
 _VIEW_TABLE_NAME = re.compile(r"ckl_view_[a-z0-9_]{1,50}")
 _LOCK_APPENDS = f"LOCK TABLE {EVENTS_TABLE} IN SHARE ROW EXCLUSIVE MODE"
