@@ -33,6 +33,7 @@ from ledger.errors import (
     RunArchived,
     RunNotFinished,
     StoreUnavailable,
+    TamperDetected,
 )
 from ledger.events import (
     CheckpointEvent,
@@ -83,6 +84,7 @@ __all__ = [
     "RunNotFinished",
     "Status",
     "StoreUnavailable",
+    "TamperDetected",
     "VerifyReport",
     "Yielded",
     "archive_run",

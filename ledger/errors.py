@@ -12,6 +12,7 @@ LedgerError                          `except LedgerError` catches everything we 
 ├── CheckpointFailedError            what awaiters of a failed checkpoint receive
 ├── AwaitTimeout (TimeoutError)      the wait gave up; the checkpoint may still finish
 ├── StoreUnavailable                 the store failed; the driver error is __cause__
+├── TamperDetected                   ckl verify found events altered or removed
 └── ArchiveError                     archiving, export or import refused; nothing was changed
     ├── RunNotFinished               a checkpoint of the run is still open or transiently failed
     ├── RunArchived                  the run was archived: it cannot be written again
@@ -44,6 +45,7 @@ __all__ = [
     "RunArchived",
     "RunNotFinished",
     "StoreUnavailable",
+    "TamperDetected",
 ]
 
 
@@ -226,6 +228,25 @@ class StoreUnavailable(LedgerError):
 
     def __reduce__(self) -> tuple[type[Self], tuple[str, str, str]]:
         return type(self), (self.store, self.operation, self.detail)
+
+
+class TamperDetected(LedgerError):
+    """Verification found events altered, removed or out of their chains (``ckl verify``).
+
+    Attributes:
+        scope: what was verified (``run 'r'`` or ``the store``).
+        problems: how many problems were found.
+    """
+
+    def __init__(self, scope: str, problems: int) -> None:
+        super().__init__(
+            f"{problems} problem(s) in the hash chains of {scope}: events were altered or "
+            "removed outside the ledger; restore them from a backup or an archive"
+        )
+        self.scope, self.problems = scope, problems
+
+    def __reduce__(self) -> tuple[type[Self], tuple[str, int]]:
+        return type(self), (self.scope, self.problems)
 
 
 class ArchiveError(LedgerError):

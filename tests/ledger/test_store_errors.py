@@ -124,6 +124,7 @@ _SAMPLES: dict[str, LedgerError] = {
     "ImportConflict": ledger.errors.ImportConflict("r", "c1", "differs at v2"),
     "RunArchived": ledger.errors.RunArchived("r"),
     "RunNotFinished": ledger.errors.RunNotFinished("r", 2),
+    "TamperDetected": ledger.errors.TamperDetected("run 'r'", 2),
 }
 
 
