@@ -72,11 +72,11 @@ _LABELS = {
     "+lock": "raw INSERT + `pg_advisory_xact_lock` in the same statement",
     "+notify": "raw INSERT + `pg_notify` in the same statement",
     "+lock+notify": "raw INSERT + lock + `pg_notify`, scalar parameters "
-    "(the ledger's statement without `unnest`)",
+    "(the ledger's one-event statement while appends took the advisory lock, schema 1)",
     "+unnest": "raw INSERT from `unnest` of one-element arrays (the ledger's form for "
     "several events)",
-    "ckl-sql": "the ledger's one-event append statement, on the raw connection "
-    "(advisory lock + `pg_notify`)",
+    "ckl-sql": "the ledger's one-event append statement, exactly as its recorder runs it, on "
+    "the raw connection",
     "recorder": "`ledger.recorder.insert_events([row])`, the row built beforehand",
     "yield": "**`ledger.checkpoint_yield(...)`**",
     "yield-memory": "`checkpoint_yield` on `memory://` (no disk: the CPU cost)",
@@ -123,7 +123,7 @@ _STEPS = [
     ("+lock", "raw", "the advisory lock alone"),
     ("+notify", "raw", "`pg_notify` alone"),
     ("+unnest", "raw", "`unnest` alone"),
-    ("ckl-sql", "raw", "the ledger's append statement over raw (advisory lock, notify)"),
+    ("ckl-sql", "raw", "the ledger's append statement over raw"),
     ("recorder", "ckl-sql", "the connection pool and the recorder's Python around it"),
     ("recorder", "raw", "the recorder (its statement and transaction handling) over raw"),
     ("yield", "recorder", "the ledger above the recorder: validation, event, mapper, state"),
