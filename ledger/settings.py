@@ -7,11 +7,14 @@ This is the only module that reads ``os.environ``.
 from __future__ import annotations
 
 import os
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ledger.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 __all__ = ["DEFAULT_STORE", "ENV_PREFIX", "LedgerSettings"]
 
@@ -92,6 +95,16 @@ class LedgerSettings(BaseModel):
     connect_timeout: float = Field(
         default=5.0, gt=0, description="Seconds to wait for a store connection."
     )
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        # repr() and str() show the store URL without its password (logs print settings).
+        from ledger.store import redact_url  # noqa: PLC0415  (store imports settings' users)
+
+        for name, value in super().__repr_args__():
+            if name == "store" and isinstance(value, str):
+                yield name, redact_url(value)
+            else:
+                yield name, value
 
     @classmethod
     def from_env(cls, **overrides: object) -> LedgerSettings:
