@@ -5,7 +5,8 @@ Three batches of numbers are summed in chunks. After each chunk the worker yield
 worker records it, retries, and the new attempt resumes from the last durable cursor instead
 of starting over. Progress is reported only after a batch's completion is confirmed by reading
 it back (the Effect seed's save → confirm → progress). Run it again with the same ``--run-id``
-and it resumes where it stopped.
+and it resumes where it stopped. It ends with the replay and the audit of the run it made,
+the same tables as ``ckl replay RUN`` and ``ckl audit --run RUN``.
 """
 
 from __future__ import annotations
@@ -14,13 +15,15 @@ import json
 from typing import TYPE_CHECKING
 
 from ledger import CheckpointState, CheckpointToken, InvalidTransition
+from projections import Projections
+from streams._cli_format import failures_table, settled_summary, timeline_steps, timeline_table
 
 if TYPE_CHECKING:
     from rich.console import Console
 
     from ledger import Ledger
 
-__all__ = ["SimulatedOutage", "run_demo"]
+__all__ = ["SimulatedOutage", "replay_and_audit", "run_demo"]
 
 BATCHES = 3
 
@@ -98,7 +101,7 @@ def run_demo(
             run_id,
             batch,
             total_batches=BATCHES,
-            metadata={"source": "demo", "items": items_per_batch},
+            metadata={"source": "demo", "total_items": items_per_batch},
         )
         console.print(f"[bold]batch {batch}[/bold]  created ({token})")
         fail_at = items_per_batch // 2 if batch == 1 else None
@@ -122,3 +125,26 @@ def run_demo(
         f"Inspect one with: ckl show {run_id} 1"
     )
     return finals
+
+
+def replay_and_audit(ledger: Ledger, run_id: str, *, console: Console) -> None:
+    """Print the run's timeline and its failure audit, read back from the projections."""
+    with Projections(ledger) as views:
+        views.sync(timeout=60.0)
+        entries = views.timeline(run_id)
+        failures = views.failures(run_id=run_id)
+    steps, states = timeline_steps(entries)
+    console.print()
+    console.print(
+        timeline_table(
+            steps,
+            title=f"[bold]replay[/bold] (ckl replay {run_id}): {len(steps)} events, "
+            f"{settled_summary(states.values())}",
+        )
+    )
+    console.print(
+        failures_table(
+            failures,
+            title=f"[bold]audit[/bold] (ckl audit --run {run_id}): {len(failures)} failure(s)",
+        )
+    )

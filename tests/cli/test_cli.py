@@ -1,59 +1,48 @@
-"""``ckl`` run as a user runs it: a subprocess, its output and its exit code."""
+"""``ckl`` run as a user runs it: the demo, store errors, `project` and `rebuild`."""
 
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from ledger import Ledger
 from projections import Projections
+from tests.cli.conftest import ROOT, ckl, ckl_env, one_error_line
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def ckl(
-    *args: str, store: str | None = None, cwd: Path | None = None
-) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CKL_")}
-    env["PYTHONPATH"] = str(ROOT)
-    env["COLUMNS"] = "200"
-    if store is not None:
-        env["CKL_STORE"] = store
-    return subprocess.run(
-        [sys.executable, "-m", "streams.cli", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=cwd or ROOT,
-        timeout=120,
-        check=False,
-    )
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
-def test_demo_runs_three_batches_with_a_transient_failure_and_a_resume(store_url: str) -> None:
+def test_demo_runs_three_batches_then_replays_and_audits_the_run(store_url: str) -> None:
     done = ckl("demo", "--run-id", "demo-test", store=store_url)
     assert done.returncode == 0, done.stderr
-    out = done.stdout
-    assert out.count("completed result=") == 3
-    assert "failed    transient SimulatedOutage" in out
-    assert "attempt 2 resumes from cursor=500 items=500" in out
-    assert "progress 3/3 batches" in out
+    job, _, after = done.stdout.partition("done: 3/3 batches completed, 20 events appended")
+    assert after, done.stdout
+    assert job.count("completed result=") == 3
+    assert "failed    transient SimulatedOutage" in job
+    assert "attempt 2 resumes from cursor=500 items=500" in job
+    assert "progress 3/3 batches" in job
+    # The replay and the audit of the run it made, read back from the projections.
+    assert "replay (ckl replay demo-test): 20 events, 3 of 3 batches: 3 completed" in after
+    assert after.count(" retried ") == 2  # the timeline row, and the audit's "then"
+    assert "audit (ckl audit --run demo-test): 1 failure(s)" in after
+    assert "transient SimulatedOutage" in after
     shown = ckl("show", "demo-test", "1", "--json", store=store_url)
     assert shown.returncode == 0, shown.stderr
     state = json.loads(shown.stdout)
-    assert state["status"] == "completed"
-    assert state["attempt"] == 2
+    assert (state["status"], state["attempt"]) == ("completed", 2)
     assert state["result"] == {"sum": 499500, "items": 1000}
+    assert state["metadata"] == {"source": "demo", "total_items": 1000}
     # Run again: everything is already done, nothing is redone.
     again = ckl("demo", "--run-id", "demo-test", store=store_url)
     assert again.returncode == 0, again.stderr
-    assert "yield" not in again.stdout
+    job, _, _ = again.stdout.partition("done:")
+    assert "yield" not in job
     assert "0 events appended" in again.stdout
 
 
@@ -63,26 +52,59 @@ def test_demo_uses_the_embedded_default_store_in_the_working_directory(tmp_path:
     assert (tmp_path / "checkpoints.db").exists()
 
 
+READ_COMMANDS = [
+    ["show", "r", "0"],
+    ["replay", "r"],
+    ["pending", "r"],
+    ["audit"],
+    ["await", "r", "0"],
+    ["reset", "r", "0", "--reason", "x"],
+    ["rebuild"],
+]
+
+
+@pytest.mark.parametrize("command", READ_COMMANDS, ids=lambda c: c[0])
 @pytest.mark.parametrize(
-    ("args", "message"),
+    ("store", "message"),
     [
-        (["--store", "mysql://nope", "show", "r", "0"], "error: cannot use store"),
-        (["--store", "postgresql://u:s3cret@127.0.0.1:1/db", "show", "r", "0"], "unavailable"),
+        ("mysql://nope", "error: cannot use store 'mysql://nope': unknown scheme"),
+        ("postgresql://u:s3cret@127.0.0.1:1/db", "error: store postgresql://u:***@127.0.0.1:1/db"),
     ],
+    ids=["bad-url", "postgres-down"],
 )
-def test_store_errors_are_one_line_without_traceback(args: list[str], message: str) -> None:
-    done = ckl(*args)
+def test_store_errors_are_one_line_without_traceback(
+    command: list[str], store: str, message: str
+) -> None:
+    done = ckl("--store", store, *command)
     assert done.returncode == 1
-    assert message in done.stderr
-    assert "Traceback" not in done.stderr
+    line = one_error_line(done)
+    assert line.startswith(message)
     assert "s3cret" not in done.stderr
-    assert len(done.stderr.strip().splitlines()) == 1
+    assert done.stdout == ""
 
 
-def test_unknown_checkpoint_exits_1_with_one_line(tmp_path: Path) -> None:
-    done = ckl("show", "no-such-run", "0", store=f"sqlite:///{tmp_path}/x.db")
+def test_tail_of_a_bad_store_is_one_line_too() -> None:
+    done = ckl("--store", "sqlite://host/x.db", "tail")
     assert done.returncode == 1
-    assert done.stderr.startswith("error: checkpoint no-such-run/0 does not exist")
+    assert "three slashes" in one_error_line(done)
+
+
+@pytest.mark.parametrize("command", READ_COMMANDS, ids=lambda c: c[0])
+def test_a_missing_sqlite_file_is_an_error_and_is_not_created(
+    command: list[str], tmp_path: Path
+) -> None:
+    path = tmp_path / "typo.db"
+    done = ckl(*command, store=f"sqlite:///{path}")
+    assert done.returncode == 1
+    assert f"there is no SQLite database at {path}" in one_error_line(done)
+    assert not path.exists()
+
+
+def test_debug_shows_the_traceback() -> None:
+    done = ckl("--debug", "--store", "mysql://nope", "audit")
+    assert done.returncode == 1
+    assert "Traceback" in done.stderr
+    assert "InvalidStoreURL" in done.stderr
 
 
 def test_usage_errors_exit_2() -> None:
@@ -92,22 +114,11 @@ def test_usage_errors_exit_2() -> None:
 
 
 def test_project_follows_the_log_and_stops_cleanly_on_sigterm(store_url: str) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CKL_")}
-    env["PYTHONPATH"] = str(ROOT)
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streams.cli",
-            "--store",
-            store_url,
-            "project",
-            "--poll-interval",
-            "0.05",
-        ],
+        [sys.executable, "-m", "streams.cli", "project", "--poll-interval", "0.05"],
         stderr=subprocess.PIPE,
         text=True,
-        env=env,
+        env=ckl_env(store_url),
         cwd=ROOT,
     )
     assert proc.stderr is not None
@@ -139,3 +150,5 @@ def test_rebuild_replays_the_log_into_fresh_views(store_url: str) -> None:
     done = ckl("rebuild", "--json", store=store_url)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["position"] == head
+    human = ckl("rebuild", store=store_url)
+    assert human.stdout.startswith(f"rebuilt the views up to position {head} in ")

@@ -1,0 +1,165 @@
+"""What every ``ckl`` command shares: the store it opens, time arguments, lookups, JSON output.
+
+A command module defines plain ``click`` commands that take :class:`CliContext` with
+``@pass_cli`` and raise ``LedgerError`` for anything the user got wrong; ``streams.cli`` turns
+that into one ``error: …`` line and an exit code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+import click
+
+from ledger import (
+    CheckpointNotFound,
+    CheckpointToken,
+    InvalidStoreURL,
+    Ledger,
+    LedgerSettings,
+)
+from ledger.store import parse_store_url
+from projections import Projections
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from projections import CheckpointSummary
+
+__all__ = [
+    "EXIT_ERROR",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "CliContext",
+    "RunNotFound",
+    "echo_json",
+    "echo_line",
+    "find_token",
+    "parse_moment",
+    "pass_cli",
+    "require_run",
+]
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class RunNotFound(CheckpointNotFound):
+    """No checkpoint was ever created for the run (a typo, or the wrong ``--store``)."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(run_id)
+        message = (
+            f"run {run_id!r} does not exist in this store (no checkpoint was created for it); "
+            "check the run id and --store"
+        )
+        self.args = (message,)
+        self.run_id = run_id
+
+
+class CliContext:
+    """The group's options, handed to every command: which store, and whether to debug."""
+
+    def __init__(self, store: str | None, debug: bool) -> None:
+        self.store, self.debug = store, debug
+
+    @property
+    def settings(self) -> LedgerSettings:
+        """The settings the commands open the store with ($CKL_* apply, --store wins)."""
+        return LedgerSettings.from_env(store=self.store)
+
+    def open(self, *, existing: bool = False) -> Ledger:
+        """Open the store. ``existing``: refuse a SQLite file that is not there yet.
+
+        Read commands pass ``existing=True`` so a mistyped path is an error, not a new empty
+        database file left behind.
+
+        Raises:
+            InvalidStoreURL: a bad URL, or (``existing``) no SQLite file at the path.
+            StoreUnavailable: the store cannot be reached.
+        """
+        settings = self.settings
+        if existing:
+            url = parse_store_url(settings.store)
+            if url.kind == "sqlite" and not os.path.exists(url.sqlite_path):  # noqa: PTH110
+                raise InvalidStoreURL(
+                    url.display,
+                    f"there is no SQLite database at {url.sqlite_path} (this command never "
+                    "creates one; check the path, or run a job or `ckl demo` first)",
+                )
+        return Ledger.open(settings=settings)
+
+    @contextlib.contextmanager
+    def views(self, ledger: Ledger) -> Iterator[Projections]:
+        """The projections, caught up with everything committed by now (read-your-writes)."""
+        with Projections(ledger) as views:
+            views.sync(timeout=60.0)
+            yield views
+
+
+pass_cli = click.make_pass_decorator(CliContext)
+
+
+def parse_moment(ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
+    """Option callback: an ISO-8601 time as an aware ``datetime`` (no zone means UTC).
+
+    Raises:
+        click.BadParameter: not an ISO-8601 time (``ckl`` prints it as one line, exit 2).
+    """
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not an ISO-8601 time "
+            "(e.g. 2026-11-23T11:15:30, 2026-11-23 11:15:30.5+02:00 or 2026-11-23)",
+            ctx,
+            param,
+        ) from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+def find_token(ledger: Ledger, run_id: str, batch_index: int) -> CheckpointToken:
+    """The token of an existing checkpoint.
+
+    Raises:
+        RunNotFound: the run has no checkpoint at all.
+        CheckpointNotFound: the run exists but not this batch.
+    """
+    token = ledger.find_checkpoint(run_id, batch_index)
+    if token is not None:
+        return token
+    with Projections(ledger) as views:
+        views.sync(timeout=60.0)
+        if not views.checkpoints(run_id):
+            raise RunNotFound(run_id)
+    raise CheckpointNotFound(f"{run_id}/{batch_index}")
+
+
+def require_run(views: Projections, run_id: str) -> list[CheckpointSummary]:
+    """The run's checkpoints (by batch).
+
+    Raises:
+        RunNotFound: the run has none.
+    """
+    summaries = views.checkpoints(run_id)
+    if not summaries:
+        raise RunNotFound(run_id)
+    return summaries
+
+
+def echo_json(document: object) -> None:
+    """Print one JSON document (indented) on stdout."""
+    click.echo(json.dumps(document, indent=2, ensure_ascii=False))
+
+
+def echo_line(text: str) -> None:
+    """Print one line on stdout and flush it at once (streams are read line by line)."""
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
