@@ -495,10 +495,18 @@ class PostgresLedgerRecorder(LedgerRecorder):
     def _insert_chained(
         self, conn: psycopg.Connection[Any], events: Sequence[StoredEvent]
     ) -> list[tuple[Any, ...]]:
-        """The multi-row append, each event chained in Python (inside the caller's transaction).
+        """The multi-row append, each event chained in Python (inside the caller's transaction)."""
+        params = self.chained_params(conn, events)
+        return conn.execute(self._insert_many, params, prepare=True).fetchall()
+
+    def chained_params(
+        self, conn: psycopg.Connection[Any], events: Sequence[StoredEvent]
+    ) -> tuple[list[Any], ...]:
+        """The arrays the multi-row append binds, hashes included, read and computed in ``conn``.
 
         Previous hashes read here belong to committed rows, which never change; a predecessor
-        that is neither stored nor earlier in ``events`` is refused by the insert trigger.
+        that is neither stored nor earlier in ``events`` gets no hash, which the insert trigger
+        refuses.
         """
         oids = [_uuid(e.originator_id) for e in events]
         wanted = (oids, [e.originator_version - 1 for e in events])
@@ -523,14 +531,13 @@ class PostgresLedgerRecorder(LedgerRecorder):
             digest = chain_hash(prev, oid, version, e.topic, e.state)
             mine[(oid, version)] = digest
             hashes.append(digest)
-        params = (
+        return (
             oids,
             [e.originator_version for e in events],
             [e.topic for e in events],
             [e.state for e in events],
             hashes,
         )
-        return conn.execute(self._insert_many, params, prepare=True).fetchall()
 
     def select_events(
         self,

@@ -174,7 +174,9 @@ def test_two_appends_in_one_transaction_keep_their_positions_unique(
         third = list(
             tx.conn.execute(
                 _recorder(ledger)._insert_many,
-                _arrays([_yielded(ledger, oid, 5), _yielded(ledger, oid, 6)]),
+                _recorder(ledger).chained_params(
+                    tx.conn, [_yielded(ledger, oid, 5), _yielded(ledger, oid, 6)]
+                ),
             ).fetchall()
         )
         tx.commit()
@@ -531,8 +533,3 @@ def test_random_interleavings_of_three_writers_never_skip_or_repeat(
         it.read()
         assert it.delivered == sorted(it.committed)
         assert len(set(it.delivered)) == len(it.delivered)
-
-
-def _arrays(events: Sequence[StoredEvent]) -> tuple[list[object], ...]:
-    names = ("originator_id", "originator_version", "topic", "state")
-    return tuple([getattr(e, name) for e in events] for name in names)
