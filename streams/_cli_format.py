@@ -229,22 +229,28 @@ def settled_summary(states: Iterable[CheckpointState]) -> str:
     )
 
 
-def failures_table(records: Sequence[FailureRecord], title: str | None = None) -> Table:
-    """The failure audit: when, where, which attempt, what, and what became of it."""
+def failures_table(
+    records: Sequence[FailureRecord], title: str | None = None, *, show_run: bool = True
+) -> Table:
+    """The failure audit: when, where, which attempt, what, and what became of it.
+
+    ``show_run=False`` leaves out the run column (for the failures of one run).
+    """
     table = _table(title)
     time_header, at = _time_column((record.failed_at for record in records), "failed at")
-    for name in (time_header, "run", "batch", "att"):
+    for name in (time_header, "run", "batch", "att") if show_run else (time_header, "batch", "att"):
         table.add_column(name, no_wrap=True)
-    table.add_column("error", overflow="fold")
-    table.add_column("message", overflow="fold", min_width=16)
+    table.add_column("error", overflow="fold", min_width=12)
+    table.add_column("message", overflow="fold", min_width=12)
     for name in ("cursor", "items"):
-        table.add_column(name, no_wrap=True)
-    table.add_column("then", overflow="fold")
+        table.add_column(name, overflow="fold")
+    table.add_column("then", no_wrap=True)
     for record in records:
         kind = "transient" if record.transient else "[red]permanent[/red]"
+        where = [record.run_id] if show_run else []
         table.add_row(
             at(record.failed_at),
-            record.run_id,
+            *where,
             str(record.batch_index),
             str(record.attempt),
             f"{kind} {record.error_type}",

@@ -203,7 +203,7 @@ def audit(
         return
     permanent = sum(1 for record in records if not record.transient)
     title = f"{len(records)} failure(s), {permanent} permanent"
-    console.print(failures_table(records, title=title))
+    console.print(failures_table(records, title=title, show_run=run_id is None))
 
 
 COMMANDS: tuple[click.Command, ...] = (show, replay, pending, audit)

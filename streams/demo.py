@@ -146,5 +146,6 @@ def replay_and_audit(ledger: Ledger, run_id: str, *, console: Console) -> None:
         failures_table(
             failures,
             title=f"[bold]audit[/bold] (ckl audit --run {run_id}): {len(failures)} failure(s)",
+            show_run=False,
         )
     )
