@@ -38,13 +38,14 @@ def test_tail_catches_up_then_follows_live_and_exits_130_on_ctrl_c(store_url: st
         ledger.checkpoint_yield(token, 10, 10)
         other = ledger.create_checkpoint("other", 0)
         proc = _popen("tail", "live", "--json", store=store_url)
-        everything = _popen("tail", "--json", "--from", "1", store=store_url)
         assert proc.stdout is not None
         assert proc.stderr is not None
+        caught_up = _json_lines(proc.stdout, 2)
+        assert [e["topic"] for e in caught_up] == ["checkpoint.Created", "checkpoint.Yielded"]
+        first = str(caught_up[0]["position"])
+        everything = _popen("tail", "--json", "--from", first, store=store_url)
         assert everything.stdout is not None
         try:
-            caught_up = _json_lines(proc.stdout, 2)
-            assert [e["topic"] for e in caught_up] == ["checkpoint.Created", "checkpoint.Yielded"]
             ledger.checkpoint_yield(token, 20, 20)  # written while it runs: the live part
             ledger.complete_checkpoint(token, {"n": 20})
             ledger.complete_checkpoint(other, None)
@@ -56,12 +57,12 @@ def test_tail_catches_up_then_follows_live_and_exits_130_on_ctrl_c(store_url: st
             assert live[1]["event"]["result"] == {"n": 20}
             positions = [e["position"] for e in caught_up + live]
             assert positions == sorted(positions)
-            # Without RUN: every run's events, after --from 1.
+            # Without RUN: every run's events after --from (the first event's position).
             seen = _json_lines(everything.stdout, 5)
             assert [e["topic"] for e in seen].count("checkpoint.Completed") == 2
             assert {e["run_id"] for e in seen} == {"live", "other"}
             assert [e["position"] for e in seen] == sorted({e["position"] for e in seen})
-            assert all(e["position"] > 1 for e in seen)
+            assert all(e["position"] > caught_up[0]["position"] for e in seen)
             proc.send_signal(signal.SIGINT)
             assert proc.wait(timeout=30) == 130
             assert proc.stderr.read().strip() == "interrupted"
