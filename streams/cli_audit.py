@@ -3,7 +3,8 @@
 Each command is one library call (``ledger.verify_chains``, ``ledger.export_run``,
 ``ledger.import_archive``, ``ledger.archive_run``, ``ledger.grants``) plus formatting. They are
 plain click commands, listed in ``COMMANDS`` for the ``ckl`` group to register. They open the
-store through the group's context object (anything with an ``open()`` returning a ``Ledger``).
+store through the group's ``CliContext``; all but ``import`` refuse a SQLite file that is not
+there (a mistyped path would otherwise verify as an empty, clean store).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from ledger import (
     verify_chains,
 )
 from ledger.grants import before_schema_statements, grant_statements
+from streams._cli_common import CliContext
 
 if TYPE_CHECKING:
     from ledger import ArchiveSummary
@@ -33,12 +35,10 @@ __all__ = ["COMMANDS", "archive", "export", "grants", "import_", "verify"]
 _FILE = click.Path(dir_okay=False, path_type=Path)
 
 
-def _open(ctx: click.Context) -> Ledger:
-    opener = getattr(ctx.obj, "open", None)
-    if callable(opener):
-        ledger = opener()
-        if isinstance(ledger, Ledger):
-            return ledger
+def _open(ctx: click.Context, *, existing: bool) -> Ledger:
+    """The store of the group's ``--store``; ``existing``: never create a new SQLite file."""
+    if isinstance(ctx.obj, CliContext):
+        return ctx.obj.open(existing=existing)
     store = ctx.find_root().params.get("store")
     return Ledger.open(settings=LedgerSettings.from_env(store=store))
 
@@ -73,7 +73,7 @@ def verify(
     every checkpoint whose last events were removed. Rows written before hash chains existed
     are noted as unchained, which is not a problem.
     """
-    with _open(ctx) as ledger:
+    with _open(ctx, existing=True) as ledger:
         report = verify_chains(ledger, run_id, anchor=anchor, write_anchor=write_anchor)
     if as_json:
         click.echo(json.dumps({"ok": report.ok, **report.model_dump(mode="json")}, indent=2))
@@ -102,7 +102,7 @@ def verify(
 @click.pass_context
 def export(ctx: click.Context, run_id: str, file: Path, as_json: bool) -> None:
     """Write every event of RUN to FILE (JSON lines: a header, then one line per event)."""
-    with _open(ctx) as ledger:
+    with _open(ctx, existing=True) as ledger:
         summary = export_run(ledger, run_id, file)
     _report(summary, "exported", as_json=as_json)
 
@@ -122,7 +122,7 @@ def import_(ctx: click.Context, file: Path, restore: bool, as_json: bool) -> Non
     A file that fails its checks writes nothing. Running it again after an interruption
     skips what is already there.
     """
-    with _open(ctx) as ledger:
+    with _open(ctx, existing=False) as ledger:
         summary = import_archive(ledger, file, restore=restore)
     _report(summary, f"imported {summary.written} new events of", as_json=as_json)
 
@@ -139,7 +139,7 @@ def archive(ctx: click.Context, run_id: str, file: Path, as_json: bool) -> None:
     purge and an archive marker are one transaction; the run cannot be written again unless
     FILE is imported back with --restore. Needs the owner role on PostgreSQL.
     """
-    with _open(ctx) as ledger:
+    with _open(ctx, existing=True) as ledger:
         summary = archive_run(ledger, run_id, file)
     _report(summary, "archived and purged", as_json=as_json)
 

@@ -128,3 +128,12 @@ def test_grants_prints_the_statements_and_refuses_odd_role_names(
         ckl.main(["grants", "--owner", "o; DROP TABLE x", "--writer", "w", "--projector", "p"]) == 1
     )
     assert "not a plain lower-case SQL name" in capsys.readouterr().err
+
+
+def test_verify_of_a_mistyped_sqlite_path_is_an_error_not_a_clean_empty_store(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "typo.db"
+    assert _run(f"sqlite:///{missing}", "verify") == 1
+    assert "there is no SQLite database" in capsys.readouterr().err
+    assert not missing.exists()
