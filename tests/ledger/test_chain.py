@@ -363,3 +363,20 @@ def test_a_postgres_store_of_schema_2_is_migrated_and_its_old_rows_reported_unch
     assert report.events == 4
     assert len(report.notes) == 1
     assert "v1..v2 unchained" in report.notes[0]
+
+
+def test_the_whole_store_is_walked_page_by_page(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("ledger.audit._PAGE", 4)  # pages split checkpoints mid-chain
+    with Ledger.open(store_url) as ledger:
+        a, _, _ = _two_runs(ledger)
+        paged = verify_chains(ledger)
+        tamper(
+            store_url,
+            "DELETE FROM ckl_events WHERE originator_id = %s AND originator_version = 4",
+            (oid_param(store_url, a.checkpoint_id),),
+        )
+        broken = verify_chains(ledger)
+    assert (paged.ok, paged.checkpoints, paged.events) == (True, 3, 18)
+    assert [(p.kind, p.version) for p in broken.problems] == [("missing", 4)]
