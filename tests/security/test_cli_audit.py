@@ -97,6 +97,8 @@ def test_export_import_and_archive_commands(
     assert json.loads(capsys.readouterr().out)["written"] == 6
     assert _run(fresh, "verify", "run-e") == 0
     capsys.readouterr()
+    assert _run(fresh, "replay", "run-e", "--json") == 0  # the imported run replays there
+    assert "checkpoint.Completed" in capsys.readouterr().out
 
     assert _run(store_url, "archive", "run-e", str(tmp_path / "archived.jsonl")) == 0
     assert "archived and purged run 'run-e'" in capsys.readouterr().out
