@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 import click
 
 from ledger import LedgerError
-from streams import _cli_live, _cli_manage, _cli_read
+from streams import _cli_live, _cli_manage, _cli_read, cli_audit
 from streams._cli_common import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, CliContext
 from streams.cli_metrics import metrics_command
 
@@ -42,6 +42,7 @@ COMMANDS: tuple[click.Command, ...] = (
     *_cli_live.COMMANDS,  # tail, await
     *_cli_manage.COMMANDS,  # demo, reset, project, rebuild
     metrics_command,
+    *cli_audit.COMMANDS,  # verify, export, import, archive, grants
 )
 """Every ``ckl`` command: the one registry (``cli.add_command`` for each, below)."""
 
