@@ -43,6 +43,7 @@ from projections.models import FailureRecord, TimelineEntry
 if TYPE_CHECKING:
     from collections.abc import Sequence
     from datetime import datetime
+    from uuid import UUID
 
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
@@ -63,7 +64,7 @@ _MARK_STYLE: dict[MarkKind, tuple[str, str, float]] = {
     "completed": ("o", "#2ca02c", 7.0),
     "transient failure": ("v", "#f5a623", 10.0),
     "permanent failure": ("X", "#d62728", 12.0),
-    "retry": ("^", "#4c6ef5", 9.0),
+    "retry": ("^", "#4c6ef5", 7.0),
     "reset": ("s", "#9467bd", 8.0),
 }
 _KIND_COLOUR = {
@@ -213,7 +214,7 @@ def _draw_progress(ax: Axes, progress: _RunProgressLines, title: str | None) -> 
             markerfacecolor=colour,
             markeredgecolor="black",
             markeredgewidth=0.6,
-            zorder=3,
+            zorder=4 if kind == "retry" else 3,  # a retry sits on its failure: keep it seen
             label=kind,
         )
         if kind.endswith("failure"):
@@ -238,7 +239,7 @@ def _draw_progress(ax: Axes, progress: _RunProgressLines, title: str | None) -> 
 
 
 def _checked_timeline(entries: Sequence[TimelineEntry]) -> list[TimelineEntry]:
-    """The entries in log order, once it is certain they are one run's timeline."""
+    """The entries in log order, each a TimelineEntry, each once."""
     if isinstance(entries, (str, bytes)) or not hasattr(entries, "__iter__"):
         raise InvalidInput("entries", f"must be a sequence of TimelineEntry, got {entries!r:.80}")
     ordered = list(entries)
@@ -257,16 +258,6 @@ def _checked_timeline(entries: Sequence[TimelineEntry]) -> list[TimelineEntry]:
     for earlier, later in itertools.pairwise(ordered):
         if earlier.position == later.position:
             raise InvalidInput("entries", f"position {later.position} appears twice")
-    checkpoints: dict[int, set[object]] = defaultdict(set)
-    for entry in ordered:
-        checkpoints[entry.batch_index].add(entry.event.originator_id)
-    shared = sorted(batch for batch, ids in checkpoints.items() if len(ids) > 1)
-    if shared:
-        raise InvalidInput(
-            "entries",
-            f"hold {len(checkpoints[shared[0]])} different checkpoints for batch {shared[0]}, "
-            "so they come from several runs; plot one run's timeline at a time",
-        )
     return ordered
 
 
@@ -277,6 +268,16 @@ def _run_id_of(ordered: list[TimelineEntry]) -> str | None:
         shown = ", ".join(repr(run_id) for run_id in run_ids[:3])
         raise InvalidInput(
             "entries", f"come from {len(run_ids)} runs ({shown}); plot one run's timeline at a time"
+        )
+    checkpoints: dict[int, set[UUID]] = defaultdict(set)
+    for entry in ordered:
+        checkpoints[entry.batch_index].add(entry.event.originator_id)
+    shared = sorted(batch for batch, ids in checkpoints.items() if len(ids) > 1)
+    if shared:
+        raise InvalidInput(
+            "entries",
+            f"hold {len(checkpoints[shared[0]])} different checkpoints for batch {shared[0]}, "
+            "so they come from several runs; plot one run's timeline at a time",
         )
     if not run_ids:
         return None  # a timeline read from a later position: nothing to name or check it by
