@@ -18,6 +18,7 @@ import time
 from collections import OrderedDict
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Self, TypeVar
+from uuid import UUID
 
 from eventsourcing.persistence import (
     IntegrityError,
@@ -43,6 +44,8 @@ from ledger.checkpoint import (
     CheckpointState,
     CheckpointToken,
     apply,
+    check_index,
+    check_run_id,
     checkpoint_id_for,
     decide_complete,
     decide_fail,
@@ -65,7 +68,6 @@ from ledger.watch import LogWatcher
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
     from types import TracebackType
-    from uuid import UUID
 
 __all__ = ["Ledger", "Recorded"]
 
@@ -122,24 +124,6 @@ def _json_payload(
     if size > limit:
         raise PayloadTooLarge(field, size, limit, setting)
     return checked
-
-
-def _check_run_id(run_id: object) -> str:
-    if not isinstance(run_id, str):
-        raise InvalidInput("run_id", f"expected a str, got {type(run_id).__name__}")
-    if not 1 <= len(run_id) <= 200:  # noqa: PLR2004
-        raise InvalidInput("run_id", f"must be 1 to 200 characters, got {len(run_id)}")
-    if not run_id.isprintable():
-        raise InvalidInput("run_id", "must contain printable characters only")
-    return run_id
-
-
-def _check_index(value: object, field: str, *, minimum: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidInput(field, f"expected an int, got {type(value).__name__}")
-    if value < minimum:
-        raise InvalidInput(field, f"must be ≥ {minimum}, got {value}")
-    return value
 
 
 class Ledger:
@@ -258,10 +242,10 @@ class Ledger:
             InvalidInput: bad run_id, batch_index, total_batches or metadata.
             PayloadTooLarge: metadata over ``max_metadata_bytes``.
         """
-        _check_run_id(run_id)
-        _check_index(batch_index, "batch_index")
+        check_run_id(run_id)
+        check_index(batch_index, "batch_index")
         if total_batches is not None:
-            _check_index(total_batches, "total_batches", minimum=1)
+            check_index(total_batches, "total_batches", minimum=1)
             if batch_index >= total_batches:
                 raise InvalidInput(
                     "batch_index", f"{batch_index} is not below total_batches {total_batches}"
@@ -324,7 +308,7 @@ class Ledger:
                 self.settings.max_cursor_bytes,
                 "CKL_MAX_CURSOR_BYTES",
             )
-        _check_index(items_processed, "items_processed")
+        check_index(items_processed, "items_processed")
         results = None
         if accumulated_results is not None:
             results = _json_payload(
@@ -422,8 +406,8 @@ class Ledger:
 
     def find_checkpoint(self, run_id: str, batch_index: int) -> CheckpointToken | None:
         """The token of ``(run_id, batch_index)`` if that checkpoint exists (a key lookup)."""
-        _check_run_id(run_id)
-        _check_index(batch_index, "batch_index")
+        check_run_id(run_id)
+        check_index(batch_index, "batch_index")
         token = CheckpointToken.for_batch(run_id, batch_index)
         if self._get_cached(token.checkpoint_id) is not None:
             return token
@@ -456,7 +440,7 @@ class Ledger:
             if state is None:
                 raise CheckpointNotFound(f"{token} as of {as_of.isoformat()}")
             return state
-        version = _check_index(as_of, "as_of", minimum=1)
+        version = check_index(as_of, "as_of", minimum=1)
         state = self._load_from_store(token.checkpoint_id, lte=version)
         if state is None:
             raise CheckpointNotFound(str(token))
@@ -477,7 +461,13 @@ class Ledger:
         return [self._to_event(row) for row in rows]
 
     def read_log(self, after: int = 0, limit: int = 1000) -> list[tuple[int, CheckpointEvent]]:
-        """Events of all checkpoints in global order, after position ``after``."""
+        """Events of all checkpoints in global order, after position ``after``.
+
+        Raises:
+            InvalidInput: ``after`` is not an int ≥ 0, or ``limit`` not an int ≥ 1.
+        """
+        check_index(after, "after")
+        check_index(limit, "limit", minimum=1)
         notes: list[Notification] = list(
             self._store_call(
                 "read_log",
@@ -487,7 +477,15 @@ class Ledger:
         return [(n.id, self._to_event(n)) for n in notes]
 
     def token_for(self, checkpoint_id: UUID) -> CheckpointToken | None:
-        """The token of a checkpoint id (read from its ``Created`` event), or ``None``."""
+        """The token of a checkpoint id (read from its ``Created`` event), or ``None``.
+
+        Raises:
+            InvalidInput: ``checkpoint_id`` is not a UUID.
+        """
+        if not isinstance(checkpoint_id, UUID):
+            raise InvalidInput(
+                "checkpoint_id", f"expected a uuid.UUID, got {type(checkpoint_id).__name__}"
+            )
         cached = self._get_cached(checkpoint_id)
         if cached is not None:
             return cached.token

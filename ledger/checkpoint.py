@@ -23,7 +23,12 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from pydantic import BaseModel, ConfigDict
 
 from ledger._json import Cursor, JSONObject, JSONValue, same_json
-from ledger.errors import ConflictingCommand, InvalidTransition, ProgressWentBackwards
+from ledger.errors import (
+    ConflictingCommand,
+    InvalidInput,
+    InvalidTransition,
+    ProgressWentBackwards,
+)
 from ledger.events import (
     CheckpointEvent,
     Completed,
@@ -41,6 +46,8 @@ __all__ = [
     "CheckpointState",
     "CheckpointToken",
     "apply",
+    "check_index",
+    "check_run_id",
     "checkpoint_id_for",
     "decide_complete",
     "decide_fail",
@@ -53,6 +60,40 @@ CHECKPOINT_NAMESPACE = uuid5(NAMESPACE_URL, "https://checkpoint-ledger.dev/check
 """Namespace of checkpoint ids; changing it would orphan every stored checkpoint."""
 
 Transition: TypeAlias = Literal["created", "completed", "failed", "retried", "reset"]
+
+
+def check_run_id(run_id: object) -> str:
+    """The run id if it is 1 to 200 printable characters.
+
+    Raises:
+        InvalidInput: it is not.
+    """
+    if not isinstance(run_id, str):
+        raise InvalidInput("run_id", f"expected a str, got {type(run_id).__name__}")
+    if not 1 <= len(run_id) <= 200:  # noqa: PLR2004
+        raise InvalidInput("run_id", f"must be 1 to 200 characters, got {len(run_id)}")
+    if not run_id.isprintable():
+        raise InvalidInput("run_id", "must contain printable characters only")
+    return run_id
+
+
+# Every int argument ends up in a BIGINT column (the log, the views) or a SQL parameter.
+MAX_INT = 2**63 - 1
+
+
+def check_index(value: object, field: str, *, minimum: int = 0) -> int:
+    """The value if it is an int from ``minimum`` to 2**63 - 1 (a BIGINT).
+
+    Raises:
+        InvalidInput: it is not.
+    """
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInput(field, f"expected an int, got {type(value).__name__}")
+    if value < minimum:
+        raise InvalidInput(field, f"must be ≥ {minimum}, got {value}")
+    if value > MAX_INT:
+        raise InvalidInput(field, f"must be at most 2**63 - 1, got {value}")
+    return value
 
 
 @lru_cache(maxsize=65536)
@@ -72,7 +113,13 @@ class CheckpointToken(BaseModel):
 
     @classmethod
     def for_batch(cls, run_id: str, batch_index: int) -> CheckpointToken:
-        """The token of ``(run_id, batch_index)``, whether or not the checkpoint exists."""
+        """The token of ``(run_id, batch_index)``, whether or not the checkpoint exists.
+
+        Raises:
+            InvalidInput: a run id or batch index the ledger would refuse.
+        """
+        check_run_id(run_id)
+        check_index(batch_index, "batch_index")
         return cls(
             run_id=run_id,
             batch_index=batch_index,

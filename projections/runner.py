@@ -17,6 +17,7 @@ follower notifies after each commit, never on a back-off timer.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from datetime import datetime
@@ -181,6 +182,8 @@ class Projections:
         Raises:
             AwaitTimeout: the views did not get there within ``timeout`` seconds.
         """
+        _count(position, "position")
+        _seconds(timeout, "timeout")
         deadline = time.monotonic() + timeout
         pause = 0.001
         while not self.running and self.catch_up() < position:
@@ -202,6 +205,7 @@ class Projections:
 
     def sync(self, timeout: float = 5.0) -> int:
         """Read-your-writes: wait until the views include everything committed by now."""
+        _seconds(timeout, "timeout")
         target = self._store_call("read log head", self.recorder.max_notification_id) or 0
         return self.wait_for(target, timeout)
 
@@ -234,6 +238,7 @@ class Projections:
 
     def current(self, token: CheckpointToken) -> CheckpointSummary | None:
         """The checkpoint's row in the cursor view, or ``None`` if the views have not seen it."""
+        _token(token)
         rows = self._query(
             "SELECT checkpoint_id, run_id, batch_index, total_batches, status, attempt, cursor,"
             " items_processed, accumulated_results, yields, version, created_at, updated_at,"
@@ -244,6 +249,7 @@ class Projections:
 
     def checkpoints(self, run_id: str) -> list[CheckpointSummary]:
         """Every checkpoint of a run, by batch index."""
+        _run_id(run_id)
         rows = self._query(
             "SELECT checkpoint_id, run_id, batch_index, total_batches, status, attempt, cursor,"
             " items_processed, accumulated_results, yields, version, created_at, updated_at,"
@@ -254,6 +260,7 @@ class Projections:
 
     def pending_checkpoints(self, run_id: str) -> list[CheckpointToken]:
         """Tokens of the run's checkpoints created and not settled (status open)."""
+        _run_id(run_id)
         rows = self._query(
             "SELECT batch_index, checkpoint_id FROM ckl_view_cursor"
             " WHERE run_id = %s AND status = 'open' ORDER BY batch_index",
@@ -266,6 +273,7 @@ class Projections:
 
     def progress(self, run_id: str) -> RunProgress:
         """Completed / total batches of a run (completions are durable by construction)."""
+        _run_id(run_id)
         rows = self._query(
             "SELECT status, count(*), max(total_batches) FROM ckl_view_cursor"
             " WHERE run_id = %s GROUP BY status",
@@ -284,7 +292,7 @@ class Projections:
 
     def history(self, token: CheckpointToken) -> History:
         """The bounded history of a checkpoint: its last ``history_size`` yields."""
-        oid = str(token.checkpoint_id)
+        oid = str(_token(token).checkpoint_id)
         total = self._query("SELECT yields FROM ckl_view_cursor WHERE checkpoint_id = %s", (oid,))
         rows = self._query(
             "SELECT seq, attempt, cursor, items_processed, at, position FROM ckl_view_history"
@@ -318,6 +326,7 @@ class Projections:
         limit: int | None = None,
     ) -> list[FailureRecord]:
         """The failure audit, oldest first, filtered by any of run, time, type and kind."""
+        _check_filters(run_id, error_type, transient, limit)
         where: list[str] = ["1 = 1"]
         params: list[object] = []
         if run_id is not None:
@@ -371,6 +380,10 @@ class Projections:
         limit: int | None = None,
     ) -> list[TimelineEntry]:
         """Every event of a run in global order (after a position, up to a moment)."""
+        _run_id(run_id)
+        _count(after, "after")
+        if limit is not None:
+            _count(limit, "limit")
         sql = (
             f"SELECT t.position, t.at, t.batch_index, t.version, e.topic, e.state,"
             f" e.originator_id FROM ckl_view_timeline t JOIN {EVENTS_TABLE} e"
@@ -402,6 +415,8 @@ class Projections:
 
     def run_state_as_of(self, run_id: str, moment: datetime) -> dict[int, CheckpointState]:
         """Each batch's state at ``moment``, by replaying the run's timeline up to it."""
+        _run_id(run_id)
+        _aware(moment, "moment")
         states: dict[int, CheckpointState] = {}
         for entry in self.timeline(run_id, until=moment):
             states[entry.batch_index] = apply(states.get(entry.batch_index), entry.event)
@@ -498,6 +513,54 @@ class Projections:
 
 def _nothing() -> None:
     """The remover of a watch never taken."""
+
+
+_MAX_INT = 2**63 - 1  # positions, counts and limits are BIGINT parameters
+
+
+def _count(value: object, field: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _MAX_INT:
+        raise InvalidInput(field, f"must be an int from 0 to 2**63 - 1, got {value!r}")
+    return value
+
+
+def _seconds(value: object, field: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < math.inf:
+        raise InvalidInput(field, f"must be a finite number of seconds ≥ 0, got {value!r}")
+    return value
+
+
+def _text(value: object, field: str) -> str:
+    if not isinstance(value, str):
+        raise InvalidInput(field, f"expected a str, got {type(value).__name__}")
+    if "\x00" in value or value.encode("utf-8", "replace").decode() != value:
+        raise InvalidInput(field, "must be valid unicode without NUL characters")
+    return value
+
+
+def _run_id(value: object) -> str:
+    # The ledger's rule for run ids: a query for a run that cannot exist is a mistake.
+    text = _text(value, "run_id")
+    if not 1 <= len(text) <= 200 or not text.isprintable():  # noqa: PLR2004
+        raise InvalidInput("run_id", "must be 1 to 200 printable characters")
+    return text
+
+
+def _check_filters(run_id: object, error_type: object, transient: object, limit: object) -> None:
+    if run_id is not None:
+        _run_id(run_id)
+    if error_type is not None:
+        _text(error_type, "error_type")
+    if transient is not None and not isinstance(transient, bool):
+        raise InvalidInput("transient", f"expected a bool or None, got {transient!r}")
+    if limit is not None:
+        _count(limit, "limit")
+
+
+def _token(value: object) -> CheckpointToken:
+    if not isinstance(value, CheckpointToken):
+        raise InvalidInput("token", f"expected a CheckpointToken, got {type(value).__name__}")
+    return value
 
 
 def _aware(moment: datetime, field: str) -> datetime:

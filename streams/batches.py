@@ -11,6 +11,8 @@ cursor); a permanent one is recorded and stops the run: later batches are not st
 from __future__ import annotations
 
 import logging
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Generic, TypeVar
 
@@ -27,7 +29,7 @@ from ledger import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable
 
     from streams.coordinator import Coordinator
 
@@ -139,10 +141,9 @@ def run_batches(
     Raises:
         CheckpointFailedError: a batch failed permanently, or transiently ``max_attempts``
             times; its error is the ``__cause__`` when it happened in this call.
-        InvalidInput: bad arguments.
+        InvalidInput: bad arguments (checked before anything is written).
     """
-    if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
-        raise InvalidInput("max_attempts", f"must be an int ≥ 1, got {max_attempts!r}")
+    _check_arguments(batches, process, transient, max_attempts, on_progress, confirm_timeout)
     total = len(batches)
     results: list[JSONValue] = []
     for index, batch in enumerate(batches):
@@ -195,6 +196,37 @@ def _run_one(  # noqa: PLR0917
             continue
         coordinator.complete_checkpoint(token, result)
         return
+
+
+def _check_arguments(  # noqa: PLR0917
+    batches: object,
+    process: object,
+    transient: object,
+    max_attempts: object,
+    on_progress: object,
+    confirm_timeout: object,
+) -> None:
+    """Refuse bad arguments before anything is written."""
+    if not isinstance(batches, Sequence) or isinstance(batches, str | bytes):
+        raise InvalidInput("batches", f"expected a sequence, got {type(batches).__name__}")
+    if not callable(process):
+        raise InvalidInput("process", f"expected a callable, got {type(process).__name__}")
+    if not isinstance(transient, tuple) or not all(
+        isinstance(t, type) and issubclass(t, BaseException) for t in transient
+    ):
+        raise InvalidInput("transient", "expected a tuple of exception classes")
+    if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
+        raise InvalidInput("max_attempts", f"must be an int ≥ 1, got {max_attempts!r}")
+    if on_progress is not None and not callable(on_progress):
+        raise InvalidInput("on_progress", "expected a callable or None")
+    if (
+        isinstance(confirm_timeout, bool)
+        or not isinstance(confirm_timeout, int | float)
+        or not 0 <= confirm_timeout < math.inf
+    ):
+        raise InvalidInput(
+            "confirm_timeout", f"must be a finite number of seconds ≥ 0, got {confirm_timeout!r}"
+        )
 
 
 def _worth_retrying(state: CheckpointState, max_attempts: int) -> bool:

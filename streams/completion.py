@@ -25,6 +25,7 @@ from ledger import (
     AwaitTimeout,
     CheckpointFailedError,
     CheckpointState,
+    CheckpointToken,
     InvalidInput,
     JSONValue,
     LedgerError,
@@ -35,7 +36,7 @@ from ledger import (
 if TYPE_CHECKING:
     from reactivex import Observable, abc
 
-    from ledger import CheckpointToken, Ledger
+    from ledger import Ledger
 
 __all__ = ["await_checkpoint", "await_checkpoint_async", "completion"]
 
@@ -113,7 +114,12 @@ def completion(ledger: Ledger, token: CheckpointToken) -> Observable[JSONValue]:
     Errors:
         CheckpointFailedError: the checkpoint failed (or had failed before the subscription).
         CheckpointNotFound: the checkpoint does not exist.
+
+    Raises:
+        InvalidInput: ``token`` is not a ``CheckpointToken`` (at once, not through the stream).
     """
+    if not isinstance(token, CheckpointToken):
+        raise InvalidInput("token", f"expected a CheckpointToken, got {type(token).__name__}")
 
     def subscribe(
         observer: abc.ObserverBase[JSONValue], _scheduler: abc.SchedulerBase | None = None
@@ -151,7 +157,9 @@ def completion(ledger: Ledger, token: CheckpointToken) -> Observable[JSONValue]:
 
 
 def _check_timeout(timeout: float | None) -> None:
-    if timeout is not None and (isinstance(timeout, bool) or not timeout >= 0):
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout >= 0
+    ):
         raise InvalidInput("timeout", f"must be seconds ≥ 0 or None, got {timeout!r}")
 
 

@@ -14,7 +14,10 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
+from rich.markup import escape
+
 from ledger import CheckpointState, CheckpointToken, InvalidTransition
+from ledger.checkpoint import check_run_id
 from projections import Projections
 from streams._cli_format import failures_table, settled_summary, timeline_steps, timeline_table
 
@@ -87,10 +90,14 @@ def run_demo(
     ledger: Ledger, run_id: str, *, items_per_batch: int, chunk: int, console: Console
 ) -> list[CheckpointState]:
     """Run (or resume) the demo job on ``ledger``; returns each batch's final state."""
+    # Checked before anything is printed: a run id from argv may hold undecodable bytes, and
+    # one with square brackets would otherwise be read as rich markup.
+    check_run_id(run_id)
     if items_per_batch < 1 or chunk < 1:
         raise InvalidTransition(run_id, "not started", "demo", "items and chunk must be ≥ 1")
+    shown = escape(run_id)
     console.print(
-        f"[bold]checkpoint-ledger demo[/bold]  run [cyan]{run_id}[/cyan]  "
+        f"[bold]checkpoint-ledger demo[/bold]  run [cyan]{shown}[/cyan]  "
         f"store {ledger.store_display}"
     )
     events_before = ledger.count_events()
@@ -103,7 +110,7 @@ def run_demo(
             total_batches=BATCHES,
             metadata={"source": "demo", "total_items": items_per_batch},
         )
-        console.print(f"[bold]batch {batch}[/bold]  created ({token})")
+        console.print(f"[bold]batch {batch}[/bold]  created ({escape(str(token))})")
         fail_at = items_per_batch // 2 if batch == 1 else None
         state = _process_batch(
             ledger, token, items=items_per_batch, chunk=chunk, console=console, fail_at=fail_at
@@ -122,7 +129,7 @@ def run_demo(
     written = ledger.count_events() - events_before
     console.print(
         f"[bold]done[/bold]: {completed}/{BATCHES} batches completed, {written} events appended. "
-        f"Inspect one with: ckl show {run_id} 1"
+        f"Inspect one with: ckl show {shown} 1"
     )
     return finals
 
@@ -138,14 +145,15 @@ def replay_and_audit(ledger: Ledger, run_id: str, *, console: Console) -> None:
     console.print(
         timeline_table(
             steps,
-            title=f"[bold]replay[/bold] (ckl replay {run_id}): {len(steps)} events, "
+            title=f"[bold]replay[/bold] (ckl replay {escape(run_id)}): {len(steps)} events, "
             f"{settled_summary(states.values())}",
         )
     )
     console.print(
         failures_table(
             failures,
-            title=f"[bold]audit[/bold] (ckl audit --run {run_id}): {len(failures)} failure(s)",
+            title=f"[bold]audit[/bold] (ckl audit --run {escape(run_id)}): "
+            f"{len(failures)} failure(s)",
             show_run=False,
         )
     )

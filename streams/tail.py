@@ -62,8 +62,11 @@ def run_stream(
     resumes from its last position).
 
     Raises:
-        InvalidInput: ``after`` or ``batch_size`` is not a valid int.
+        InvalidInput: ``run_id`` is not a str or None, or ``after`` or ``batch_size`` is not a
+            valid int.
     """
+    if run_id is not None and not isinstance(run_id, str):
+        raise InvalidInput("run_id", f"expected a str or None, got {type(run_id).__name__}")
     if isinstance(after, bool) or not isinstance(after, int) or after < 0:
         raise InvalidInput("after", f"must be a position ≥ 0, got {after!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
