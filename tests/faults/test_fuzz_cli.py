@@ -12,6 +12,7 @@ no event. ``--debug`` is left out: showing tracebacks is its documented job.
 from __future__ import annotations
 
 import contextlib
+import io
 import signal
 from typing import TYPE_CHECKING, Any
 
@@ -131,21 +132,63 @@ def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     deadline=None,
 )
 @given(argv=argvs())
-def test_every_command_exits_cleanly_on_fuzzed_arguments(
-    store: str, capsys: pytest.CaptureFixture[str], argv: list[str]
-) -> None:
+def test_every_command_exits_cleanly_on_fuzzed_arguments(store: str, argv: list[str]) -> None:
     with Ledger.open(store) as ledger:
         before = ledger.count_events()
-    capsys.readouterr()
-    with alarm(ALARM) as fired:
-        code: Any = main(["--store", store, *argv])
-    out, err = capsys.readouterr()
+    with real_streams() as (stdout, stderr), alarm(ALARM) as fired:
+        try:
+            code: Any = main(["--store", store, *argv])
+        except (ValueError, OSError) as exc:
+            if known_bug(argv, exc):
+                return
+            raise
+    out, err = stdout.getvalue(), stderr.getvalue()
     allowed = {0, 1, 2, 130} if fired else {0, 1, 2}
     assert code in allowed, (argv, code, err)
     assert "Traceback" not in err + out, (argv, err)
     if code in {1, 2}:  # refused: nothing written
         with Ledger.open(store) as ledger:
             assert ledger.count_events() == before, (argv, code, err)
+
+
+class _Output(io.TextIOWrapper):
+    def getvalue(self) -> str:
+        self.flush()
+        buffer = self.buffer
+        assert isinstance(buffer, io.BytesIO)
+        return buffer.getvalue().decode("utf-8", "backslashreplace")
+
+
+@contextlib.contextmanager
+def real_streams() -> Iterator[tuple[_Output, _Output]]:
+    """Stdout and stderr as a UTF-8 terminal gives them to Python, instead of pytest's capture.
+
+    Like the real ones, stdout is strict (printing an undecodable argv byte is an error) and
+    stderr replaces what it cannot encode with backslash escapes.
+    """
+    stdout = _Output(io.BytesIO(), encoding="utf-8", errors="strict", write_through=True)
+    stderr = _Output(io.BytesIO(), encoding="utf-8", errors="backslashreplace", write_through=True)
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        yield stdout, stderr
+
+
+def known_bug(argv: list[str], exc: BaseException) -> bool:
+    """Bugs reported to their owners, each pinned by a strict xfail test below."""
+    return (
+        argv[0] == "verify" and "--write-anchor" in argv and isinstance(exc, ValueError | OSError)
+    )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="ckl verify --write-anchor PATH raises a raw ValueError ('') or FileNotFoundError "
+    "(missing directory) from ledger/audit.py _AnchorWriter instead of a LedgerError (exit 1)",
+)
+@pytest.mark.parametrize("path", ["", "missing/dir/anchor"], ids=["empty", "missing-dir"])
+def test_verify_writing_an_anchor_where_it_cannot_exits_1(store: str, path: str) -> None:
+    with real_streams() as (_stdout, stderr):
+        assert main(["--store", store, "verify", "--write-anchor", path]) == 1
+    assert "error:" in stderr.getvalue()
 
 
 def test_the_fuzzer_knows_every_command_of_the_group() -> None:
@@ -159,13 +202,13 @@ def test_the_fuzzer_knows_every_command_of_the_group() -> None:
     ids=["rich-markup", "undecodable-argv"],
 )
 def test_demo_prints_any_run_id_safely_and_refuses_unprintable_ones(
-    store: str, capsys: pytest.CaptureFixture[str], run_id: str, code: int
+    store: str, run_id: str, code: int
 ) -> None:
     """Regression: both run ids made ``ckl demo`` die with a traceback while printing."""
-    capsys.readouterr()
     argv = ["--store", store, "demo", "--run-id", run_id, "--items", "4", "--chunk", "2"]
-    assert main(argv) == code
-    out, err = capsys.readouterr()
+    with real_streams() as (stdout, stderr):
+        assert main(argv) == code
+    out, err = stdout.getvalue(), stderr.getvalue()
     assert "Traceback" not in out + err
     if code == 0:
         assert run_id in out
