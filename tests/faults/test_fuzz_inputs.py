@@ -212,6 +212,12 @@ def _ledger_calls() -> dict[str, tuple[int, Call]]:
             ),
         ),
         "Ledger.open": (0, lambda _e, d: _open_and_close(d.draw(EVIL))),
+        "LedgerSettings.from_env": (
+            0,
+            lambda _e, d: LedgerSettings.from_env(
+                **{d.draw(st.sampled_from(sorted(LedgerSettings.model_fields))): d.draw(EVIL)}
+            ),
+        ),
     }
 
 
