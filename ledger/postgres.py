@@ -11,13 +11,15 @@ never changes again, and reading "after my position" never passes an event that 
 The argument in full, and its one cost (an open transaction holds the horizon back), is in
 ``docs/architecture.md``.
 
-An append is one statement in autocommit mode, so one round trip, commit included; the same
-statement sends the ``NOTIFY`` that live readers listen for.
+An append is one statement in autocommit mode, so one round trip, commit included. The
+``NOTIFY`` that other processes' readers listen for is sent afterwards, outside the append's
+transaction, by a notifier thread (:class:`_Notifier` says why).
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Literal
@@ -52,6 +54,8 @@ if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
 
     from ledger.settings import LedgerSettings
+
+log = logging.getLogger("ledger.postgres")
 
 __all__ = [
     "MAX_EVENTS_PER_TRANSACTION",
@@ -225,22 +229,23 @@ def _translate(exc: psycopg.Error) -> PersistenceError:
     return PersistenceError(detail)
 
 
-def _append_sql(channel: str) -> tuple[str, str]:
+def _append_sql() -> tuple[str, str]:
     """The two append statements: one event (scalars), several (``unnest`` of arrays).
 
     Each row's position is ``block.last + ordinal``: ``block.base`` is the transaction's own
     range (``xid * 65536``), and ``block.last`` the highest position the transaction already
     used in it (an index probe, normally empty: an append is one autocommit statement, but a
     transaction that appended before keeps its positions unique). Ordinals follow the input
-    order. The ``CHECK`` on the table refuses a position past the transaction's range. The
-    subquery also sends the ``NOTIFY``, delivered at commit. One event binds scalars, because
-    adapting and unnesting one-element arrays measured ~90 µs per append.
+    order. The ``CHECK`` on the table refuses a position past the transaction's range. One
+    event binds scalars, because adapting and unnesting one-element arrays measured ~90 µs per
+    append. No ``NOTIFY`` here: PostgreSQL serialises the commits of every transaction that
+    notifies (one lock held through the commit's WAL flush), which would undo what dropping
+    the append lock gains; :class:`_Notifier` sends it afterwards instead.
     """
     block = (
         "(SELECT coalesce((SELECT max(notification_id) FROM "
         f"{EVENTS_TABLE} WHERE notification_id > x.base "
-        f"AND notification_id < x.base + {POSITIONS_PER_TRANSACTION}), x.base) AS last, "
-        f"pg_notify('{channel}', '') "
+        f"AND notification_id < x.base + {POSITIONS_PER_TRANSACTION}), x.base) AS last "
         f"FROM (SELECT {_XID} * {POSITIONS_PER_TRANSACTION} AS base) AS x) AS block"
     )
     columns = "notification_id, originator_id, originator_version, topic, state, event_hash"
@@ -361,6 +366,74 @@ class PostgresListener:
         self._conn.close()
 
 
+_NOTIFY = f"SELECT pg_notify('{EVENTS_TABLE}', '')"  # the channel LISTENed to: the table name
+
+
+class _Notifier:
+    """Announces appends to other processes' listeners: a ``NOTIFY`` after the commit.
+
+    A thread of its own sends ``SELECT pg_notify('ckl_events', '')`` on a connection of its own, in
+    autocommit with ``synchronous_commit = off``: PostgreSQL holds one lock from a notifying
+    transaction's pre-commit through its commit, so a notify inside the append would make
+    concurrent appends commit (and wait for their WAL flush) one at a time. Here the writer
+    never waits, and pokes that arrive while a notify is being sent are merged into the next
+    one, so a burst of appends costs a few notifies. A wake-up carries no data and readers read
+    from their own position, so merging loses nothing; a notify lost with the connection (or
+    the server) only delays other processes until their next poll (``ledger.watch``).
+    """
+
+    def __init__(self, url: str, connect_kwargs: dict[str, Any]) -> None:
+        self._url = url
+        self._connect_kwargs = {**connect_kwargs, "options": "-c synchronous_commit=off"}
+        self._wake = threading.Event()
+        self._poked = False
+        self._stop = False
+        self._thread: threading.Thread | None = None
+        self._guard = threading.Lock()
+
+    def poke(self) -> None:
+        """Ask for one notify after now (starts the thread on first use)."""
+        if self._thread is None:
+            with self._guard:
+                if self._thread is None and not self._stop:
+                    self._thread = threading.Thread(
+                        target=self._run, name="ckl-notify", daemon=True
+                    )
+                    self._thread.start()
+        self._poked = True  # before the event: the thread reads it after clearing the event
+        self._wake.set()
+
+    def _run(self) -> None:
+        conn: psycopg.Connection[Any] | None = None
+        while True:
+            self._wake.wait()
+            self._wake.clear()  # pokes from now on ask for the next notify
+            poked, self._poked = self._poked, False
+            if poked:  # also on the way out: appends made just before close() are announced
+                try:
+                    if conn is None or conn.closed:
+                        conn = psycopg.connect(self._url, **self._connect_kwargs)
+                    conn.execute(_NOTIFY)
+                except psycopg.Error as exc:
+                    log.debug("notify failed (%s); listeners fall back to polling", exc)
+                    if conn is not None:
+                        conn.close()
+                    conn = None
+            if self._stop:
+                break
+        if conn is not None:
+            conn.close()
+
+    def close(self) -> None:
+        """Send the notify still owed, stop the thread and close its connection."""
+        with self._guard:
+            self._stop = True
+            thread = self._thread
+        self._wake.set()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=10)
+
+
 class PostgresLedgerRecorder(LedgerRecorder):
     """The ledger's event and snapshot tables in one PostgreSQL database."""
 
@@ -385,7 +458,8 @@ class PostgresLedgerRecorder(LedgerRecorder):
         self._closed = False
         # Plain strings built once (our own identifiers and constants): no SQL composition per
         # call. Both append statements live here, side by side; see _append_sql.
-        self._insert_one, self._insert_many = _append_sql(self.channel)
+        self._insert_one, self._insert_many = _append_sql()
+        self._notifier = _Notifier(self.store.url, self._connect_kwargs)
         # Connect once now: a clear error at open, not at the first command.
         with self._conn():
             pass
@@ -489,6 +563,7 @@ class PostgresLedgerRecorder(LedgerRecorder):
                 if exc.sqlstate == _GAP_SQLSTATE:
                     raise IntegrityError(exc.diag.message_primary or str(exc)) from exc
                 raise
+        self._notifier.poke()
         # Ordinals follow the input order, so sorting restores it whatever RETURNING's order.
         return sorted(int(r[0]) for r in rows)
 
@@ -685,3 +760,4 @@ class PostgresLedgerRecorder(LedgerRecorder):
             idle, self._idle = self._idle, []
         for conn in idle:
             conn.close()
+        self._notifier.close()
