@@ -38,6 +38,7 @@ from eventsourcing.persistence import (
 )
 from pydantic import BaseModel, ConfigDict
 
+from ledger._files import output_path, writing
 from ledger.audit import key_param, run_checkpoint_ids, select_chain
 from ledger.chain import ChainHead, ChainRow, walk_chain
 from ledger.checkpoint import apply
@@ -182,19 +183,21 @@ def export_run(ledger: Ledger, run_id: str, path: str | os.PathLike[str]) -> Arc
     their hashes is not exported (run ``ckl verify`` to see why).
 
     Raises:
-        InvalidInput: bad run id.
+        InvalidInput: bad run id, or ``path`` cannot be written (checked before the store is
+            read; :class:`~ledger.errors.FileNotWritable` if a write fails later).
         CheckpointNotFound: the store has no checkpoint of the run.
         ArchiveError: the run's hash chains are broken.
         StoreUnavailable: the store cannot be read.
     """
     _check_run_id(run_id)
-    target = Path(path)
+    target = output_path(path, "path")
     tmp = target.with_name(target.name + ".tmp")
     body = target.with_name(target.name + ".body")
     heads: dict[str, ChainHead] = {}
     events = 0
     try:
         with (
+            writing(target, "path"),
             store_errors(ledger, "export"),
             body.open("wb") as out,
             ledger.recorder.transaction(readonly=True) as tx,
@@ -231,7 +234,7 @@ def export_run(ledger: Ledger, run_id: str, path: str | os.PathLike[str]) -> Arc
             "created_at": datetime.now(UTC).isoformat(),
         }
         digest = hashlib.sha256()
-        with tmp.open("wb") as out, body.open("rb") as events_in:
+        with writing(target, "path"), tmp.open("wb") as out, body.open("rb") as events_in:
             first = json.dumps(header, separators=(",", ":")).encode() + b"\n"
             digest.update(first)
             out.write(first)
@@ -240,7 +243,8 @@ def export_run(ledger: Ledger, run_id: str, path: str | os.PathLike[str]) -> Arc
                 out.write(block)
             out.flush()
             os.fsync(out.fileno())
-        tmp.replace(target)
+        with writing(target, "path"):
+            tmp.replace(target)
     finally:
         body.unlink(missing_ok=True)
         tmp.unlink(missing_ok=True)

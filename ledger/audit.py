@@ -17,6 +17,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ledger._files import output_path, writing
 from ledger.chain import ChainHead, ChainProblem, ChainRow, walk_chain
 from ledger.errors import InvalidInput
 from ledger.store import ARCHIVES_TABLE, EVENTS_TABLE
@@ -236,19 +237,22 @@ class _Pins:
 class _AnchorWriter:
     """Streams the heads to ``path`` + ``.tmp``; renamed into place only when complete."""
 
-    def __init__(self, path: str | os.PathLike[str], header: dict[str, str | None]) -> None:
-        self.path = Path(path)
+    def __init__(self, path: Path, header: dict[str, str | None]) -> None:
+        self.path = path
         self.tmp = self.path.with_name(self.path.name + ".tmp")
-        self.out = self.tmp.open("w", encoding="utf-8")
-        self.out.write(json.dumps({"format": ANCHOR_FORMAT, **header}) + "\n")
+        with writing(self.path, "write_anchor"):
+            self.out = self.tmp.open("w", encoding="utf-8")
+            self.out.write(json.dumps({"format": ANCHOR_FORMAT, **header}) + "\n")
 
     def add(self, oid: str, head: ChainHead) -> None:
         entry = {"checkpoint_id": oid, "version": head.version, "hash": head.hash}
-        self.out.write(json.dumps(entry) + "\n")
+        with writing(self.path, "write_anchor"):
+            self.out.write(json.dumps(entry) + "\n")
 
     def finish(self) -> None:
-        self.out.close()
-        self.tmp.replace(self.path)
+        with writing(self.path, "write_anchor"):
+            self.out.close()
+            self.tmp.replace(self.path)
 
     def abandon(self) -> None:
         if not self.out.closed:
@@ -272,11 +276,14 @@ def verify_chains(
     verification to compare against (written for the same scope: a run, or the whole store).
 
     Raises:
-        InvalidInput: the anchor file cannot be read.
+        InvalidInput: the anchor file cannot be read, or ``write_anchor`` cannot be written
+            (checked before the store is read; :class:`~ledger.errors.FileNotWritable` if a
+            write fails later, with the partial file removed).
         StoreUnavailable: the store cannot be read.
     """
     from ledger.archive import store_errors  # noqa: PLC0415  (archive imports this module)
 
+    anchor_target = None if write_anchor is None else output_path(write_anchor, "write_anchor")
     anchor_run, anchored = load_anchor(anchor) if anchor is not None else (None, {})
     pins = _Pins(anchored)
     problems: list[ChainProblem] = []
@@ -284,13 +291,13 @@ def verify_chains(
     checkpoints = events = 0
     seen: set[str] = set()
     writer = None
-    if write_anchor is not None:
+    if anchor_target is not None:
         header = {
             "run_id": run_id,
             "store": ledger.store_display,
             "written_at": datetime.now(UTC).isoformat(),
         }
-        writer = _AnchorWriter(write_anchor, header)
+        writer = _AnchorWriter(anchor_target, header)
     try:
         with store_errors(ledger, "verify"):
             recorder = ledger.recorder

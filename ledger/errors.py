@@ -35,6 +35,7 @@ __all__ = [
     "CheckpointFailedError",
     "CheckpointNotFound",
     "ConflictingCommand",
+    "FileNotWritable",
     "ImportConflict",
     "InvalidInput",
     "InvalidStoreURL",
@@ -67,6 +68,22 @@ class InvalidInput(LedgerError, ValueError):
 
     def __reduce__(self) -> tuple[type[Self], tuple[str, str]]:
         return type(self), (self.field, self.reason)
+
+
+class FileNotWritable(InvalidInput):
+    """A file (an archive, an anchor) could not be written; its partial copy was removed.
+
+    Attributes:
+        path: the file.
+        cause: the operating system's reason (``Permission denied``, ``No space left``…).
+    """
+
+    def __init__(self, field: str, path: str, cause: str) -> None:
+        super().__init__(field, f"cannot write {path!r}: {cause}")
+        self.path, self.cause = path, cause
+
+    def __reduce__(self) -> tuple[type[Self], tuple[str, str, str]]:  # type: ignore[override]
+        return type(self), (self.field, self.path, self.cause)
 
 
 class PayloadTooLarge(InvalidInput):

@@ -136,12 +136,7 @@ def test_every_command_exits_cleanly_on_fuzzed_arguments(store: str, argv: list[
     with Ledger.open(store) as ledger:
         before = ledger.count_events()
     with real_streams() as (stdout, stderr), alarm(ALARM) as fired:
-        try:
-            code: Any = main(["--store", store, *argv])
-        except (ValueError, OSError) as exc:
-            if known_bug(argv, exc):
-                return
-            raise
+        code: Any = main(["--store", store, *argv])
     out, err = stdout.getvalue(), stderr.getvalue()
     allowed = {0, 1, 2, 130} if fired else {0, 1, 2}
     assert code in allowed, (argv, code, err)
@@ -172,16 +167,8 @@ def real_streams() -> Iterator[tuple[_Output, _Output]]:
         yield stdout, stderr
 
 
-def known_bug(argv: list[str], exc: BaseException) -> bool:
-    """Bugs reported to their owners, each pinned by a strict xfail test below."""
-    return argv[0] in {"verify", "export", "archive"} and isinstance(exc, ValueError | OSError)
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="ckl verify --write-anchor PATH raises a raw ValueError ('') or FileNotFoundError "
-    "(missing directory) from ledger/audit.py _AnchorWriter instead of a LedgerError (exit 1)",
-)
+# Regressions: an empty path or a missing directory used to escape as a raw ValueError or
+# FileNotFoundError; now a typed InvalidInput, checked before the store is read.
 @pytest.mark.parametrize("path", ["", "missing/dir/anchor"], ids=["empty", "missing-dir"])
 def test_verify_writing_an_anchor_where_it_cannot_exits_1(store: str, path: str) -> None:
     with real_streams() as (_stdout, stderr):
@@ -189,11 +176,6 @@ def test_verify_writing_an_anchor_where_it_cannot_exits_1(store: str, path: str)
     assert "error:" in stderr.getvalue()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ckl export/archive RUN FILE raise a raw ValueError ('') or FileNotFoundError "
-    "(missing directory) from ledger/archive.py instead of a LedgerError (exit 1)",
-)
 @pytest.mark.parametrize("command", ["export", "archive"])
 @pytest.mark.parametrize("path", ["", "missing/dir/run.jsonl"], ids=["empty", "missing-dir"])
 def test_export_and_archive_to_a_file_they_cannot_write_exit_1(
