@@ -21,6 +21,9 @@ __all__ = ["DEFAULT_STORE", "ENV_PREFIX", "LedgerSettings"]
 ENV_PREFIX = "CKL_"
 DEFAULT_STORE = "sqlite:///checkpoints.db"
 KIB = 1024
+# Waits are bounded: a thread cannot sleep longer than the platform's time_t allows, and an
+# hour between polls or retries is already a mistake.
+_LONGEST_WAIT = 3600.0
 
 
 class LedgerSettings(BaseModel):
@@ -81,11 +84,15 @@ class LedgerSettings(BaseModel):
         description="Retries of a command when the store is unreachable, before StoreUnavailable.",
     )
     store_retry_delay: float = Field(
-        default=0.2, ge=0, description="Seconds before the first store retry (doubles each time)."
+        default=0.2,
+        ge=0,
+        le=_LONGEST_WAIT,
+        description="Seconds before the first store retry (doubles each time).",
     )
     poll_interval: float = Field(
         default=0.5,
         gt=0,
+        le=_LONGEST_WAIT,
         description=(
             "Seconds between checks for other processes' appends, for readers following the log "
             "(SQLite; on PostgreSQL LISTEN/NOTIFY wakes them at once and this is a safety net)."
@@ -93,7 +100,10 @@ class LedgerSettings(BaseModel):
     )
     pool_size: int = Field(default=4, gt=0, description="PostgreSQL connections kept open.")
     connect_timeout: float = Field(
-        default=5.0, gt=0, description="Seconds to wait for a store connection."
+        default=5.0,
+        gt=0,
+        le=_LONGEST_WAIT,
+        description="Seconds to wait for a store connection.",
     )
 
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:

@@ -439,3 +439,12 @@ def test_streams_refuse_bad_arguments_before_writing_anything() -> None:
                 call()
             assert isinstance(caught.value, ValueError), caught.value  # InvalidInput
         assert ledger.count_events() == before
+
+
+@pytest.mark.parametrize("name", ["poll_interval", "store_retry_delay", "connect_timeout"])
+def test_waits_longer_than_an_hour_are_refused(name: str) -> None:
+    """Regression: ``ckl project --poll-interval 1e300`` killed the follower threads."""
+    with pytest.raises(LedgerError) as caught:
+        LedgerSettings.from_env(**{name: 1e300})
+    assert name in str(caught.value)
+    assert LedgerSettings.from_env(**{name: 3600}) is not None
