@@ -102,8 +102,12 @@ def alarm(seconds: float) -> Iterator[list[bool]]:
     fired: list[bool] = []
 
     def on_alarm(signum: int, frame: FrameType | None) -> None:
-        fired.append(True)
-        _on_alarm(signum, frame)
+        # Interrupt only a running `main`: once it has returned, an interrupt would stop pytest.
+        while frame is not None:
+            if frame.f_code is main.__code__:
+                fired.append(True)
+                _on_alarm(signum, frame)
+            frame = frame.f_back
 
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGALRM, signal.SIGTERM)}
     signal.signal(signal.SIGALRM, on_alarm)
