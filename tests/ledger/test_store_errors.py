@@ -125,6 +125,7 @@ _SAMPLES: dict[str, LedgerError] = {
     "RunArchived": ledger.errors.RunArchived("r"),
     "RunNotFinished": ledger.errors.RunNotFinished("r", 2),
     "TamperDetected": ledger.errors.TamperDetected("run 'r'", 2),
+    "FileNotWritable": ledger.errors.FileNotWritable("path", "out/r.jsonl", "No space left"),
 }
 
 
