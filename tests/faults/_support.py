@@ -11,16 +11,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import queue
-import subprocess
 import sys
-import threading
-import time
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from ledger import Yielded
+from tests.streams._support import Worker
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -60,110 +57,10 @@ def percentile(values: list[float], fraction: float) -> float:
 # ------------------------------------------------------------------------------ processes
 
 
-def worker_env() -> dict[str, str]:
-    """A copy of the environment for workers: the repository importable, no ``CKL_*``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CKL_")}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    return env
-
-
-class FaultWorker:
+class FaultWorker(Worker):
     """One ``python -m tests.faults._fault_worker`` process; its JSON stdout lines on a queue."""
 
-    def __init__(self, *argv: str) -> None:
-        """Start the worker with ``argv``."""
-        self.argv = argv
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.faults._fault_worker", *argv],
-            cwd=ROOT,
-            env=worker_env(),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.lines: queue.Queue[dict[str, Any] | None] = queue.Queue()
-        self.reports: list[dict[str, Any]] = []
-        self._stderr: list[str] = []
-        self._readers = [
-            threading.Thread(target=self._read_stdout, name="test-fault-stdout", daemon=True),
-            threading.Thread(target=self._read_stderr, name="test-fault-stderr", daemon=True),
-        ]
-        for reader in self._readers:
-            reader.start()
-
-    def _read_stdout(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            try:
-                report = json.loads(line)
-            except ValueError:
-                report = None
-            self.lines.put(report if isinstance(report, dict) else {"text": line})
-        self.lines.put(None)
-
-    def _read_stderr(self) -> None:
-        assert self.proc.stderr is not None
-        self._stderr.extend(self.proc.stderr)
-
-    @property
-    def stderr(self) -> str:
-        """What the worker wrote on stderr so far."""
-        return "".join(self._stderr)
-
-    def wait_for(self, key: str, timeout: float) -> Any:
-        """Read reports until one has ``key``; its value. Fails at EOF or the deadline."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                report = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                msg = f"worker {self.argv[0]} sent no {key!r} within {timeout}s:\n{self.stderr}"
-                raise AssertionError(msg) from None
-            if report is None:
-                self.lines.put(None)
-                self.proc.wait(timeout=10)
-                msg = f"worker exited {self.proc.returncode} before {key!r}:\n{self.stderr}"
-                raise AssertionError(msg)
-            self.reports.append(report)
-            if key in report:
-                return report[key]
-
-    def say(self, line: str) -> None:
-        """Write one line on the worker's stdin (the start barrier, or ``stop``)."""
-        assert self.proc.stdin is not None
-        with contextlib.suppress(BrokenPipeError):
-            self.proc.stdin.write(line + "\n")
-            self.proc.stdin.flush()
-
-    def finish(self, timeout: float) -> int:
-        """Wait for the worker to exit, collecting its remaining reports; its exit code."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                report = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                msg = f"worker {self.argv[0]} did not finish within {timeout}s:\n{self.stderr}"
-                raise AssertionError(msg) from None
-            if report is None:
-                break
-            self.reports.append(report)
-        code = self.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-        for reader in self._readers:
-            reader.join(timeout=10)
-        return code
-
-    def stop(self) -> None:
-        """Kill the worker if it still runs, and reap it (for ``finally`` blocks)."""
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(timeout=10)
-        for reader in self._readers:
-            reader.join(timeout=10)
-        for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
-            if pipe is not None:
-                with contextlib.suppress(OSError):
-                    pipe.close()
+    module: ClassVar[str] = "tests.faults._fault_worker"
 
 
 @contextlib.contextmanager

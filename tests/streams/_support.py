@@ -16,7 +16,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
@@ -162,17 +162,20 @@ def worker_env() -> dict[str, str]:
 
 
 class Worker:
-    """One ``tests/streams/_worker.py`` process, its stdout lines read into a queue.
+    """One ``python -m MODULE ARGV…`` worker process, its JSON stdout lines read into a queue.
 
     Reader threads drain stdout and stderr as they come, so the worker never blocks on a full
-    pipe and the test can wait for a given line with a deadline.
+    pipe and the test can wait for a given line with a deadline. ``module`` is
+    ``tests/streams/_worker.py`` here; ``tests/faults`` subclasses it for its own worker.
     """
 
+    module: ClassVar[str] = "tests.streams._worker"
+
     def __init__(self, *argv: str) -> None:
-        """Start ``python -m tests.streams._worker ARGV…``."""
+        """Start ``python -m MODULE ARGV…``."""
         self.argv = argv
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.streams._worker", *argv],
+            [sys.executable, "-m", self.module, *argv],
             cwd=ROOT,
             env=worker_env(),
             stdin=subprocess.PIPE,
@@ -180,8 +183,8 @@ class Worker:
             stderr=subprocess.PIPE,
             text=True,
         )
-        self.lines: queue.Queue[dict[str, object] | None] = queue.Queue()
-        self.reports: list[dict[str, object]] = []
+        self.lines: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self.reports: list[dict[str, Any]] = []
         self._stderr: list[str] = []
         self._readers = [
             threading.Thread(target=self._read_stdout, name="test-worker-stdout", daemon=True),
@@ -209,7 +212,7 @@ class Worker:
         """What the worker wrote on stderr so far."""
         return "".join(self._stderr)
 
-    def wait_for(self, key: str, timeout: float) -> object:
+    def wait_for(self, key: str, timeout: float) -> Any:
         """Read reports until one has ``key``; its value. Fails at EOF or the deadline."""
         deadline = time.monotonic() + timeout
         while True:
@@ -230,12 +233,16 @@ class Worker:
             if key in report:
                 return report[key]
 
-    def go(self) -> None:
-        """Open the start barrier (or let a paused worker go on)."""
+    def say(self, line: str) -> None:
+        """Write one line on the worker's stdin."""
         assert self.proc.stdin is not None
         with contextlib.suppress(BrokenPipeError):
-            self.proc.stdin.write("go\n")
+            self.proc.stdin.write(line + "\n")
             self.proc.stdin.flush()
+
+    def go(self) -> None:
+        """Open the start barrier (or let a paused worker go on)."""
+        self.say("go")
 
     def finish(self, timeout: float) -> int:
         """Wait for the worker to exit, collecting its remaining reports; its exit code."""
