@@ -7,10 +7,13 @@ Everything here is pure formatting over the API's own models, shared by the comm
 from __future__ import annotations
 
 import json
+import os
+import sys
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from rich import box
+from rich.console import Console
 from rich.table import Table
 
 from ledger import Completed, Created, Failed, Reset, Retried, Yielded
@@ -23,6 +26,7 @@ if TYPE_CHECKING:
     from projections import CheckpointSummary, FailureRecord, TimelineEntry
 
 __all__ = [
+    "PIPE_WIDTH",
     "Step",
     "event_attempt",
     "event_detail",
@@ -30,12 +34,27 @@ __all__ = [
     "failures_table",
     "fmt_time",
     "fmt_value",
+    "make_console",
     "pending_table",
     "settled_summary",
     "states_table",
     "timeline_steps",
     "timeline_table",
 ]
+
+PIPE_WIDTH = 160
+"""Columns of a table written to a file or a pipe (rich would assume 80 and wrap every cell)."""
+
+
+def make_console(*, stderr: bool = False, highlight: bool = True) -> Console:
+    """A console for the commands: the terminal's width, or :data:`PIPE_WIDTH` when redirected.
+
+    ``$COLUMNS`` still wins, as rich documents, so a script can ask for any width.
+    """
+    stream = sys.stderr if stderr else sys.stdout
+    redirected = not stream.isatty() and "COLUMNS" not in os.environ
+    return Console(stderr=stderr, highlight=highlight, width=PIPE_WIDTH if redirected else None)
+
 
 _KINDS: dict[type[CheckpointEvent], str] = {
     Created: "created",

@@ -11,7 +11,6 @@ import queue
 from typing import TYPE_CHECKING
 
 import click
-from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -31,6 +30,7 @@ from streams._cli_format import (
     event_kind,
     fmt_time,
     fmt_value,
+    make_console,
     settled_summary,
 )
 from streams.completion import await_checkpoint
@@ -166,7 +166,7 @@ def _expected_items(state: CheckpointState) -> int | None:
 
 def _show_progress(ledger: Ledger, run_id: str, feed: _Feed, *, as_json: bool) -> None:
     """One bar per batch, updated from the stream, until the run settles (then return)."""
-    console = Console(stderr=True, highlight=False)
+    console = make_console(stderr=True, highlight=False)
     states: dict[int, CheckpointState] = {}
     tasks: dict[int, TaskID] = {}
     columns = (

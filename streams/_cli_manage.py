@@ -8,12 +8,11 @@ import time
 from datetime import UTC, datetime
 
 import click
-from rich.console import Console
 
 from ledger import Ledger, LedgerSettings
 from projections import Projections
 from streams._cli_common import CliContext, echo_json, find_token, pass_cli
-from streams._cli_format import fmt_value
+from streams._cli_format import fmt_value, make_console
 from streams.demo import replay_and_audit, run_demo
 
 __all__ = ["COMMANDS", "demo", "project", "rebuild", "reset"]
@@ -27,7 +26,7 @@ __all__ = ["COMMANDS", "demo", "project", "rebuild", "reset"]
 def demo(obj: CliContext, run_id: str | None, items: int, chunk: int) -> None:
     """Run a sample job (3 batches, a transient failure, a resume), then replay and audit it."""
     run_id = run_id or f"demo-{datetime.now(UTC):%Y%m%d-%H%M%S}"
-    console = Console()
+    console = make_console()
     with obj.open() as ledger:
         run_demo(ledger, run_id, items_per_batch=items, chunk=chunk, console=console)
         replay_and_audit(ledger, run_id, console=console)

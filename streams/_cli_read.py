@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
-from rich.console import Console
 
 from streams._cli_common import (
     CliContext,
@@ -24,6 +23,7 @@ from streams._cli_common import (
 from streams._cli_format import (
     failures_table,
     fmt_time,
+    make_console,
     pending_table,
     settled_summary,
     states_table,
@@ -52,7 +52,7 @@ def show(obj: CliContext, run_id: str, batch_index: int, as_json: bool) -> None:
     if as_json:
         echo_json(state.model_dump(mode="json"))
         return
-    console = Console()
+    console = make_console()
     console.print(f"[bold]{token}[/bold]  {state.status}  attempt {state.attempt}")
     console.print(f"  cursor           {json.dumps(state.cursor)}")
     console.print(f"  items_processed  {state.items_processed}")
@@ -117,7 +117,7 @@ def replay(
             }
         )
         return
-    console = Console()
+    console = make_console()
     when = "now" if as_of is None else f"as of {fmt_time(as_of)}"
     if not steps:
         first = min(summary.created_at for summary in summaries)
@@ -155,7 +155,7 @@ def pending(obj: CliContext, run_id: str, as_json: bool) -> None:
         f"run {run_id}: {len(waiting)} pending; {progress.completed}/{total} completed, "
         f"{progress.failed} failed"
     )
-    console = Console()
+    console = make_console()
     if waiting:
         console.print(pending_table(waiting, title=head))
     else:
@@ -197,7 +197,7 @@ def audit(
     if as_json:
         echo_json([record.model_dump(mode="json") for record in records])
         return
-    console = Console()
+    console = make_console()
     if not records:
         console.print("no failures match")
         return
