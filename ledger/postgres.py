@@ -214,10 +214,25 @@ SCHEMA = [
 
 _COLUMNS = "notification_id, originator_id, originator_version, topic, state"
 
+_IDLE = pq.TransactionStatus.IDLE
+_CONNECTION_OK = pq.ConnStatus.OK
 _APPEND_ONE = b"ckl_append_one"
 """Name of the one-event append, prepared once on each pooled connection (``_append_one``)."""
 # uuid and bytea binary, bigint binary (8 bytes, big-endian), topic as text.
 _APPEND_ONE_FORMATS = (pq.Format.BINARY, pq.Format.BINARY, pq.Format.TEXT, pq.Format.BINARY)
+
+
+def _results_check(
+    conn: psycopg.Connection[Any], results: list[pq.abc.PGresult], expected: pq.ExecStatus
+) -> pq.abc.PGresult:
+    """The statement's last result, or psycopg's exception for the error a result reports."""
+    if not results:
+        msg = "no result from the server"
+        raise psycopg.OperationalError(msg)
+    for result in results:
+        if result.status != expected:
+            raise error_from_result(result, encoding=conn.info.encoding)
+    return results[-1]
 
 
 def _numbered(query: str) -> bytes:
@@ -384,7 +399,9 @@ class PostgresListener:
         self._conn.close()
 
 
-_NOTIFY = f"SELECT pg_notify('{EVENTS_TABLE}', '')"  # the channel LISTENed to: the table name
+_NOTIFY = (
+    f"SELECT pg_notify('{EVENTS_TABLE}', '')".encode()
+)  # the channel LISTENed to: the table name
 _NOTIFY_INTERVAL = 0.005
 """Seconds between two notifies of one recorder: an append after a quiet spell is announced at
 once, a stream of appends about 200 times a second (each notify is a transaction)."""
@@ -446,7 +463,10 @@ class _Notifier:
                 try:
                     if conn is None or conn.closed:
                         conn = psycopg.connect(self._url, **self._connect_kwargs)
-                    conn.execute(_NOTIFY)
+                    # libpq directly, as in _append_one: this thread's CPU is the writer's too.
+                    conn.pgconn.send_query(_NOTIFY)
+                    results = conn.wait(_pq_execute(conn.pgconn))
+                    _results_check(conn, results, pq.ExecStatus.TUPLES_OK)
                     sent = time.monotonic()
                 except psycopg.Error as exc:
                     log.debug("notify failed (%s); listeners fall back to polling", exc)
@@ -505,6 +525,16 @@ class PostgresLedgerRecorder(LedgerRecorder):
 
     @contextmanager
     def _conn(self) -> Iterator[psycopg.Connection[Any]]:
+        conn = self._take()
+        try:
+            yield conn
+        except psycopg.Error as exc:
+            raise _translate(exc) from exc
+        finally:
+            self._give(conn)
+
+    def _take(self) -> psycopg.Connection[Any]:
+        """A pooled connection (or a new one); hand it back with :meth:`_give`."""
         if self._closed:
             msg = f"the ledger on {self.store.display} is closed"
             raise InterfaceError(msg)
@@ -514,28 +544,32 @@ class PostgresLedgerRecorder(LedgerRecorder):
                 f"{self._connect_timeout:g}s (raise CKL_POOL_SIZE)"
             )
             raise OperationalError(msg)
-        conn: psycopg.Connection[Any] | None = None
         try:
             with self._guard:
                 conn = self._idle.pop() if self._idle else None
-            if conn is None:
-                conn = self._connect()
-            yield conn
+            return conn if conn is not None else self._connect()
         except psycopg.Error as exc:
+            self._slots.release()
             raise _translate(exc) from exc
-        finally:
-            if conn is not None:
-                healthy = (
-                    not conn.closed
-                    and not conn.broken
-                    and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
-                )
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def _give(self, conn: psycopg.Connection[Any]) -> None:
+        """Return a connection from :meth:`_take`: kept if idle and healthy, else closed."""
+        try:
+            pgconn = conn.pgconn
+            if (
+                pgconn.transaction_status == _IDLE
+                and pgconn.status == _CONNECTION_OK
+                and not conn.broken
+            ):
                 with self._guard:
-                    if healthy and not self._closed:
+                    if not self._closed:
                         self._idle.append(conn)
-                        conn = None
-                if conn is not None:
-                    conn.close()
+                        return
+            conn.close()
+        finally:
             self._slots.release()
 
     def create_tables(self) -> None:
@@ -584,22 +618,34 @@ class PostgresLedgerRecorder(LedgerRecorder):
                 f"{len(stored_events)} events in one append; PostgreSQL positions leave room "
                 f"for at most {MAX_EVENTS_PER_TRANSACTION} per transaction (append in batches)",
             )
+        if len(stored_events) == 1:  # the hot path: no context manager, no sort
+            conn = self._take()
+            try:
+                position = self._append_one(conn, stored_events[0])
+            except psycopg.Error as exc:
+                raise self._append_error(exc) from exc
+            finally:
+                self._give(conn)
+            self._notifier.poke()
+            return [position]
         with self._conn() as conn:
             try:
-                if len(stored_events) == 1:
-                    rows = [(self._append_one(conn, stored_events[0]),)]
-                else:
-                    with conn.transaction():
-                        rows = self._insert_chained(conn, stored_events)
+                with conn.transaction():
+                    rows = self._insert_chained(conn, stored_events)
             except psycopg.Error as exc:
-                if exc.sqlstate == _ARCHIVED_SQLSTATE:
-                    raise RunArchived(exc.diag.message_detail or "?") from exc
-                if exc.sqlstate == _GAP_SQLSTATE:
-                    raise IntegrityError(exc.diag.message_primary or str(exc)) from exc
-                raise
+                raise self._append_error(exc) from exc
         self._notifier.poke()
         # Ordinals follow the input order, so sorting restores it whatever RETURNING's order.
         return sorted(int(r[0]) for r in rows)
+
+    @staticmethod
+    def _append_error(exc: psycopg.Error) -> Exception:
+        """What a failed append raises: our errors for our SQLSTATEs, else the store's."""
+        if exc.sqlstate == _ARCHIVED_SQLSTATE:
+            return RunArchived(exc.diag.message_detail or "?")
+        if exc.sqlstate == _GAP_SQLSTATE:
+            return IntegrityError(exc.diag.message_primary or str(exc))
+        return _translate(exc)
 
     def _append_one(self, conn: psycopg.Connection[Any], e: StoredEvent) -> int:
         """The one-event append, sent to libpq directly; its position.
@@ -621,35 +667,22 @@ class PostgresLedgerRecorder(LedgerRecorder):
             self._prepare_append_one(conn)
         pgconn.send_query_prepared(_APPEND_ONE, params, _APPEND_ONE_FORMATS)
         try:
-            result = self._check(conn, conn.wait(_pq_execute(pgconn)), pq.ExecStatus.TUPLES_OK)
+            result = _results_check(conn, conn.wait(_pq_execute(pgconn)), pq.ExecStatus.TUPLES_OK)
         except psycopg.errors.InvalidSqlStatementName:
             # psycopg runs DEALLOCATE ALL after a ROLLBACK, DROP or ALTER on the connection
             # (its own prepared statements may be stale then), which drops ours too. Nothing
             # was executed: prepare again and send once more.
             self._prepare_append_one(conn)
             pgconn.send_query_prepared(_APPEND_ONE, params, _APPEND_ONE_FORMATS)
-            result = self._check(conn, conn.wait(_pq_execute(pgconn)), pq.ExecStatus.TUPLES_OK)
+            result = _results_check(conn, conn.wait(_pq_execute(pgconn)), pq.ExecStatus.TUPLES_OK)
         return int(result.get_value(0, 0) or b"")
 
     def _prepare_append_one(self, conn: psycopg.Connection[Any]) -> None:
         pgconn = conn.pgconn
         pgconn.send_prepare(_APPEND_ONE, self._insert_one_pq)
         with suppress(psycopg.errors.DuplicatePreparedStatement):  # still prepared here
-            self._check(conn, conn.wait(_pq_execute(pgconn)), pq.ExecStatus.COMMAND_OK)
+            _results_check(conn, conn.wait(_pq_execute(pgconn)), pq.ExecStatus.COMMAND_OK)
         self._prepared.add(conn)
-
-    @staticmethod
-    def _check(
-        conn: psycopg.Connection[Any], results: list[pq.abc.PGresult], expected: pq.ExecStatus
-    ) -> pq.abc.PGresult:
-        """The statement's one result, or psycopg's exception for the error it reports."""
-        if not results:
-            msg = "no result from the server"
-            raise psycopg.OperationalError(msg)
-        for result in results:
-            if result.status != expected:
-                raise error_from_result(result, encoding=conn.info.encoding)
-        return results[-1]
 
     def _insert_chained(
         self, conn: psycopg.Connection[Any], events: Sequence[StoredEvent]
