@@ -40,7 +40,8 @@ class EventMapper(Mapper[UUID]):
             originator_id=event.originator_id,
             originator_version=event.originator_version,
             topic=event.topic,
-            state=event.model_dump_json().encode(),
+            # model_dump_json() with its defaults, without its wrapper and str round trip.
+            state=event.__pydantic_serializer__.to_json(event),
         )
 
     def to_domain_event(self, stored_event: StoredEvent) -> DomainEventProtocol[UUID]:
