@@ -507,8 +507,12 @@ class PostgresLedgerRecorder(LedgerRecorder):
         # under a lock (psycopg_pool's bookkeeping measured ~35 µs per checkout in place, a
         # tenth of a durable append). At most `pool_size` connections are open at once.
         self._idle: list[psycopg.Connection[Any]] = []
-        self._slots = threading.BoundedSemaphore(settings.pool_size)
+        # Connections that may be lent now (a counting semaphore, kept by hand: the fast path
+        # is one plain lock, where threading.BoundedSemaphore takes a Condition twice).
+        self._lendable = settings.pool_size
+        self._waiting = 0
         self._guard = threading.Lock()
+        self._returned = threading.Condition(self._guard)
         self._closed = False
         # Plain strings built once (our own identifiers and constants): no SQL composition per
         # call. Both append statements live here, side by side; see _append_sql.
@@ -538,39 +542,63 @@ class PostgresLedgerRecorder(LedgerRecorder):
         if self._closed:
             msg = f"the ledger on {self.store.display} is closed"
             raise InterfaceError(msg)
-        if not self._slots.acquire(timeout=self._connect_timeout):
-            msg = (
-                f"no free connection to {self.store.display} within "
-                f"{self._connect_timeout:g}s (raise CKL_POOL_SIZE)"
-            )
-            raise OperationalError(msg)
+        with self._guard:
+            if not self._lendable:
+                self._wait_for_a_connection()
+            self._lendable -= 1
+            conn = self._idle.pop() if self._idle else None
+        if conn is not None:
+            return conn
         try:
-            with self._guard:
-                conn = self._idle.pop() if self._idle else None
-            return conn if conn is not None else self._connect()
-        except psycopg.Error as exc:
-            self._slots.release()
-            raise _translate(exc) from exc
-        except BaseException:
-            self._slots.release()
+            return self._connect()
+        except BaseException as exc:
+            self._release()
+            if isinstance(exc, psycopg.Error):
+                raise _translate(exc) from exc
             raise
+
+    def _wait_for_a_connection(self) -> None:
+        """Wait (holding ``_guard``) until a connection may be lent, at most connect_timeout."""
+        deadline = time.monotonic() + self._connect_timeout
+        self._waiting += 1
+        try:
+            while not self._lendable:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    msg = (
+                        f"no free connection to {self.store.display} within "
+                        f"{self._connect_timeout:g}s (raise CKL_POOL_SIZE)"
+                    )
+                    raise OperationalError(msg)
+                self._returned.wait(remaining)
+        finally:
+            self._waiting -= 1
+
+    def _release(self) -> None:
+        with self._guard:
+            self._lendable += 1
+            if self._waiting:
+                self._returned.notify()
 
     def _give(self, conn: psycopg.Connection[Any]) -> None:
         """Return a connection from :meth:`_take`: kept if idle and healthy, else closed."""
+        pgconn = conn.pgconn
+        if (
+            pgconn.transaction_status == _IDLE
+            and pgconn.status == _CONNECTION_OK
+            and not conn.broken
+        ):
+            with self._guard:
+                if not self._closed:
+                    self._idle.append(conn)
+                    self._lendable += 1
+                    if self._waiting:
+                        self._returned.notify()
+                    return
         try:
-            pgconn = conn.pgconn
-            if (
-                pgconn.transaction_status == _IDLE
-                and pgconn.status == _CONNECTION_OK
-                and not conn.broken
-            ):
-                with self._guard:
-                    if not self._closed:
-                        self._idle.append(conn)
-                        return
             conn.close()
         finally:
-            self._slots.release()
+            self._release()
 
     def create_tables(self) -> None:
         """Create (or migrate) the schema once: a cheap check, then DDL under an advisory lock.
