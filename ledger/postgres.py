@@ -427,6 +427,7 @@ class _Notifier:
         self._connect_kwargs = {**connect_kwargs, "options": "-c synchronous_commit=off"}
         self._wake = threading.Event()
         self._poked = False
+        self._parked = False
         self._stop = False
         self._thread: threading.Thread | None = None
         self._guard = threading.Lock()
@@ -446,37 +447,57 @@ class _Notifier:
             # it covers it. A plain read, no lock, no wake-up: a stream of appends skips the
             # Event's condition lock on all but about one append per interval.
             return
-        self._poked = True  # before the event: the thread reads it after clearing the event
-        self._wake.set()
+        self._poked = True  # before reading _parked: the thread sets _parked, then reads this
+        if self._parked:
+            self._wake.set()
 
     def _run(self) -> None:
         conn: psycopg.Connection[Any] | None = None
         sent = 0.0
-        while True:
-            self._wake.wait()
-            pause = sent + _NOTIFY_INTERVAL - time.monotonic()
-            if pause > 0 and not self._stop:
-                time.sleep(pause)  # appends keep coming: one notify per interval covers them
-            self._wake.clear()  # pokes from now on ask for the next notify
-            poked, self._poked = self._poked, False
-            if poked:  # also on the way out: appends made just before close() are announced
-                try:
-                    if conn is None or conn.closed:
-                        conn = psycopg.connect(self._url, **self._connect_kwargs)
-                    # libpq directly, as in _append_one: this thread's CPU is the writer's too.
-                    conn.pgconn.send_query(_NOTIFY)
-                    results = conn.wait(_pq_execute(conn.pgconn))
-                    _results_check(conn, results, pq.ExecStatus.TUPLES_OK)
+        while not self._stop:
+            # Parked until a poke when nothing is owed. Whichever of a poke and the thread sets
+            # its flag first, the other sees it (_poked before _parked in poke, the reverse
+            # here), so a poke is never left unseen.
+            self._parked = True
+            if not self._poked and not self._stop:
+                self._wake.wait()
+            self._parked = False
+            self._wake.clear()
+            # Active: while appends keep coming, sleep out the interval and read the flag, with
+            # no Event round trip per notify; park after an interval without a poke.
+            while True:
+                pause = sent + _NOTIFY_INTERVAL - time.monotonic()
+                if pause > 0 and not self._stop:
+                    time.sleep(pause)
+                poked, self._poked = self._poked, False
+                if not poked:
+                    break
+                # Also on the way out: appends made just before close() are announced.
+                conn = self._send(conn)
+                if conn is not None:  # after a failure, the next poke tries again at once
                     sent = time.monotonic()
-                except psycopg.Error as exc:
-                    log.debug("notify failed (%s); listeners fall back to polling", exc)
-                    if conn is not None:
-                        conn.close()
-                    conn = None
-            if self._stop:
-                break
+                if self._stop:
+                    break
+        if self._poked:  # a poke between the last send and close()
+            conn = self._send(conn)
         if conn is not None:
             conn.close()
+
+    def _send(self, conn: psycopg.Connection[Any] | None) -> psycopg.Connection[Any] | None:
+        """One notify; the connection to use next time (``None`` after a failure)."""
+        try:
+            if conn is None or conn.closed:
+                conn = psycopg.connect(self._url, **self._connect_kwargs)
+            # libpq directly, as in _append_one: this thread's CPU is the writer's too.
+            conn.pgconn.send_query(_NOTIFY)
+            results = conn.wait(_pq_execute(conn.pgconn))
+            _results_check(conn, results, pq.ExecStatus.TUPLES_OK)
+        except psycopg.Error as exc:
+            log.debug("notify failed (%s); listeners fall back to polling", exc)
+            if conn is not None:
+                conn.close()
+            return None
+        return conn
 
     def close(self) -> None:
         """Send the notify still owed, stop the thread and close its connection."""
