@@ -3,7 +3,9 @@
 Threads are counted against a baseline taken in the test itself (other tests may still be
 winding down theirs), and waited for with a bounded join, never a sleep. checkpoint-ledger
 names every thread it starts ``ckl-…``: ``ckl-stream-<run>``, ``ckl-await-<token>`` and the
-per-ledger ``ckl-watch``.
+per-ledger ``ckl-watch``. The PostgreSQL recorder's ``ckl-notify`` (it announces appends to
+other processes) starts with the first stream of appends and lives until the ledger closes,
+so it is not counted as a subscription's thread here.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import pytest
 
 from ledger import AwaitTimeout, JSONValue, Ledger, LedgerSettings
 from streams import Coordinator, await_checkpoint, run_stream
-from tests.streams._support import ckl_threads, still_alive, subscribed
+from tests.streams._support import ckl_threads as all_ckl_threads
+from tests.streams._support import still_alive, subscribed
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -31,6 +34,11 @@ def coord(store_url: str) -> Iterator[Coordinator]:
     config = LedgerSettings(store=store_url, poll_interval=0.1)
     with Ledger.open(settings=config) as ledger, Coordinator(ledger) as coordinator:
         yield coordinator
+
+
+def ckl_threads() -> set[threading.Thread]:
+    """The live ``ckl-`` threads but the recorder's notifier (it lives as long as the ledger)."""
+    return {t for t in all_ckl_threads() if t.name != "ckl-notify"}
 
 
 def kinds(threads: set[threading.Thread]) -> set[str]:
