@@ -19,13 +19,13 @@ subtract these times from its own.
 
 from __future__ import annotations
 
-import contextlib
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bench._harness import stop_line_process
 from ledger import CheckpointToken, Completed, Ledger, LedgerSettings
 
 if TYPE_CHECKING:
@@ -127,17 +127,7 @@ class WriterProcess:
 
     def close(self) -> None:
         """Ask the writer to stop, and wait for it."""
-        if self.proc.poll() is None:
-            with contextlib.suppress(BrokenPipeError, ValueError):
-                self.send("quit")
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        for stream in (self.proc.stdin, self.proc.stdout):
-            if stream is not None:
-                stream.close()
+        stop_line_process(self.proc, timeout=10)
 
 
 if __name__ == "__main__":

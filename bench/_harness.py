@@ -10,8 +10,10 @@ what the machine did in the same moments is in both sides of every ratio.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -30,6 +32,7 @@ __all__ = [
     "log",
     "measure",
     "run_interleaved",
+    "stop_line_process",
     "timed",
 ]
 
@@ -175,3 +178,20 @@ def run_interleaved(
             result.operations[variant.name] += variant.batch
     log(f"{title}: {rounds} rounds in {time.perf_counter() - started:.1f}s")
     return result
+
+
+def stop_line_process(proc: subprocess.Popen[str], timeout: float) -> None:
+    """Send ``quit`` to a child speaking the bench's line protocol, wait (or kill), close pipes."""
+    if proc.poll() is None:
+        with contextlib.suppress(BrokenPipeError, ValueError, OSError):
+            assert proc.stdin is not None
+            proc.stdin.write("quit\n")
+            proc.stdin.flush()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    for stream in (proc.stdin, proc.stdout):
+        if stream is not None:
+            stream.close()

@@ -29,7 +29,6 @@ subtract these times from each other.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import subprocess
 import sys
@@ -39,6 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bench._baselines import PostgresRaw, SQLiteRaw
+from bench._harness import stop_line_process
 from bench._workload import Feed, open_ledger, representative_state
 from ledger import Ledger, LedgerSettings
 from streams import run_stream
@@ -256,17 +256,7 @@ class WorkerProcess:
 
     def close(self) -> None:
         """Ask the process to stop, and wait for it."""
-        if self.proc.poll() is None:
-            with contextlib.suppress(BrokenPipeError, ValueError, OSError):
-                self.send("quit")
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        for stream in (self.proc.stdin, self.proc.stdout):
-            if stream is not None:
-                stream.close()
+        stop_line_process(self.proc, timeout=15)
 
 
 if __name__ == "__main__":
