@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import psycopg
 
+from bench._workload import ITEMS_PER_YIELD, yield_payload
 from ledger import Completed, Created, Failed, Ledger, LedgerSettings, Retried, Yielded
 from ledger._mapper import EventMapper
 from ledger.checkpoint import checkpoint_id_for
@@ -43,11 +44,9 @@ __all__ = [
     "interleave",
     "loader_for",
     "run_specs",
-    "yield_payload",
 ]
 
 BASE_TIME = datetime(2026, 1, 1, tzinfo=UTC)
-_ITEMS_PER_YIELD = 500
 _CHUNK = 20_000
 
 # The mapper's JSON (pydantic's model_dump_json): fields in declaration order, compact.
@@ -63,16 +62,6 @@ _FAILED = (
     '"transient":true,"cursor":%d,"items_processed":%d}'
 )
 _RETRIED = _HEAD + '"attempt":%d}'
-
-
-def yield_payload(step: int) -> tuple[int, int, dict[str, int]]:
-    """The ``step``-th yield of a batch: cursor, items_processed and a small results dict."""
-    items = step * _ITEMS_PER_YIELD
-    return (
-        items,
-        items,
-        {"rows_ok": items - step, "rows_skipped": step, "amount_cents": items * 1234},
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,7 +287,7 @@ class LogBuilder:
         row = self.cursors[oid]
         row.version, row.updated_at, row.position = spec.version, at, p
         if spec.kind == "Y":
-            row.step, row.items_processed = spec.step, spec.step * _ITEMS_PER_YIELD
+            row.step, row.items_processed = spec.step, spec.step * ITEMS_PER_YIELD
             row.yields += 1
             window = self.history.setdefault(oid, deque(maxlen=self.history_size))
             window.append((oid, row.yields, spec.attempt, spec.step, at, p))

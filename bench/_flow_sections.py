@@ -18,11 +18,11 @@ from bench._flow_populate import (
     loader_for,
     prepare_store,
     run_specs,
-    yield_payload,
 )
 from bench._flow_raw import RawConnection, RawInsert, event_hop, sqlite_path
 from bench._flow_writer import WriterProcess
 from bench._harness import log
+from bench._workload import yield_payload
 from ledger import CheckpointToken, Completed, Ledger, LedgerSettings
 from ledger.store import EVENTS_TABLE
 from projections import Projections

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from ledger.store import LedgerRecorder
 
 __all__ = [
+    "ITEMS_PER_YIELD",
     "Feed",
     "StoredFeed",
     "cold_yield_op",
@@ -29,14 +30,16 @@ __all__ = [
     "populate",
     "representative_state",
     "warm_yield_op",
+    "yield_payload",
 ]
 
-_ITEMS_PER_YIELD = 500
+ITEMS_PER_YIELD = 500
+"""Items a batch processes between two yields, in every benchmark's workload."""
 
 
 def yield_payload(step: int) -> tuple[int, int, dict[str, int]]:
     """The ``step``-th yield of a batch: cursor, items_processed and a small results dict."""
-    items = step * _ITEMS_PER_YIELD
+    items = step * ITEMS_PER_YIELD
     return (
         items,
         items,
