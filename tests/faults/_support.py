@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from ledger import Yielded
-from tests.streams._support import Worker
+from tests.streams._support import Worker, processes_of
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -65,14 +65,9 @@ class FaultWorker(Worker):
 
 @contextlib.contextmanager
 def fault_workers(*argvs: list[str]) -> Iterator[list[FaultWorker]]:
-    """One worker per argv for the ``with`` block; any still running at the end is killed."""
-    started: list[FaultWorker] = []
-    try:
-        started.extend(FaultWorker(*argv) for argv in argvs)
+    """One fault worker per argv for the ``with`` block; any still running at the end is killed."""
+    with processes_of(FaultWorker, *argvs) as started:
         yield started
-    finally:
-        for worker in started:
-            worker.stop()
 
 
 # ------------------------------------------------------------------------------ the log

@@ -274,13 +274,23 @@ class Worker:
                     pipe.close()
 
 
+W = TypeVar("W", bound=Worker)
+
+
 @contextlib.contextmanager
-def workers(*argvs: list[str]) -> Iterator[list[Worker]]:
-    """Start one worker per argv for the ``with`` block; any still running at the end is killed."""
-    started: list[Worker] = []
+def processes_of(kind: type[W], *argvs: list[str]) -> Iterator[list[W]]:
+    """One ``kind`` per argv for the ``with`` block; any still running at the end is killed."""
+    started: list[W] = []
     try:
-        started.extend(Worker(*argv) for argv in argvs)
+        started.extend(kind(*argv) for argv in argvs)
         yield started
     finally:
         for worker in started:
             worker.stop()
+
+
+@contextlib.contextmanager
+def workers(*argvs: list[str]) -> Iterator[list[Worker]]:
+    """Start one worker per argv for the ``with`` block; any still running at the end is killed."""
+    with processes_of(Worker, *argvs) as started:
+        yield started
