@@ -14,7 +14,7 @@ import psycopg
 
 __all__ = ["load", "machine_facts", "postgres_facts"]
 
-LIBRARY = ("ledger", "projections", "streams")
+LIBRARY = ("ledger", "projections", "streams", "ckl")
 
 
 def first_line(path: str, prefix: str) -> str:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ckl.cli import cli
 from ledger.settings import settings_table
-from streams.cli import cli
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()

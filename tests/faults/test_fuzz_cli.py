@@ -1,4 +1,4 @@
-"""The CLI, fuzzed in-process: ``streams.cli.main(argv)`` always exits cleanly.
+"""The CLI, fuzzed in-process: ``ckl.cli.main(argv)`` always exits cleanly.
 
 Hypothesis builds argv lists for every command of the ``ckl`` click group (read from the group
 itself, so a command added later is fuzzed too): the command's own options and arguments with
@@ -21,8 +21,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ckl.cli import cli, main
 from ledger import Ledger
-from streams.cli import cli, main
 from tests.faults._support import pick
 
 if TYPE_CHECKING:

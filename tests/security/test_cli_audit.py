@@ -1,6 +1,6 @@
 """`ckl verify`, `export`, `import`, `archive` and `grants`, through `ckl`'s entry point.
 
-The commands live in ``streams/cli_audit.py``; the fixture registers them on the ``ckl`` group
+The commands live in ``ckl/cli/audit.py``; the fixture registers them on the ``ckl`` group
 for the test, as the group itself will.
 """
 
@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from ckl import cli as ckl
+from ckl.cli.audit import COMMANDS
 from ledger import Ledger
-from streams import cli as ckl
-from streams.cli_audit import COMMANDS
 from tests.security._tamper import oid_param, tamper
 
 if TYPE_CHECKING:

@@ -17,8 +17,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from ckl import cli as ckl
 from ledger import Ledger, LedgerError, LedgerSettings, StoreUnavailable
-from streams import cli as ckl
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

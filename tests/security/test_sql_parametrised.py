@@ -1,4 +1,4 @@
-"""SQL is only ever parametrised: an AST scan of ledger/, projections/ and streams/.
+"""SQL is only ever parametrised: an AST scan of ledger/, projections/, streams/ and ckl/.
 
 Every ``execute(…)``, ``executemany(…)`` and ``query(…)`` call's SQL argument must be built only
 from string literals and our own constants: module-level names, ``self`` attributes and local
@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("ledger", "projections", "streams")
+PACKAGES = ("ledger", "projections", "streams", "ckl")
 SQL_METHODS = {"execute", "executemany", "query", "_query"}
 WRAPPERS = {"execute", "executemany", "query", "_query"}
 SAFE_CALLS = {"quote_identifier", "Identifier", "Literal", "Placeholder"}

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from streams._cli_common import (
+from ckl.cli._context import (
     CliContext,
     echo_json,
     find_token,
@@ -20,7 +20,7 @@ from streams._cli_common import (
     pass_cli,
     require_run,
 )
-from streams._cli_format import (
+from ckl.cli._output import (
     failures_table,
     fmt_time,
     make_console,
@@ -101,7 +101,7 @@ def replay(
         states = folded
     written = None
     if plot is not None:
-        from streams.plotting import plot_run_progress  # noqa: PLC0415  (optional extra)
+        from ckl.plotting import plot_run_progress  # noqa: PLC0415  (optional extra)
 
         title = f"run {run_id}" + ("" if as_of is None else f" as of {fmt_time(as_of)}")
         written = plot_run_progress(entries, plot, title=title)

@@ -1,6 +1,6 @@
 """The live commands: ``tail`` (the stream, optionally as progress bars) and ``await``.
 
-Both block in the main thread, so Ctrl-C lands there and ``streams.cli`` exits 130 after the
+Both block in the main thread, so Ctrl-C lands there and ``ckl.cli`` exits 130 after the
 ``with`` blocks have disposed the subscription and closed the store.
 """
 
@@ -21,10 +21,8 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from ledger import AwaitTimeout, CheckpointFailedError, CheckpointToken, Created, Failed, Reset
-from ledger.checkpoint import apply
-from streams._cli_common import EXIT_ERROR, CliContext, echo_json, echo_line, find_token, pass_cli
-from streams._cli_format import (
+from ckl.cli._context import EXIT_ERROR, CliContext, echo_json, echo_line, find_token, pass_cli
+from ckl.cli._output import (
     event_attempt,
     event_detail,
     event_kind,
@@ -33,6 +31,8 @@ from streams._cli_format import (
     make_console,
     settled_summary,
 )
+from ledger import AwaitTimeout, CheckpointFailedError, CheckpointToken, Created, Failed, Reset
+from ledger.checkpoint import apply
 from streams.completion import await_checkpoint
 from streams.tail import StreamEvent, run_stream
 

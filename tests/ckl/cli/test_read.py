@@ -7,7 +7,7 @@ from datetime import UTC, timedelta, timezone
 from typing import TYPE_CHECKING
 
 from ledger import Ledger
-from tests.cli.conftest import R1_KINDS, Populated, ckl, one_error_line
+from tests.ckl.cli.conftest import R1_KINDS, Populated, ckl, one_error_line
 
 if TYPE_CHECKING:
     from pathlib import Path

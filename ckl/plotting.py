@@ -1,7 +1,7 @@
 """Charts of a run's progress and of the failure audit (matplotlib, an optional extra).
 
 ```python
-from streams.plotting import plot_failures, plot_run_progress
+from ckl.plotting import plot_failures, plot_run_progress
 
 plot_run_progress(views.timeline("run-42"), "run-42.png")       # items_processed over time
 plot_failures(views.failures(run_id="run-42"), "failures.png")  # by error type and by batch

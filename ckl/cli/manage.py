@@ -9,11 +9,11 @@ from datetime import UTC, datetime
 
 import click
 
+from ckl.cli._context import CliContext, echo_json, find_token, pass_cli
+from ckl.cli._output import fmt_value, make_console
+from ckl.demo import replay_and_audit, run_demo
 from ledger import Ledger, LedgerSettings
 from projections import Projections
-from streams._cli_common import CliContext, echo_json, find_token, pass_cli
-from streams._cli_format import fmt_value, make_console
-from streams.demo import replay_and_audit, run_demo
 
 __all__ = ["COMMANDS", "demo", "project", "rebuild", "reset"]
 

@@ -12,7 +12,7 @@ import pytest
 
 from ledger import Ledger
 from projections import Projections
-from tests.cli.conftest import ROOT, ckl, ckl_env, one_error_line
+from tests.ckl.cli.conftest import ROOT, ckl, ckl_env, one_error_line
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -115,7 +115,7 @@ def test_usage_errors_exit_2() -> None:
 
 def test_project_follows_the_log_and_stops_cleanly_on_sigterm(store_url: str) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streams.cli", "project", "--poll-interval", "0.05"],
+        [sys.executable, "-m", "ckl", "project", "--poll-interval", "0.05"],
         stderr=subprocess.PIPE,
         text=True,
         env=ckl_env(store_url),

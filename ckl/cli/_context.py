@@ -1,7 +1,7 @@
 """What every ``ckl`` command shares: the store it opens, time arguments, lookups, JSON output.
 
 A command module defines plain ``click`` commands that take :class:`CliContext` with
-``@pass_cli`` and raise ``LedgerError`` for anything the user got wrong; ``streams.cli`` turns
+``@pass_cli`` and raise ``LedgerError`` for anything the user got wrong; ``ckl.cli`` turns
 that into one ``error: …`` line and an exit code.
 """
 

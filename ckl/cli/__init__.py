@@ -11,7 +11,7 @@ Each command is one public call plus formatting, in a module by concern:
 - ``_cli_common.py`` (the store, time arguments, lookups) and ``_cli_format.py`` (tables)
 
 To add a command, write a ``click.command`` in its own module (take the group's
-``CliContext`` with ``streams._cli_common.pass_cli``, raise ``LedgerError`` for what the user
+``CliContext`` with ``ckl.cli._context.pass_cli``, raise ``LedgerError`` for what the user
 got wrong) and add it to :data:`COMMANDS` below: the one place commands are registered. A test
 checks that every command has help and a README entry.
 
@@ -27,10 +27,10 @@ from typing import TYPE_CHECKING
 
 import click
 
+from ckl.cli import audit, live, manage, read
+from ckl.cli._context import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, CliContext
+from ckl.cli.metrics import metrics_command
 from ledger import LedgerError
-from streams import _cli_live, _cli_manage, _cli_read, cli_audit
-from streams._cli_common import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, CliContext
-from streams.cli_metrics import metrics_command
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -38,11 +38,11 @@ if TYPE_CHECKING:
 __all__ = ["COMMANDS", "cli", "main"]
 
 COMMANDS: tuple[click.Command, ...] = (
-    *_cli_read.COMMANDS,  # show, replay, pending, audit
-    *_cli_live.COMMANDS,  # tail, await
-    *_cli_manage.COMMANDS,  # demo, reset, project, rebuild
+    *read.COMMANDS,  # show, replay, pending, audit
+    *live.COMMANDS,  # tail, await
+    *manage.COMMANDS,  # demo, reset, project, rebuild
     metrics_command,
-    *cli_audit.COMMANDS,  # verify, export, import, archive, grants
+    *audit.COMMANDS,  # verify, export, import, archive, grants
 )
 """Every ``ckl`` command: the one registry (``cli.add_command`` for each, below)."""
 

@@ -2,7 +2,7 @@
 
 ```python
 from prometheus_client import CollectorRegistry
-from streams.metrics import register_metrics
+from ckl.metrics import register_metrics
 
 registry = CollectorRegistry()
 metrics = register_metrics(ledger, registry, projections=views)  # starts following the log
@@ -78,7 +78,7 @@ __all__ = [
     "register_metrics",
 ]
 
-log = logging.getLogger("streams.metrics")
+log = logging.getLogger("ckl.metrics")
 
 LAG_COUNT_CAP = 1_000_000
 """``ckl_lag_events`` counts the events behind exactly up to this, and reports this above it."""

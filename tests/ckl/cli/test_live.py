@@ -14,12 +14,12 @@ import time
 from typing import IO, Any
 
 from ledger import Ledger
-from tests.cli.conftest import ROOT, Populated, ckl, ckl_env, one_error_line
+from tests.ckl.cli.conftest import ROOT, Populated, ckl, ckl_env, one_error_line
 
 
 def _popen(*args: str, store: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "streams.cli", *args],
+        [sys.executable, "-m", "ckl", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -122,7 +122,7 @@ def test_tail_progress_shows_live_bars_in_a_terminal_until_the_run_settles(
         env = ckl_env(store_url)
         env.update(COLUMNS="120", LINES="30", TERM="xterm-256color")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "tail", "bars", "--progress"],
+            [sys.executable, "-m", "ckl", "tail", "bars", "--progress"],
             stdin=terminal,
             stdout=terminal,
             stderr=terminal,

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
     from tests.fix_postgres import PostgresServer
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def ckl_env(store: str | None = None) -> dict[str, str]:
@@ -40,7 +40,7 @@ def ckl(
 ) -> subprocess.CompletedProcess[str]:
     """Run `ckl ARGS` as a user would (a subprocess), with the store in $CKL_STORE."""
     return subprocess.run(
-        [sys.executable, "-m", "streams.cli", *args],
+        [sys.executable, "-m", "ckl", *args],
         capture_output=True,
         text=True,
         env=ckl_env(store),

@@ -15,9 +15,9 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from psycopg import sql
 
+from ckl.metrics import LedgerMetrics, register_metrics
 from ledger import InvalidInput, Ledger, LedgerSettings
 from projections import Projections
-from streams.metrics import LedgerMetrics, register_metrics
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

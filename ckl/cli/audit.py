@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from ckl.cli._context import CliContext
 from ledger import (
     Ledger,
     LedgerSettings,
@@ -25,7 +26,6 @@ from ledger import (
     verify_chains,
 )
 from ledger.grants import before_schema_statements, grant_statements
-from streams._cli_common import CliContext
 
 if TYPE_CHECKING:
     from ledger import ArchiveSummary

@@ -1,4 +1,4 @@
-"""streams.plotting: charts drawn from a real run on a SQLite file, and bad input refused.
+"""ckl.plotting: charts drawn from a real run on a SQLite file, and bad input refused.
 
 The charts are checked twice: as files (real PNGs, decoded by Pillow) and as drawings (the
 lines and markers on the axes carry the run's numbers), so a chart that is written but wrong
@@ -21,15 +21,15 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from PIL import Image
 
-from ledger import InvalidInput, Ledger, LedgerError
-from projections import FailureRecord, Projections, TimelineEntry
-from streams.plotting import (
+from ckl.plotting import (
     PlotUnavailable,
     draw_failures,
     draw_run_progress,
     plot_failures,
     plot_run_progress,
 )
+from ledger import InvalidInput, Ledger, LedgerError
+from projections import FailureRecord, Projections, TimelineEntry
 from tests.streams._support import ROOT
 
 if TYPE_CHECKING:
@@ -340,7 +340,7 @@ PLOT_IN_A_FRESH_PROCESS = """
     {prelude}
     from ledger import Ledger
     from projections import Projections
-    from streams.plotting import PlotUnavailable, plot_run_progress
+    from ckl.plotting import PlotUnavailable, plot_run_progress
 
     store, run_id, target = sys.argv[1:]
     with Ledger.open(store) as ledger, Projections(ledger) as views:

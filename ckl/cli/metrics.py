@@ -1,6 +1,6 @@
 """``ckl metrics``: serve the store's Prometheus metrics over HTTP until interrupted.
 
-The command is registered in the ``ckl`` group by ``streams/cli.py``; it reads the store URL
+The command is registered in the ``ckl`` group by ``ckl/cli/__init__.py``; it reads the store URL
 from the group's context object (``--store`` / ``$CKL_STORE``), like every other command.
 """
 
@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Protocol
 import click
 from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
 
+from ckl.metrics import register_metrics
 from ledger import Ledger, LedgerSettings
 from projections import Projections
-from streams.metrics import register_metrics
 
 if TYPE_CHECKING:
     from types import FrameType

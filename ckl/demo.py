@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING
 
 from rich.markup import escape
 
+from ckl.cli._output import failures_table, settled_summary, timeline_steps, timeline_table
 from ledger import CheckpointState, CheckpointToken, InvalidTransition
 from ledger.checkpoint import check_run_id
 from projections import Projections
-from streams._cli_format import failures_table, settled_summary, timeline_steps, timeline_table
 
 if TYPE_CHECKING:
     from rich.console import Console

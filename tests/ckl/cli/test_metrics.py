@@ -28,18 +28,18 @@ import pytest
 from click.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
 
+from ckl.cli.metrics import metrics_command
 from ledger import Ledger
-from streams.cli_metrics import metrics_command
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 TIMEOUT = 60.0
 ENTRY = (
     "import sys\n"
-    "from streams.cli import cli, main\n"
-    "from streams.cli_metrics import metrics_command\n"
+    "from ckl.cli import cli, main\n"
+    "from ckl.cli.metrics import metrics_command\n"
     "cli.add_command(metrics_command)\n"
     "sys.exit(main())\n"
 )
