@@ -11,10 +11,11 @@ In a notebook, draw onto axes of your own and let the notebook show them:
 ``draw_run_progress(ax, entries)`` and ``draw_failures(fig, records)``.
 
 matplotlib is imported only when something is drawn; without it every function here raises
-:class:`PlotUnavailable`. Files are written through matplotlib's object API on the Agg canvas,
-never through ``pyplot``: writing a PNG needs no display and leaves the backend of a notebook or
-a GUI session alone. Bad input raises :class:`ledger.InvalidInput` before anything is drawn, and
-a PNG appears at its path only once it is complete (it is written next to it, then renamed).
+:class:`ledger.PlotUnavailable`. Files are written through matplotlib's object API on the Agg
+canvas, never through ``pyplot``: writing a PNG needs no display and leaves the backend of a
+notebook or a GUI session alone. Bad input raises :class:`ledger.InvalidInput` before anything
+is drawn, and a PNG appears at its path only once it is complete (it is written next to it, then
+renamed).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import os
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Self
+from typing import TYPE_CHECKING, Literal
 from uuid import uuid4
 
 from ledger import (
@@ -32,7 +33,7 @@ from ledger import (
     Created,
     Failed,
     InvalidInput,
-    LedgerError,
+    PlotUnavailable,
     Reset,
     Retried,
     Yielded,
@@ -49,7 +50,6 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 __all__ = [
-    "PlotUnavailable",
     "draw_failures",
     "draw_run_progress",
     "plot_failures",
@@ -72,24 +72,6 @@ _KIND_COLOUR = {
     False: _MARK_STYLE["permanent failure"][1],
 }
 _PNG_DPI = 100
-
-
-class PlotUnavailable(LedgerError):
-    """matplotlib, which draws the charts, cannot be imported.
-
-    Attributes:
-        detail: the import error's message.
-    """
-
-    def __init__(self, detail: str) -> None:
-        super().__init__(
-            f"charts need matplotlib, which cannot be imported ({detail}); "
-            "install the plot extra: pip install 'checkpoint-ledger[plot]'"
-        )
-        self.detail = detail
-
-    def __reduce__(self) -> tuple[type[Self], tuple[str]]:
-        return type(self), (self.detail,)
 
 
 # ------------------------------------------------------------------------- run progress

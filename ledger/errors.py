@@ -7,17 +7,19 @@ LedgerError                          `except LedgerError` catches everything we 
 │   └── ProgressWentBackwards        items_processed lower than already recorded this attempt
 ├── InvalidStoreURL (ValueError)     the store URL cannot be understood
 ├── CheckpointNotFound (LookupError)
+│   └── RunNotFound                  no checkpoint was ever created for the run
 ├── InvalidTransition                command not allowed in the checkpoint's state
 │   └── ConflictingCommand           same command repeated with a different payload
 ├── CheckpointFailedError            what awaiters of a failed checkpoint receive
 ├── AwaitTimeout (TimeoutError)      the wait gave up; the checkpoint may still finish
 ├── StoreUnavailable                 the store failed; the driver error is __cause__
 ├── TamperDetected                   ckl verify found events altered or removed
-└── ArchiveError                     archiving, export or import refused; nothing was changed
-    ├── RunNotFinished               a checkpoint of the run is still open or transiently failed
-    ├── RunArchived                  the run was archived: it cannot be written again
-    ├── ArchiveFileInvalid           an archive file is malformed or fails its hash chains
-    └── ImportConflict               the store already holds different events for the run
+├── ArchiveError                     archiving, export or import refused; nothing was changed
+│   ├── RunNotFinished               a checkpoint of the run is still open or transiently failed
+│   ├── RunArchived                  the run was archived: it cannot be written again
+│   ├── ArchiveFileInvalid           an archive file is malformed or fails its hash chains
+│   └── ImportConflict               the store already holds different events for the run
+└── PlotUnavailable                  charts need matplotlib (the plot extra), not importable
 ```
 
 Every error carries its facts as attributes and is picklable, because errors cross process
@@ -42,9 +44,11 @@ __all__ = [
     "InvalidTransition",
     "LedgerError",
     "PayloadTooLarge",
+    "PlotUnavailable",
     "ProgressWentBackwards",
     "RunArchived",
     "RunNotFinished",
+    "RunNotFound",
     "StoreUnavailable",
     "TamperDetected",
 ]
@@ -343,3 +347,41 @@ class ImportConflict(ArchiveError):
 
     def __reduce__(self) -> tuple[type[Self], tuple[str, str, str]]:
         return type(self), (self.run_id, self.checkpoint, self.reason)
+
+
+class RunNotFound(CheckpointNotFound):
+    """No checkpoint was ever created for the run (a typo, or the wrong ``--store``).
+
+    Attributes:
+        run_id: the run.
+    """
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(run_id)
+        message = (
+            f"run {run_id!r} does not exist in this store (no checkpoint was created for it); "
+            "check the run id and --store"
+        )
+        self.args = (message,)
+        self.run_id = run_id
+
+    def __reduce__(self) -> tuple[type[Self], tuple[str]]:
+        return type(self), (self.run_id,)
+
+
+class PlotUnavailable(LedgerError):
+    """matplotlib, which draws the charts, cannot be imported.
+
+    Attributes:
+        detail: the import error's message.
+    """
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(
+            f"charts need matplotlib, which cannot be imported ({detail}); "
+            "install the plot extra: pip install 'checkpoint-ledger[plot]'"
+        )
+        self.detail = detail
+
+    def __reduce__(self) -> tuple[type[Self], tuple[str]]:
+        return type(self), (self.detail,)

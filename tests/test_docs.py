@@ -19,7 +19,7 @@ def test_readme_settings_table_is_the_generated_one() -> None:
 
 
 def test_every_cli_command_has_help_and_a_readme_entry() -> None:
-    for name, command in cli.commands.items():
+    for name, command in cli.load_all().items():
         assert command.help, f"ckl {name} has no help text"
         assert f"`ckl {name}" in README, f"ckl {name} is not in the README"
 

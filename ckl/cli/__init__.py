@@ -1,19 +1,22 @@
-"""``ckl``: the command-line tool, and the composition root of the three layers.
+"""``ckl``: the command-line tool, the composition root of the three layers.
 
-It sits in ``streams/`` because ``streams`` is the top layer (``streams → projections →
-ledger``), so it may import all three without bending the one-way dependency rule.
 Each command is one public call plus formatting, in a module by concern:
 
-- ``_cli_read.py``: ``show``, ``replay``, ``pending``, ``audit``
-- ``_cli_live.py``: ``tail``, ``await``
-- ``_cli_manage.py``: ``demo``, ``reset``, ``project``, ``rebuild``
-- ``cli_metrics.py``: ``metrics``
-- ``_cli_common.py`` (the store, time arguments, lookups) and ``_cli_format.py`` (tables)
+- ``read.py``: ``show``, ``replay``, ``pending``, ``audit``
+- ``live.py``: ``tail``, ``await``
+- ``manage.py``: ``demo``, ``reset``, ``project``, ``rebuild``
+- ``metrics.py``: ``metrics``
+- ``audit.py``: ``verify``, ``export``, ``import``, ``archive``, ``grants``
+- ``_context.py`` (the one way to the store, time arguments, lookups), ``_output.py`` (the one
+  JSON printer, lines and tables) and ``_exit.py`` (exit codes)
 
-To add a command, write a ``click.command`` in its own module (take the group's
-``CliContext`` with ``ckl.cli._context.pass_cli``, raise ``LedgerError`` for what the user
-got wrong) and add it to :data:`COMMANDS` below: the one place commands are registered. A test
-checks that every command has help and a README entry.
+Commands are loaded lazily: :class:`LazyGroup` imports a command's module only when that
+command runs, so ``ckl --help`` loads neither the ledger nor rich, psycopg or
+prometheus_client. To add a command, write a ``click.command`` in its module (take the group's
+``CliContext`` with ``ckl.cli._context.pass_cli``, raise ``LedgerError`` for what the user got
+wrong) and add a :class:`CommandEntry` to :data:`COMMANDS` below: the one place commands are
+registered. Tests check that each entry's summary is its command's own and that every command
+has help and a README entry.
 
 Exit codes: 0 ok, 1 a ``LedgerError`` (one line, no traceback unless ``--debug``), 2 usage,
 130 interrupted; ``ckl await`` also exits 1 when the checkpoint failed and 2 on its timeout.
@@ -21,33 +24,196 @@ Exit codes: 0 ok, 1 a ``LedgerError`` (one line, no traceback unless ``--debug``
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import click
 
-from ckl.cli import audit, live, manage, read
-from ckl.cli._context import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, CliContext
-from ckl.cli.metrics import metrics_command
-from ledger import LedgerError
+from ckl.cli._exit import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-__all__ = ["COMMANDS", "cli", "main"]
+__all__ = ["COMMANDS", "CommandEntry", "LazyGroup", "cli", "main"]
 
-COMMANDS: tuple[click.Command, ...] = (
-    *read.COMMANDS,  # show, replay, pending, audit
-    *live.COMMANDS,  # tail, await
-    *manage.COMMANDS,  # demo, reset, project, rebuild
-    metrics_command,
-    *audit.COMMANDS,  # verify, export, import, archive, grants
+
+class CommandEntry(NamedTuple):
+    """One ``ckl`` command: where it lives, and the summary ``ckl --help`` shows for it."""
+
+    name: str
+    """The command's name on the command line."""
+    module: str
+    """The module that defines it (imported when the command runs)."""
+    attribute: str
+    """The ``click.Command`` in that module."""
+    summary: str
+    """The first paragraph of the command's help, shown without importing the module."""
+
+
+COMMANDS: tuple[CommandEntry, ...] = (
+    CommandEntry("show", "ckl.cli.read", "show", "Show one checkpoint's current state."),
+    CommandEntry(
+        "replay",
+        "ckl.cli.read",
+        "replay",
+        "Replay a run's checkpoint timeline: every event in order, and each batch's state.",
+    ),
+    CommandEntry(
+        "pending",
+        "ckl.cli.read",
+        "pending",
+        "List a run's pending checkpoints (created, not settled) and where each resumes.",
+    ),
+    CommandEntry(
+        "audit",
+        "ckl.cli.read",
+        "audit",
+        "Audit failures: every Failed event, filtered, and whether it was retried or reset.",
+    ),
+    CommandEntry(
+        "tail",
+        "ckl.cli.live",
+        "tail",
+        "Follow the live stream of RUN's events (or of every run): catch up, then live.",
+    ),
+    CommandEntry(
+        "await",
+        "ckl.cli.live",
+        "await_",
+        "Wait until a checkpoint settles: exit 0 completed, 1 failed, 2 timed out.",
+    ),
+    CommandEntry(
+        "demo",
+        "ckl.cli.manage",
+        "demo",
+        "Run a sample job (3 batches, a transient failure, a resume), then replay and audit it.",
+    ),
+    CommandEntry(
+        "reset",
+        "ckl.cli.manage",
+        "reset",
+        "Reset a checkpoint (operator action): a new attempt starts from scratch.",
+    ),
+    CommandEntry(
+        "project",
+        "ckl.cli.manage",
+        "project",
+        "Keep the projections current: follow the log until interrupted (Ctrl-C or SIGTERM).",
+    ),
+    CommandEntry(
+        "rebuild",
+        "ckl.cli.manage",
+        "rebuild",
+        "Drop the projections and replay the whole log into them.",
+    ),
+    CommandEntry(
+        "metrics",
+        "ckl.cli.metrics",
+        "metrics_command",
+        "Serve Prometheus metrics of the store on http://HOST:PORT/metrics until interrupted.",
+    ),
+    CommandEntry(
+        "verify",
+        "ckl.cli.audit",
+        "verify",
+        "Recompute the hash chains of RUN (or the whole store); exit 1 if anything was altered.",
+    ),
+    CommandEntry(
+        "export",
+        "ckl.cli.audit",
+        "export",
+        "Write every event of RUN to FILE (JSON lines: a header, then one line per event).",
+    ),
+    CommandEntry(
+        "import",
+        "ckl.cli.audit",
+        "import_",
+        "Append the events of an archive FILE to the store, after checking all of its hashes.",
+    ),
+    CommandEntry(
+        "archive",
+        "ckl.cli.audit",
+        "archive",
+        "Export a finished RUN to FILE, check the file, then purge the run from the store.",
+    ),
+    CommandEntry(
+        "grants",
+        "ckl.cli.audit",
+        "grants",
+        "Print the PostgreSQL GRANT statements of a least-privilege set-up (run as superuser).",
+    ),
 )
-"""Every ``ckl`` command: the one registry (``cli.add_command`` for each, below)."""
+"""Every ``ckl`` command: the one registry (:class:`LazyGroup` serves it)."""
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """A click group whose commands are imported from their modules only when needed.
+
+    ``list_commands`` and the help's command list come from the registry alone; ``get_command``
+    imports the one module it needs. Commands added with ``add_command`` work as in any group.
+    """
+
+    def __init__(
+        self,
+        *args: Any,  # noqa: ANN401  (click.Group's own arguments, passed through)
+        registry: Sequence[CommandEntry] = (),
+        **kwargs: Any,  # noqa: ANN401
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.registry = {entry.name: entry for entry in registry}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:  # noqa: ARG002  (click's signature)
+        """Every command's name, sorted (as click's own group lists them)."""
+        return sorted({*self.commands, *self.registry})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:  # noqa: ARG002
+        """The command, its module imported on first use; ``None`` for an unknown name."""
+        command = self.commands.get(cmd_name)
+        entry = self.registry.get(cmd_name)
+        if command is None and entry is not None:
+            command = getattr(importlib.import_module(entry.module), entry.attribute)
+            if not isinstance(command, click.Command):
+                msg = f"{entry.module}.{entry.attribute} is not a click command"
+                raise TypeError(msg)
+            self.commands[cmd_name] = command
+        return command
+
+    def load_all(self) -> dict[str, click.Command]:
+        """Import every command; the commands by name (for tests and documentation tools)."""
+        ctx = click.Context(self)
+        loaded = {name: self.get_command(ctx, name) for name in self.list_commands(ctx)}
+        return {name: command for name, command in loaded.items() if command is not None}
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The help's command list, from the registry's summaries: no command is imported.
+
+        Laid out as click lays out its own (``click.Group.format_commands``); a command not yet
+        imported is shown through a stand-in that carries its registry summary as help, so
+        click shortens it exactly as it would the command's own.
+        """
+        commands = []
+        for name in self.list_commands(ctx):
+            entry = self.registry.get(name)
+            command = self.commands.get(name)
+            if command is None and entry is not None:
+                command = click.Command(name, help=entry.summary)
+            if command is not None and not command.hidden:
+                commands.append((name, command))
+        if not commands:
+            return
+        limit = formatter.width - 6 - max(len(name) for name, _ in commands)
+        rows = [(name, command.get_short_help_str(limit)) for name, command in commands]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(
+    cls=LazyGroup,
+    registry=COMMANDS,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 @click.option(
     "--store",
     envvar="CKL_STORE",
@@ -59,11 +225,10 @@ COMMANDS: tuple[click.Command, ...] = (
 @click.pass_context
 def cli(ctx: click.Context, store: str | None, debug: bool) -> None:
     """checkpoint-ledger: an event-sourced checkpoint ledger for batch workers."""
+    # Imported here: `ckl --help` never runs this callback, and so never loads the ledger.
+    from ckl.cli._context import CliContext  # noqa: PLC0415
+
     ctx.obj = CliContext(store, debug)
-
-
-for _command in COMMANDS:
-    cli.add_command(_command)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -81,16 +246,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger("psycopg").setLevel(logging.CRITICAL)
     try:
         code = cli.main(args=args, prog_name="ckl", standalone_mode=False)
-    except LedgerError as exc:
-        if debug:
-            raise
-        click.echo(f"error: {exc}", err=True)
-        return EXIT_ERROR
     except (click.exceptions.Abort, KeyboardInterrupt):
         click.echo("interrupted", err=True)
         return EXIT_INTERRUPTED
     except click.ClickException as exc:
         return _report(exc)
+    except Exception as exc:
+        # The command that raised has loaded the ledger already; importing it at the top
+        # would cost every `ckl --help` the ledger's import.
+        from ledger import LedgerError  # noqa: PLC0415
+
+        if debug or not isinstance(exc, LedgerError):
+            raise
+        click.echo(f"error: {exc}", err=True)
+        return EXIT_ERROR
     # `ctx.exit(code)` in a command comes back here as its return value (standalone_mode off).
     return code if isinstance(code, int) else EXIT_OK
 
@@ -103,7 +272,3 @@ def _report(exc: click.ClickException) -> int:
         return EXIT_USAGE
     exc.show()  # a missing argument or an unknown option: the usage line says what to type
     return EXIT_USAGE if isinstance(exc, click.UsageError) else EXIT_ERROR
-
-
-if __name__ == "__main__":
-    sys.exit(main())

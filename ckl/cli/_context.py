@@ -1,16 +1,16 @@
-"""What every ``ckl`` command shares: the store it opens, time arguments, lookups, JSON output.
+"""What every ``ckl`` command shares: the one way to the store, time arguments, lookups.
 
 A command module defines plain ``click`` commands that take :class:`CliContext` with
 ``@pass_cli`` and raise ``LedgerError`` for anything the user got wrong; ``ckl.cli`` turns
-that into one ``error: …`` line and an exit code.
+that into one ``error: …`` line and an exit code. Every command reaches the store through
+:meth:`CliContext.open` (``--store`` and ``$CKL_*`` applied in one place); printing is
+``ckl.cli._output``'s.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import sys
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -22,6 +22,7 @@ from ledger import (
     InvalidStoreURL,
     Ledger,
     LedgerSettings,
+    RunNotFound,
 )
 from ledger.store import parse_store_url
 from projections import Projections
@@ -32,34 +33,12 @@ if TYPE_CHECKING:
     from projections import CheckpointSummary
 
 __all__ = [
-    "EXIT_ERROR",
-    "EXIT_INTERRUPTED",
-    "EXIT_OK",
-    "EXIT_USAGE",
     "CliContext",
-    "RunNotFound",
-    "echo_json",
-    "echo_line",
     "find_token",
     "parse_moment",
     "pass_cli",
     "require_run",
 ]
-
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-
-
-class RunNotFound(CheckpointNotFound):
-    """No checkpoint was ever created for the run (a typo, or the wrong ``--store``)."""
-
-    def __init__(self, run_id: str) -> None:
-        super().__init__(run_id)
-        message = (
-            f"run {run_id!r} does not exist in this store (no checkpoint was created for it); "
-            "check the run id and --store"
-        )
-        self.args = (message,)
-        self.run_id = run_id
 
 
 class CliContext:
@@ -68,22 +47,29 @@ class CliContext:
     def __init__(self, store: str | None, debug: bool) -> None:
         self.store, self.debug = store, debug
 
-    @property
-    def settings(self) -> LedgerSettings:
-        """The settings the commands open the store with ($CKL_* apply, --store wins)."""
-        return LedgerSettings.from_env(store=self.store)
+    def settings(self, **overrides: object) -> LedgerSettings:
+        """The settings the commands open the store with ($CKL_* apply, --store wins).
 
-    def open(self, *, existing: bool = False) -> Ledger:
-        """Open the store. ``existing``: refuse a SQLite file that is not there yet.
-
-        Read commands pass ``existing=True`` so a mistyped path is an error, not a new empty
-        database file left behind.
+        ``overrides``: a command's own options that are settings (``poll_interval``).
 
         Raises:
+            InvalidInput: a variable or override has a value of the wrong type or range.
+        """
+        return LedgerSettings.from_env(store=self.store, **overrides)
+
+    def open(self, *, existing: bool = False, **overrides: object) -> Ledger:
+        """Open the store: the one way every command reaches it.
+
+        ``existing``: refuse a SQLite file that is not there yet. Read commands pass
+        ``existing=True`` so a mistyped path is an error, not a new empty database file left
+        behind. ``overrides``: settings a command's options set (see :meth:`settings`).
+
+        Raises:
+            InvalidInput: a setting has a value of the wrong type or range.
             InvalidStoreURL: a bad URL, or (``existing``) no SQLite file at the path.
             StoreUnavailable: the store cannot be reached.
         """
-        settings = self.settings
+        settings = self.settings(**overrides)
         if existing:
             url = parse_store_url(settings.store)
             if url.kind == "sqlite" and not os.path.exists(url.sqlite_path):  # noqa: PTH110
@@ -152,14 +138,3 @@ def require_run(views: Projections, run_id: str) -> list[CheckpointSummary]:
     if not summaries:
         raise RunNotFound(run_id)
     return summaries
-
-
-def echo_json(document: object) -> None:
-    """Print one JSON document (indented) on stdout."""
-    click.echo(json.dumps(document, indent=2, ensure_ascii=False))
-
-
-def echo_line(text: str) -> None:
-    """Print one line on stdout and flush it at once (streams are read line by line)."""
-    sys.stdout.write(text + "\n")
-    sys.stdout.flush()

@@ -1,7 +1,9 @@
-"""How ``ckl`` shows things: event words, times, and the rich tables of the read commands.
+"""How ``ckl`` shows things: the one JSON printer, lines, event words, times, rich tables.
 
 Everything here is pure formatting over the API's own models, shared by the commands and by
-``ckl demo`` (which ends with the same replay and audit a user would run).
+``ckl demo`` (which ends with the same replay and audit a user would run). rich is imported by
+the functions that build a console or a table, so commands that print only JSON or plain lines
+(``verify``, ``export``, ``grants``…) never load it.
 """
 
 from __future__ import annotations
@@ -12,9 +14,7 @@ import sys
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from rich import box
-from rich.console import Console
-from rich.table import Table
+import click
 
 from ledger import Completed, Created, Failed, Reset, Retried, Yielded
 from ledger.checkpoint import apply
@@ -22,12 +22,17 @@ from ledger.checkpoint import apply
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence
 
+    from rich.console import Console
+    from rich.table import Table
+
     from ledger import CheckpointEvent, CheckpointState, JSONValue
     from projections import CheckpointSummary, FailureRecord, TimelineEntry
 
 __all__ = [
     "PIPE_WIDTH",
     "Step",
+    "echo_json",
+    "echo_line",
     "event_attempt",
     "event_detail",
     "event_kind",
@@ -51,9 +56,27 @@ def make_console(*, stderr: bool = False, highlight: bool = True) -> Console:
 
     ``$COLUMNS`` still wins, as rich documents, so a script can ask for any width.
     """
+    from rich.console import Console  # noqa: PLC0415  (only commands that draw load rich)
+
     stream = sys.stderr if stderr else sys.stdout
     redirected = not stream.isatty() and "COLUMNS" not in os.environ
     return Console(stderr=stderr, highlight=highlight, width=PIPE_WIDTH if redirected else None)
+
+
+def echo_json(document: object, *, ascii_only: bool = False) -> None:
+    """Print one JSON document (indented) on stdout: every ``--json`` goes through here.
+
+    ``ascii_only``: write every non-ASCII character as a JSON escape, as ``verify``, ``export``,
+    ``import`` and ``archive`` always have: their documents hold file paths from argv, whose
+    undecodable bytes (surrogates) only an escape can print.
+    """
+    click.echo(json.dumps(document, indent=2, ensure_ascii=ascii_only))
+
+
+def echo_line(text: str) -> None:
+    """Print one line on stdout and flush it at once (streams are read line by line)."""
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
 
 
 _KINDS: dict[type[CheckpointEvent], str] = {
@@ -125,6 +148,9 @@ def event_detail(event: CheckpointEvent) -> str:
 
 
 def _table(title: str | None) -> Table:
+    from rich import box  # noqa: PLC0415  (only commands that draw load rich)
+    from rich.table import Table  # noqa: PLC0415
+
     return Table(title=title, title_justify="left", header_style="bold", box=box.SIMPLE_HEAD)
 
 

@@ -2,23 +2,21 @@
 
 Each command is one library call (``ledger.verify_chains``, ``ledger.export_run``,
 ``ledger.import_archive``, ``ledger.archive_run``, ``ledger.grants``) plus formatting. They are
-plain click commands, listed in ``COMMANDS`` for the ``ckl`` group to register. They open the
-store through the group's ``CliContext``; all but ``import`` refuse a SQLite file that is not
-there (a mistyped path would otherwise verify as an empty, clean store).
+plain click commands, registered in ``ckl.cli.COMMANDS``. They open the store through the
+group's ``CliContext``; all but ``import`` refuse a SQLite file that is not there (a mistyped
+path would otherwise verify as an empty, clean store).
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
-from ckl.cli._context import CliContext
+from ckl.cli._context import CliContext, pass_cli
+from ckl.cli._output import echo_json
 from ledger import (
-    Ledger,
-    LedgerSettings,
     TamperDetected,
     archive_run,
     export_run,
@@ -30,17 +28,9 @@ from ledger.grants import before_schema_statements, grant_statements
 if TYPE_CHECKING:
     from ledger import ArchiveSummary
 
-__all__ = ["COMMANDS", "archive", "export", "grants", "import_", "verify"]
+__all__ = ["archive", "export", "grants", "import_", "verify"]
 
 _FILE = click.Path(dir_okay=False, path_type=Path)
-
-
-def _open(ctx: click.Context, *, existing: bool) -> Ledger:
-    """The store of the group's ``--store``; ``existing``: never create a new SQLite file."""
-    if isinstance(ctx.obj, CliContext):
-        return ctx.obj.open(existing=existing)
-    store = ctx.find_root().params.get("store")
-    return Ledger.open(settings=LedgerSettings.from_env(store=store))
 
 
 def _summary_line(verb: str, summary: ArchiveSummary) -> str:
@@ -59,9 +49,9 @@ def _summary_line(verb: str, summary: ArchiveSummary) -> str:
     help="Compare the heads with an anchor written earlier (finds deleted last events).",
 )
 @click.option("--write-anchor", type=_FILE, help="Save each checkpoint's head to this file.")
-@click.pass_context
+@pass_cli
 def verify(
-    ctx: click.Context,
+    obj: CliContext,
     run_id: str | None,
     as_json: bool,
     anchor: Path | None,
@@ -73,10 +63,10 @@ def verify(
     every checkpoint whose last events were removed. Rows written before hash chains existed
     are noted as unchained, which is not a problem.
     """
-    with _open(ctx, existing=True) as ledger:
+    with obj.open(existing=True) as ledger:
         report = verify_chains(ledger, run_id, anchor=anchor, write_anchor=write_anchor)
     if as_json:
-        click.echo(json.dumps({"ok": report.ok, **report.model_dump(mode="json")}, indent=2))
+        echo_json({"ok": report.ok, **report.model_dump(mode="json")}, ascii_only=True)
     else:
         for problem in report.problems:
             click.echo(problem.line())
@@ -99,10 +89,10 @@ def verify(
 @click.argument("run_id")
 @click.argument("file", type=_FILE)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-@click.pass_context
-def export(ctx: click.Context, run_id: str, file: Path, as_json: bool) -> None:
+@pass_cli
+def export(obj: CliContext, run_id: str, file: Path, as_json: bool) -> None:
     """Write every event of RUN to FILE (JSON lines: a header, then one line per event)."""
-    with _open(ctx, existing=True) as ledger:
+    with obj.open(existing=True) as ledger:
         summary = export_run(ledger, run_id, file)
     _report(summary, "exported", as_json=as_json)
 
@@ -115,14 +105,14 @@ def export(ctx: click.Context, run_id: str, file: Path, as_json: bool) -> None:
     help="Bring an archived run back into the store it was archived from.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-@click.pass_context
-def import_(ctx: click.Context, file: Path, restore: bool, as_json: bool) -> None:
+@pass_cli
+def import_(obj: CliContext, file: Path, restore: bool, as_json: bool) -> None:
     """Append the events of an archive FILE to the store, after checking all of its hashes.
 
     A file that fails its checks writes nothing. Running it again after an interruption
     skips what is already there.
     """
-    with _open(ctx, existing=False) as ledger:
+    with obj.open(existing=False) as ledger:
         summary = import_archive(ledger, file, restore=restore)
     _report(summary, f"imported {summary.written} new events of", as_json=as_json)
 
@@ -131,22 +121,22 @@ def import_(ctx: click.Context, file: Path, restore: bool, as_json: bool) -> Non
 @click.argument("run_id")
 @click.argument("file", type=_FILE)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-@click.pass_context
-def archive(ctx: click.Context, run_id: str, file: Path, as_json: bool) -> None:
+@pass_cli
+def archive(obj: CliContext, run_id: str, file: Path, as_json: bool) -> None:
     """Export a finished RUN to FILE, check the file, then purge the run from the store.
 
     Only a run whose checkpoints are all completed or permanently failed is archived. The
     purge and an archive marker are one transaction; the run cannot be written again unless
     FILE is imported back with --restore. Needs the owner role on PostgreSQL.
     """
-    with _open(ctx, existing=True) as ledger:
+    with obj.open(existing=True) as ledger:
         summary = archive_run(ledger, run_id, file)
     _report(summary, "archived and purged", as_json=as_json)
 
 
 def _report(summary: ArchiveSummary, verb: str, *, as_json: bool) -> None:
     if as_json:
-        click.echo(json.dumps(summary.model_dump(mode="json"), indent=2))
+        echo_json(summary.model_dump(mode="json"), ascii_only=True)
     else:
         click.echo(_summary_line(verb, summary))
 
@@ -165,6 +155,3 @@ def grants(owner: str, writer: str, projector: str, schema: str) -> None:
     click.echo("-- 3. then, as a superuser:")
     for statement in grant_statements(owner, writer, projector, schema):
         click.echo(statement)
-
-
-COMMANDS: list[click.Command] = [verify, export, import_, archive, grants]

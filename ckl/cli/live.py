@@ -21,8 +21,11 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from ckl.cli._context import EXIT_ERROR, CliContext, echo_json, echo_line, find_token, pass_cli
+from ckl.cli._context import CliContext, find_token, pass_cli
+from ckl.cli._exit import EXIT_ERROR
 from ckl.cli._output import (
+    echo_json,
+    echo_line,
     event_attempt,
     event_detail,
     event_kind,
@@ -39,7 +42,7 @@ from streams.tail import StreamEvent, run_stream
 if TYPE_CHECKING:
     from ledger import CheckpointState, Ledger
 
-__all__ = ["COMMANDS", "await_", "tail"]
+__all__ = ["await_", "tail"]
 
 EXIT_TIMED_OUT = 2
 """``ckl await``: the wait gave up (the issue fixes 2, the same code as a usage error)."""
@@ -272,6 +275,3 @@ def await_(
     else:
         click.echo(line)
     ctx.exit(code)
-
-
-COMMANDS: tuple[click.Command, ...] = (tail, await_)

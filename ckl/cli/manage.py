@@ -9,13 +9,12 @@ from datetime import UTC, datetime
 
 import click
 
-from ckl.cli._context import CliContext, echo_json, find_token, pass_cli
-from ckl.cli._output import fmt_value, make_console
+from ckl.cli._context import CliContext, find_token, pass_cli
+from ckl.cli._output import echo_json, fmt_value, make_console
 from ckl.demo import replay_and_audit, run_demo
-from ledger import Ledger, LedgerSettings
 from projections import Projections
 
-__all__ = ["COMMANDS", "demo", "project", "rebuild", "reset"]
+__all__ = ["demo", "project", "rebuild", "reset"]
 
 
 @click.command()
@@ -66,8 +65,7 @@ def project(obj: CliContext, poll_interval: float) -> None:
     """Keep the projections current: follow the log until interrupted (Ctrl-C or SIGTERM)."""
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    settings = LedgerSettings.from_env(store=obj.store, poll_interval=poll_interval)
-    with Ledger.open(settings=settings) as ledger, Projections(ledger) as views:
+    with obj.open(poll_interval=poll_interval) as ledger, Projections(ledger) as views:
         views.start()
         click.echo(f"following {ledger.store_display} from position {views.position}", err=True)
         reported = views.position
@@ -95,6 +93,3 @@ def rebuild(obj: CliContext, as_json: bool) -> None:
         echo_json({"position": position, "seconds": round(seconds, 3)})
     else:
         click.echo(f"rebuilt the views up to position {position} in {seconds:.2f}s")
-
-
-COMMANDS: tuple[click.Command, ...] = (demo, reset, project, rebuild)

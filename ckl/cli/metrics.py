@@ -1,32 +1,26 @@
 """``ckl metrics``: serve the store's Prometheus metrics over HTTP until interrupted.
 
-The command is registered in the ``ckl`` group by ``ckl/cli/__init__.py``; it reads the store URL
-from the group's context object (``--store`` / ``$CKL_STORE``), like every other command.
+The command is registered in ``ckl.cli.COMMANDS``; it opens the store through the group's
+``CliContext`` (``--store`` / ``$CKL_STORE``), like every other command.
 """
 
 from __future__ import annotations
 
 import signal
 import threading
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import click
 from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
 
+from ckl.cli._context import CliContext, pass_cli
 from ckl.metrics import register_metrics
-from ledger import Ledger, LedgerSettings
 from projections import Projections
 
 if TYPE_CHECKING:
     from types import FrameType
 
 __all__ = ["metrics_command"]
-
-
-class _StoreContext(Protocol):
-    """What ``ckl``'s group puts in ``ctx.obj``: the ``--store`` option."""
-
-    store: str | None
 
 
 @click.command("metrics")
@@ -59,9 +53,9 @@ class _StoreContext(Protocol):
     show_default=True,
     help="Seconds between polls for other processes' writes (SQLite; PostgreSQL uses NOTIFY).",
 )
-@click.pass_obj
+@pass_cli
 def metrics_command(
-    obj: _StoreContext,
+    obj: CliContext,
     *,
     port: int,
     host: str,
@@ -89,9 +83,8 @@ def metrics_command(
         stop.set()
 
     previous = signal.signal(signal.SIGTERM, on_sigterm)
-    settings = LedgerSettings.from_env(store=obj.store, poll_interval=poll_interval)
     try:
-        with Ledger.open(settings=settings) as ledger, Projections(ledger) as views:
+        with obj.open(poll_interval=poll_interval) as ledger, Projections(ledger) as views:
             if project:
                 views.start()
             metrics = register_metrics(

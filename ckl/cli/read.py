@@ -12,15 +12,9 @@ from typing import TYPE_CHECKING
 
 import click
 
-from ckl.cli._context import (
-    CliContext,
-    echo_json,
-    find_token,
-    parse_moment,
-    pass_cli,
-    require_run,
-)
+from ckl.cli._context import CliContext, find_token, parse_moment, pass_cli, require_run
 from ckl.cli._output import (
+    echo_json,
     failures_table,
     fmt_time,
     make_console,
@@ -34,7 +28,7 @@ from ckl.cli._output import (
 if TYPE_CHECKING:
     from datetime import datetime
 
-__all__ = ["COMMANDS", "audit", "pending", "replay", "show"]
+__all__ = ["audit", "pending", "replay", "show"]
 
 _JSON_HELP = "Print one JSON document instead of a table."
 
@@ -204,6 +198,3 @@ def audit(
     permanent = sum(1 for record in records if not record.transient)
     title = f"{len(records)} failure(s), {permanent} permanent"
     console.print(failures_table(records, title=title, show_run=run_id is None))
-
-
-COMMANDS: tuple[click.Command, ...] = (show, replay, pending, audit)

@@ -22,13 +22,12 @@ from matplotlib.lines import Line2D
 from PIL import Image
 
 from ckl.plotting import (
-    PlotUnavailable,
     draw_failures,
     draw_run_progress,
     plot_failures,
     plot_run_progress,
 )
-from ledger import InvalidInput, Ledger, LedgerError
+from ledger import InvalidInput, Ledger, LedgerError, PlotUnavailable
 from projections import FailureRecord, Projections, TimelineEntry
 from tests.streams._support import ROOT
 
@@ -338,9 +337,9 @@ def run_python(script: str, *args: str) -> subprocess.CompletedProcess[str]:
 PLOT_IN_A_FRESH_PROCESS = """
     import sys
     {prelude}
-    from ledger import Ledger
+    from ckl.plotting import plot_run_progress
+    from ledger import Ledger, PlotUnavailable
     from projections import Projections
-    from ckl.plotting import PlotUnavailable, plot_run_progress
 
     store, run_id, target = sys.argv[1:]
     with Ledger.open(store) as ledger, Projections(ledger) as views:

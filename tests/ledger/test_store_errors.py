@@ -126,6 +126,8 @@ _SAMPLES: dict[str, LedgerError] = {
     "RunNotFinished": ledger.errors.RunNotFinished("r", 2),
     "TamperDetected": ledger.errors.TamperDetected("run 'r'", 2),
     "FileNotWritable": ledger.errors.FileNotWritable("path", "out/r.jsonl", "No space left"),
+    "RunNotFound": ledger.errors.RunNotFound("run-9"),
+    "PlotUnavailable": ledger.errors.PlotUnavailable("No module named 'matplotlib'"),
 }
 
 

@@ -1,7 +1,6 @@
 """`ckl verify`, `export`, `import`, `archive` and `grants`, through `ckl`'s entry point.
 
-The commands live in ``ckl/cli/audit.py``; the fixture registers them on the ``ckl`` group
-for the test, as the group itself will.
+The commands live in ``ckl/cli/audit.py``, registered in ``ckl.cli.COMMANDS``.
 """
 
 from __future__ import annotations
@@ -9,26 +8,14 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
-import pytest
-
 from ckl import cli as ckl
-from ckl.cli.audit import COMMANDS
 from ledger import Ledger
 from tests.security._tamper import oid_param, tamper
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
     from pathlib import Path
 
-
-@pytest.fixture(autouse=True)
-def registered() -> Iterator[None]:
-    added = [c for c in COMMANDS if c.name not in ckl.cli.commands]
-    for command in added:
-        ckl.cli.add_command(command)
-    yield
-    for command in added:
-        ckl.cli.commands.pop(str(command.name), None)
+    import pytest
 
 
 def _run(store_url: str, *args: str) -> int:

@@ -19,7 +19,6 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
-from types import SimpleNamespace
 from typing import TYPE_CHECKING
 from uuid import uuid4
 
@@ -28,6 +27,7 @@ import pytest
 from click.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
 
+from ckl.cli._context import CliContext
 from ckl.cli.metrics import metrics_command
 from ledger import Ledger
 
@@ -36,13 +36,7 @@ if TYPE_CHECKING:
 
 ROOT = Path(__file__).resolve().parents[3]
 TIMEOUT = 60.0
-ENTRY = (
-    "import sys\n"
-    "from ckl.cli import cli, main\n"
-    "from ckl.cli.metrics import metrics_command\n"
-    "cli.add_command(metrics_command)\n"
-    "sys.exit(main())\n"
-)
+ENTRY = "import sys\nfrom ckl.cli import main\nsys.exit(main())\n"
 
 
 class Exporter:
@@ -182,7 +176,7 @@ def group(tmp_path: Path) -> click.Group:
     @click.option("--store", default=f"sqlite:///{tmp_path}/never.db")
     @click.pass_context
     def test_cli(ctx: click.Context, store: str) -> None:
-        ctx.obj = SimpleNamespace(store=store)
+        ctx.obj = CliContext(store, debug=False)
 
     test_cli.add_command(metrics_command)
     return test_cli
