@@ -60,8 +60,6 @@ from ledger import (
     Yielded,
 )
 from ledger.store import EVENTS_TABLE
-from projections.cursor import TABLE as CURSOR_VIEW
-from projections.runner import TRACKING, TRACKING_NAME
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -293,11 +291,7 @@ class LedgerMetrics:
     def _positions(self) -> dict[str, int]:
         positions = {"metrics": self._position}
         if self.projections is not None:
-            with self.projections.recorder.transaction(readonly=True) as tx:
-                rows = tx.query(
-                    f"SELECT position FROM {TRACKING} WHERE name = %s", (TRACKING_NAME,)
-                )
-            positions["projections"] = int(rows[0][0]) if rows else 0
+            positions["projections"] = self.projections.tracked_position()
         with self._lock:
             followers = dict(self._followers)
         for name, position in followers.items():
@@ -324,14 +318,7 @@ class LedgerMetrics:
         return int(rows[0][0])
 
     def _checkpoint_counts(self) -> dict[str, int]:
-        if self.projections is None:
-            return {}
-        with self.projections.recorder.transaction(readonly=True) as tx:
-            rows = tx.query(
-                f"SELECT status, count(*) FROM {CURSOR_VIEW}"
-                " WHERE status IN ('open', 'failed') GROUP BY status"
-            )
-        return {str(status): int(count) for status, count in rows}
+        return {} if self.projections is None else self.projections.checkpoint_counts()
 
     # ---------------------------------------------------------------- following the log
 

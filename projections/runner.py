@@ -425,6 +425,30 @@ class Projections:
             states[entry.batch_index] = apply(states.get(entry.batch_index), entry.event)
         return states
 
+    def tracked_position(self) -> int:
+        """Global position of the last event the views applied, as recorded in the store.
+
+        Unlike :attr:`position` (what this object has applied or seen applied), it counts the
+        work of every process that keeps these views, such as a ``ckl project`` elsewhere.
+
+        Raises:
+            StoreUnavailable: the store cannot be read.
+        """
+        return self._tracked_position()
+
+    def checkpoint_counts(self) -> dict[str, int]:
+        """How many checkpoints of every run are open, completed and failed, as of the views.
+
+        One scan of the cursor view (a row per checkpoint); every status is present, 0 if none.
+
+        Raises:
+            StoreUnavailable: the store cannot be read.
+        """
+        rows = self._query("SELECT status, count(*) FROM ckl_view_cursor GROUP BY status")
+        counts = dict.fromkeys(("open", "completed", "failed"), 0)
+        counts.update({str(status): int(count) for status, count in rows})
+        return counts
+
     # ---------------------------------------------------------------- internals
 
     def _lock_schema(self, tx: SQLTransaction) -> None:
