@@ -15,9 +15,9 @@ if TYPE_CHECKING:
 
 __all__ = ["PARTS", "Options", "finish", "flow_path", "parse", "publish"]
 
-PARTS = ("append", "scale", "flow")
+PARTS = ("append", "scale", "flow", "startup")
 """The parts of the suite: the append path (sections 1-4), concurrent writers and DBOS
-(sections 5-6), and the read side (docs/benchmarks-flow.md)."""
+(sections 5-6), the read side (docs/benchmarks-flow.md), and start-up (section 7)."""
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,8 @@ def parse(
         action="append",
         help="run only this part (repeatable): append = sections 1-4 (yield, history, tasker, "
         "eventsourcing), scale = sections 5-6 (concurrent writers, DBOS), flow = the read side "
-        "(benchmarks-flow.md). Default: every part.",
+        "(benchmarks-flow.md), startup = section 7 (ckl --help, the layers' imports). "
+        "Default: every part.",
     )
     parser.add_argument(
         "--out",

@@ -21,6 +21,8 @@ from bench._markdown import (
     verdict,
 )
 from bench._report_scale import ScaleResults, scale_sections, scale_summary_rows
+from bench._startup import StartupResults
+from bench._startup import section as startup_section
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -400,8 +402,9 @@ def render(
     *,
     scale: ScaleResults | None = None,
     flow_rows: list[list[str]] | None = None,
+    startup: StartupResults | None = None,
 ) -> str:
-    """The whole report: sections 1 to 4, then 5 and 6 if measured; ``flow_rows`` in the summary."""
+    """The whole report: sections 1 to 4, then 5 to 7 if measured; ``flow_rows`` in the summary."""
     sizes = run.profile.sizes
     minutes, seconds = divmod(round(run.seconds), 60)
     lines = [
@@ -435,4 +438,6 @@ def render(
         lines += _section_eventsourcing(backend)
     if scale is not None:
         lines += scale_sections(scale)
+    if startup is not None:
+        lines += startup_section(startup)
     return "\n".join(lines).rstrip() + "\n"

@@ -7,7 +7,8 @@
 The parts: ``append`` (sections 1-4: yield against a raw INSERT, history sizes, the tasker JSONB
 history, eventsourcing's recorder), ``scale`` (section 5: concurrent writer processes with a
 tail; section 6: DBOS Transact), ``flow`` (read-your-writes, catch-up, view updates, timeline,
-completion latency: docs/benchmarks-flow.md, summarised in docs/benchmarks.md).
+completion latency: docs/benchmarks-flow.md, summarised in docs/benchmarks.md), ``startup``
+(section 7: ``ckl --help`` and the layers' imports against a bare ``python -c pass``).
 
 PostgreSQL is one fresh cluster started for the run with ``tests/fix_postgres.py``'s
 ``PostgresServer`` (as the ``postgres`` OS user when run as root), each part in databases of its
@@ -25,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bench import _flow_sections, _scale, _sections
+from bench import _flow_sections, _scale, _sections, _startup
 from bench._cli import finish, flow_path, parse, publish
 from bench._dbos_peer import run_dbos
 from bench._flow_report import FlowRun, summary_rows
@@ -151,6 +152,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             _run_postgres(suite, facts)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+    startup = None
+    if "startup" in args.parts:
+        startup = _startup.measure(_startup.QUICK_ROUNDS if args.quick else _startup.FULL_ROUNDS)
     waits = []
     if "flow" in args.parts:
         waits = eventsourcing_wait(suite.flow_profile.eventsourcing_samples, EVENTSOURCING_DELAY)
@@ -161,7 +165,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     flow_rows = summary_rows(flow_run, suite.flows) if suite.flows else []
     run = Run(command, started, seconds, suite.append, facts)
-    publish(render(run, suite.results, scale=suite.scale, flow_rows=flow_rows), args.out)
+    report = render(run, suite.results, scale=suite.scale, flow_rows=flow_rows, startup=startup)
+    publish(report, args.out)
     if suite.flows:
         out = None if args.out is None else flow_path(args.out)
         publish(render_flow(flow_run, suite.flows), out)
