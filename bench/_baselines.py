@@ -15,9 +15,9 @@ from psycopg.types.json import Jsonb
 
 from bench._harness import measure
 from bench._workload import yield_payload
-from ledger import postgres as postgres_schema
-from ledger import sqlite as sqlite_schema
 from ledger.store import EVENTS_TABLE
+from ledger.store import sqlite as sqlite_schema
+from ledger.store.postgres import schema as postgres_schema
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -43,7 +43,7 @@ _SQLITE_INSERT = (
     "INSERT INTO raw_events (originator_id, originator_version, topic, state) VALUES (?, ?, ?, ?)"
 )
 
-# Likewise for ledger/postgres.py: the table and its notification_id index.
+# Likewise for ledger/store/postgres/schema.py: the table and its notification_id index.
 _POSTGRES_TABLE = [
     statement.replace(EVENTS_TABLE, "raw_events") for statement in postgres_schema.SCHEMA[:2]
 ]
@@ -60,7 +60,7 @@ _POSTGRES_INSERT = (
     "INSERT INTO raw_events (originator_id, originator_version, topic, state) "
     "VALUES (%s, %s, %s, %s) RETURNING notification_id"
 )
-# What the ledger's append statements (ledger/postgres.py) have added to the plain insert, each
+# What the ledger's append statements (ledger/store/postgres/append.py) have added to the plain insert, each
 # alone on the raw table: the advisory lock (every append while schema 1 serialised appends),
 # the notify (every append), and the unnest form (an append of several events).
 _POSTGRES_PARTS = {

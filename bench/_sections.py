@@ -16,9 +16,9 @@ from bench._workload import (
     representative_state,
     warm_yield_op,
 )
-from ledger.postgres import PostgresLedgerRecorder
 from ledger.settings import LedgerSettings
-from ledger.sqlite import SQLiteLedgerRecorder
+from ledger.store.postgres import PostgresLedgerRecorder
+from ledger.store.sqlite import SQLiteLedgerRecorder
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -223,7 +223,7 @@ def run_postgres(profile: Profile, url: str) -> BackendResults:
         results.durability["ledger"] = durability_of(ledger)
         assert isinstance(ledger.recorder, PostgresLedgerRecorder)
         # The exact SQL the ledger runs to append one event.
-        statement = ledger.recorder._insert_one  # noqa: SLF001
+        statement = ledger.recorder._appender.insert_one  # noqa: SLF001
         feed = Feed(ledger.create_checkpoint("bench-raw", 0))
         variants = [
             Variant("raw", timed(raw.insert), profile.batch),

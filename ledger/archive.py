@@ -18,28 +18,19 @@ run from being written again. The other runs' events and chains are untouched.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import re
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from eventsourcing.persistence import (
-    InterfaceError,
-    MapperDeserialisationError,
-    OperationalError,
-    PersistenceError,
-    StoredEvent,
-)
+from eventsourcing.persistence import MapperDeserialisationError, StoredEvent
 from pydantic import BaseModel, ConfigDict
 
 from ledger._files import output_path, writing
-from ledger.audit import key_param, run_checkpoint_ids, select_chain
 from ledger.chain import ChainHead, ChainRow, walk_chain
 from ledger.checkpoint import apply
 from ledger.errors import (
@@ -50,23 +41,15 @@ from ledger.errors import (
     InvalidInput,
     RunArchived,
     RunNotFinished,
-    StoreUnavailable,
 )
 from ledger.events import Created
-from ledger.store import (
-    ARCHIVES_TABLE,
-    EVENTS_TABLE,
-    PURGE_PERMITS_TABLE,
-    SNAPSHOTS_TABLE,
-    quote_identifier,
-)
+from ledger.store import store_errors
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from ledger.application import Ledger
     from ledger.checkpoint import CheckpointState
-    from ledger.store import SQLTransaction
 
 __all__ = [
     "ARCHIVE_FORMAT",
@@ -74,53 +57,11 @@ __all__ = [
     "archive_run",
     "export_run",
     "import_archive",
-    "store_errors",
 ]
 
 ARCHIVE_FORMAT = "ckl-archive/1"
 _IMPORT_CHUNK = 1000
 _STATE_KEY = ',"state":'
-
-_SELECT_EXPORT = (
-    f"SELECT notification_id, originator_version, topic, state, event_hash FROM {EVENTS_TABLE} "
-    "WHERE originator_id = %s ORDER BY originator_version"
-)
-_SELECT_HASHES = (
-    f"SELECT originator_version, event_hash FROM {EVENTS_TABLE} WHERE originator_id = %s "
-    "ORDER BY originator_version"
-)
-_ACTIVE_MARKER = (
-    f"SELECT archive_id FROM {ARCHIVES_TABLE} WHERE run_id = %s AND restored_at IS NULL"
-)
-_MARK_RESTORED = (
-    f"UPDATE {ARCHIVES_TABLE} SET restored_at = %s WHERE run_id = %s AND restored_at IS NULL"
-)
-_INSERT_MARKER = (
-    f"INSERT INTO {ARCHIVES_TABLE} (run_id, archived_at, events, checkpoints, file_sha256, heads)"
-    " VALUES (%s, %s, %s, %s, %s, %s)"
-)
-_PERMIT = {
-    "sqlite": f"INSERT INTO {PURGE_PERMITS_TABLE} (originator_id) VALUES (%s)",
-    # Tied to this transaction: a permit left behind by a crash opens nothing later.
-    "postgres": f"INSERT INTO {PURGE_PERMITS_TABLE} (originator_id, txid) "
-    "VALUES (%s, pg_current_xact_id())",
-}
-_DROP_PERMIT = f"DELETE FROM {PURGE_PERMITS_TABLE} WHERE originator_id = %s"
-_PURGE_EVENTS = f"DELETE FROM {EVENTS_TABLE} WHERE originator_id = %s"
-_PURGE_SNAPSHOTS = f"DELETE FROM {SNAPSHOTS_TABLE} WHERE originator_id = %s"
-# The projections' tables are found, not imported (ledger never imports projections): every
-# ckl_view_* table keyed by checkpoint_id loses the purged checkpoints' rows.
-_VIEW_TABLES = {
-    "sqlite": "SELECT m.name FROM sqlite_master AS m, pragma_table_info(m.name) AS c "
-    "WHERE m.type = 'table' AND m.name LIKE 'ckl\\_view\\_%' ESCAPE '\\' "
-    "AND c.name = 'checkpoint_id' ORDER BY m.name",
-    "postgres": "SELECT table_name FROM information_schema.columns "
-    "WHERE table_schema = current_schema() AND column_name = 'checkpoint_id' "
-    "AND table_name LIKE 'ckl\\_view\\_%%' ORDER BY table_name",  # %% for psycopg
-}
-_VIEW_TABLE_NAME = re.compile(r"ckl_view_[a-z0-9_]{1,50}")
-_LOCK_APPENDS = f"LOCK TABLE {EVENTS_TABLE} IN SHARE ROW EXCLUSIVE MODE"
-_SNAPSHOT_READ = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"
 
 
 class ArchiveSummary(BaseModel):
@@ -137,15 +78,6 @@ class ArchiveSummary(BaseModel):
     written: int = 0
     purged: bool = False
     restored: bool = False
-
-
-@contextlib.contextmanager
-def store_errors(ledger: Ledger, operation: str) -> Iterator[None]:
-    """Driver failures become ``StoreUnavailable`` (with the password-free store name)."""
-    try:
-        yield
-    except (OperationalError, InterfaceError, PersistenceError) as exc:
-        raise StoreUnavailable(ledger.store_display, operation, str(exc)) from exc
 
 
 def _check_run_id(run_id: object) -> str:
@@ -198,20 +130,16 @@ def export_run(ledger: Ledger, run_id: str, path: str | os.PathLike[str]) -> Arc
     try:
         with (
             writing(target, "path"),
-            store_errors(ledger, "export"),
+            store_errors(ledger.store_display, "export"),
             body.open("wb") as out,
-            ledger.recorder.transaction(readonly=True) as tx,
+            ledger.recorder.transaction(readonly=True, snapshot=True) as tx,
         ):
-            if tx.dialect == "postgres":
-                tx.execute(_SNAPSHOT_READ)
-            ids = run_checkpoint_ids(tx, run_id)
+            ids = tx.run_checkpoint_ids(run_id)
             if not ids:
                 raise CheckpointNotFound(f"{run_id}/* (no checkpoint of run {run_id!r})")
             for oid in ids:
-                rows = tx.query(_SELECT_EXPORT, (key_param(tx, oid),))
-                chain = [
-                    ChainRow(oid, int(r[1]), str(r[2]), bytes(r[3]), _opt_bytes(r[4])) for r in rows
-                ]
+                positioned = tx.select_positioned_chain(oid)
+                chain = [row for _, row in positioned]
                 problems, head = walk_chain(chain)
                 broken = [p for p in problems if p.kind != "unchained"]
                 if broken:
@@ -219,8 +147,8 @@ def export_run(ledger: Ledger, run_id: str, path: str | os.PathLike[str]) -> Arc
                         f"run {run_id!r} fails its hash chains ({broken[0].line()}); "
                         "nothing was exported (see ckl verify)"
                     )
-                for r, row in zip(rows, chain, strict=True):
-                    out.write(_event_line(oid, int(r[0]), row))
+                for position, row in positioned:
+                    out.write(_event_line(oid, position, row))
                 events += len(chain)
                 if head is not None:
                     heads[str(oid)] = head
@@ -256,10 +184,6 @@ def export_run(ledger: Ledger, run_id: str, path: str | os.PathLike[str]) -> Arc
         file_sha256=digest.hexdigest(),
         heads=heads,
     )
-
-
-def _opt_bytes(value: Any) -> bytes | None:  # noqa: ANN401  (bytes, memoryview or NULL)
-    return None if value is None else bytes(value)
 
 
 # ------------------------------------------------------------------------------------ reading
@@ -433,21 +357,21 @@ def import_archive(
     """
     archive = read_archive(ledger, path)
     run_id = archive.run_id
-    with store_errors(ledger, "import"):
+    with store_errors(ledger.store_display, "import"):
         with ledger.recorder.transaction(readonly=True) as tx:
-            archived = bool(tx.query(_ACTIVE_MARKER, (run_id,)))
+            archived = tx.run_is_archived(run_id)
             if archived and not restore:
                 raise RunArchived(run_id)
-            present = {str(oid) for oid in run_checkpoint_ids(tx, run_id)}
+            present = {str(oid) for oid in tx.run_checkpoint_ids(run_id)}
             extra = sorted(present - set(archive.heads))
             if extra:
                 raise ImportConflict(run_id, extra[0], "is in the store but not in the archive")
-            have = {oid: _stored_hashes(tx, UUID(oid)) for oid in present}
+            have = {oid: tx.select_hashes(UUID(oid)) for oid in present}
         for oid, hashes in have.items():
             _check_prefix(run_id, oid, hashes, archive)
         if archived:
             with ledger.recorder.transaction() as tx:
-                tx.execute(_MARK_RESTORED, (datetime.now(UTC).isoformat(), run_id))
+                tx.mark_restored(run_id, datetime.now(UTC).isoformat())
         written = 0
         chunk: list[StoredEvent] = []
         for _, row in archive.events():
@@ -474,11 +398,6 @@ def import_archive(
 def _append(ledger: Ledger, chunk: list[StoredEvent]) -> int:
     ids = ledger.recorder.insert_events(chunk)
     return len(chunk) if ids is None else len(ids)
-
-
-def _stored_hashes(tx: SQLTransaction, oid: UUID) -> list[bytes | None]:
-    rows = tx.query(_SELECT_HASHES, (key_param(tx, oid),))
-    return [_opt_bytes(r[1]) for r in rows]
 
 
 def _check_prefix(run_id: str, oid: str, hashes: list[bytes | None], archive: _ArchiveFile) -> None:
@@ -522,9 +441,12 @@ def archive_run(ledger: Ledger, run_id: str, path: str | os.PathLike[str]) -> Ar
         StoreUnavailable: the store failed (the purge is all or nothing).
     """
     _check_run_id(run_id)
-    with store_errors(ledger, "archive"), ledger.recorder.transaction(readonly=True) as tx:
-        ids = run_checkpoint_ids(tx, run_id)
-        states = [_fold(ledger, select_chain(tx, oid)) for oid in ids]
+    with (
+        store_errors(ledger.store_display, "archive"),
+        ledger.recorder.transaction(readonly=True) as tx,
+    ):
+        ids = tx.run_checkpoint_ids(run_id)
+        states = [_fold(ledger, tx.select_chain(oid)) for oid in ids]
     if not ids:
         raise CheckpointNotFound(f"{run_id}/* (no checkpoint of run {run_id!r})")
     unfinished = sum(1 for state in states if state is None or _unfinished(state))
@@ -534,38 +456,23 @@ def archive_run(ledger: Ledger, run_id: str, path: str | os.PathLike[str]) -> Ar
     archive = read_archive(ledger, path)
     if archive.heads != exported.heads or archive.sha256 != exported.file_sha256:
         raise ArchiveFileInvalid(str(path), 0, "the file did not read back as it was written")
-    with store_errors(ledger, "archive"), ledger.recorder.transaction() as tx:
-        if tx.dialect == "postgres":
-            tx.execute(_LOCK_APPENDS)  # no append to the run between our check and the commit
-        now_ids = run_checkpoint_ids(tx, run_id)
-        now_heads = {str(oid): walk_chain(select_chain(tx, oid))[1] for oid in now_ids}
+    with store_errors(ledger.store_display, "archive"), ledger.recorder.transaction() as tx:
+        tx.lock_appends()  # no append to the run between our check and the commit
+        now_ids = tx.run_checkpoint_ids(run_id)
+        now_heads = {str(oid): walk_chain(tx.select_chain(oid))[1] for oid in now_ids}
         if now_heads != exported.heads:
             raise ArchiveError(
                 f"run {run_id!r} changed while it was archived; nothing was purged "
                 "(archive it again)"
             )
-        views = [name for (name,) in tx.query(_VIEW_TABLES[tx.dialect])]
-        for oid in now_ids:
-            key = key_param(tx, oid)
-            tx.execute(_PERMIT[tx.dialect], (key,))
-            tx.execute(_PURGE_EVENTS, (key,))
-            tx.execute(_PURGE_SNAPSHOTS, (key,))
-            for view in views:
-                if _VIEW_TABLE_NAME.fullmatch(view):
-                    table = quote_identifier(view)
-                    tx.execute(f"DELETE FROM {table} WHERE checkpoint_id = %s", (str(oid),))
-            tx.execute(_DROP_PERMIT, (key,))
-        heads_json = json.dumps({oid: h.model_dump() for oid, h in exported.heads.items()})
-        tx.execute(
-            _INSERT_MARKER,
-            (
-                run_id,
-                datetime.now(UTC).isoformat(),
-                exported.events,
-                exported.checkpoints,
-                exported.file_sha256,
-                heads_json,
-            ),
+        tx.purge_checkpoints(now_ids)
+        tx.insert_archive_marker(
+            run_id,
+            archived_at=datetime.now(UTC).isoformat(),
+            events=exported.events,
+            checkpoints=exported.checkpoints,
+            file_sha256=exported.file_sha256,
+            heads=json.dumps({oid: h.model_dump() for oid, h in exported.heads.items()}),
         )
     ledger.forget_checkpoints(ids)
     return exported.model_copy(update={"purged": True})

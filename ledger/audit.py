@@ -12,7 +12,7 @@ import json
 from datetime import UTC, datetime
 from itertools import groupby
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -20,49 +20,24 @@ from pydantic import BaseModel, ConfigDict, Field
 from ledger._files import output_path, writing
 from ledger.chain import ChainHead, ChainProblem, ChainRow, walk_chain
 from ledger.errors import InvalidInput
-from ledger.store import ARCHIVES_TABLE, EVENTS_TABLE
+from ledger.store import store_errors
 
 if TYPE_CHECKING:
     import os
     from collections.abc import Iterator
 
     from ledger.application import Ledger
-    from ledger.store import LedgerRecorder, SQLTransaction
+    from ledger.store import LedgerRecorder
 
 __all__ = [
     "ANCHOR_FORMAT",
     "VerifyReport",
     "load_anchor",
-    "run_checkpoint_ids",
-    "select_chain",
     "verify_chains",
 ]
 
 ANCHOR_FORMAT = "ckl-anchor/1"
 _PAGE = 1000
-
-_CHAIN_COLUMNS = "originator_version, topic, state, event_hash"
-_SELECT_CHAIN = (
-    f"SELECT {_CHAIN_COLUMNS} FROM {EVENTS_TABLE} WHERE originator_id = %s "
-    "ORDER BY originator_version"
-)
-_SELECT_PAGE = (
-    f"SELECT originator_id, {_CHAIN_COLUMNS} FROM {EVENTS_TABLE} "
-    "WHERE (originator_id, originator_version) > (%s, %s) "
-    "ORDER BY originator_id, originator_version LIMIT %s"
-)
-_SELECT_FIRST_PAGE = (
-    f"SELECT originator_id, {_CHAIN_COLUMNS} FROM {EVENTS_TABLE} "
-    "ORDER BY originator_id, originator_version LIMIT %s"
-)
-# A run's checkpoints are found by their Created event (always version 1), read in SQL.
-_RUN_IDS = {
-    "sqlite": f"SELECT originator_id FROM {EVENTS_TABLE} WHERE originator_version = 1 "
-    "AND json_extract(CAST(state AS TEXT), '$.run_id') = %s ORDER BY originator_id",
-    "postgres": f"SELECT originator_id FROM {EVENTS_TABLE} WHERE originator_version = 1 "
-    "AND convert_from(state, 'UTF8')::jsonb ->> 'run_id' = %s ORDER BY originator_id",
-}
-_ARCHIVED_HEADS = f"SELECT run_id, heads FROM {ARCHIVES_TABLE}"
 
 
 class VerifyReport(BaseModel):
@@ -87,54 +62,24 @@ class VerifyReport(BaseModel):
         return not self.problems
 
 
-def key_param(tx: SQLTransaction, oid: UUID) -> object:
-    """How a checkpoint id is bound on this backend (TEXT on SQLite, uuid on PostgreSQL)."""
-    return str(oid) if tx.dialect == "sqlite" else oid
-
-
-def _uuid(value: Any) -> UUID:  # noqa: ANN401  (a driver value: str on SQLite, UUID on PostgreSQL)
-    return value if isinstance(value, UUID) else UUID(str(value))
-
-
-def _hash(value: Any) -> bytes | None:  # noqa: ANN401  (bytes, memoryview or NULL)
-    return None if value is None else bytes(value)
-
-
-def run_checkpoint_ids(tx: SQLTransaction, run_id: str) -> list[UUID]:
-    """The ids of the checkpoints of ``run_id`` (a scan of the Created events)."""
-    return [_uuid(r[0]) for r in tx.query(_RUN_IDS[tx.dialect], (run_id,))]
-
-
-def select_chain(tx: SQLTransaction, oid: UUID) -> list[ChainRow]:
-    """One checkpoint's rows, in version order, as the chain sees them."""
-    return [
-        ChainRow(oid, int(r[0]), str(r[1]), bytes(r[2]), _hash(r[3]))
-        for r in tx.query(_SELECT_CHAIN, (key_param(tx, oid),))
-    ]
-
-
 def _all_rows(recorder: LedgerRecorder) -> Iterator[ChainRow]:
     """Every row of the store in (checkpoint, version) order, read a page at a time."""
-    after: tuple[object, int] | None = None
+    after: tuple[UUID, int] | None = None
     while True:
         with recorder.transaction(readonly=True) as tx:
-            if after is None:
-                rows = tx.query(_SELECT_FIRST_PAGE, (_PAGE,))
-            else:
-                rows = tx.query(_SELECT_PAGE, (*after, _PAGE))
-        for r in rows:
-            yield ChainRow(_uuid(r[0]), int(r[1]), str(r[2]), bytes(r[3]), _hash(r[4]))
+            rows = tx.select_chain_page(after, _PAGE)
+        yield from rows
         if len(rows) < _PAGE:
             return
-        after = (rows[-1][0], int(rows[-1][1]))
+        after = (rows[-1].originator_id, rows[-1].version)
 
 
 def _run_rows(recorder: LedgerRecorder, run_id: str) -> Iterator[ChainRow]:
     with recorder.transaction(readonly=True) as tx:
-        ids = run_checkpoint_ids(tx, run_id)
+        ids = tx.run_checkpoint_ids(run_id)
     for oid in ids:
         with recorder.transaction(readonly=True) as tx:
-            yield from select_chain(tx, oid)
+            yield from tx.select_chain(oid)
 
 
 def load_anchor(path: str | os.PathLike[str]) -> tuple[str | None, dict[str, ChainHead]]:
@@ -163,9 +108,9 @@ def load_anchor(path: str | os.PathLike[str]) -> tuple[str | None, dict[str, Cha
 def _archived_heads(recorder: LedgerRecorder) -> dict[str, tuple[str, ChainHead]]:
     archived: dict[str, tuple[str, ChainHead]] = {}
     with recorder.transaction(readonly=True) as tx:
-        for run_id, heads in tx.query(_ARCHIVED_HEADS):
+        for run_id, heads in tx.archived_heads():
             for oid, head in json.loads(heads).items():
-                archived[oid] = (str(run_id), ChainHead.model_validate(head))
+                archived[oid] = (run_id, ChainHead.model_validate(head))
     return archived
 
 
@@ -281,8 +226,6 @@ def verify_chains(
             write fails later, with the partial file removed).
         StoreUnavailable: the store cannot be read.
     """
-    from ledger.archive import store_errors  # noqa: PLC0415  (archive imports this module)
-
     anchor_target = None if write_anchor is None else output_path(write_anchor, "write_anchor")
     anchor_run, anchored = load_anchor(anchor) if anchor is not None else (None, {})
     pins = _Pins(anchored)
@@ -299,7 +242,7 @@ def verify_chains(
         }
         writer = _AnchorWriter(anchor_target, header)
     try:
-        with store_errors(ledger, "verify"):
+        with store_errors(ledger.store_display, "verify"):
             recorder = ledger.recorder
             source = _all_rows(recorder) if run_id is None else _run_rows(recorder, run_id)
             for _, group in groupby(source, key=lambda r: r.originator_id):

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ledger.errors import InvalidInput
+from ledger.store.url import redact_url
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -108,8 +109,6 @@ class LedgerSettings(BaseModel):
 
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
         # repr() and str() show the store URL without its password (logs print settings).
-        from ledger.store import redact_url  # noqa: PLC0415  (store imports settings' users)
-
         for name, value in super().__repr_args__():
             if name == "store" and isinstance(value, str):
                 yield name, redact_url(value)

@@ -36,7 +36,6 @@ from ledger import (
     StoreUnavailable,
 )
 from ledger.checkpoint import apply
-from ledger.postgres import append_lock_key
 from ledger.store import EVENTS_TABLE
 from projections._common import from_json, parse_time, to_time
 from projections.cursor import CursorView
@@ -452,8 +451,7 @@ class Projections:
     # ---------------------------------------------------------------- internals
 
     def _lock_schema(self, tx: SQLTransaction) -> None:
-        if tx.dialect == "postgres":
-            tx.query("SELECT pg_advisory_xact_lock(%s)", (append_lock_key("views"),))
+        tx.lock_for_schema("views")
 
     def _create_tables(self) -> None:
         with self.recorder.transaction() as tx:
@@ -484,9 +482,8 @@ class Projections:
             if not notes:
                 return False
             with self.recorder.transaction(pipeline=True) as tx:
-                lock = " FOR UPDATE" if tx.dialect == "postgres" else ""
-                rows = tx.query(
-                    f"SELECT position FROM {TRACKING} WHERE name = %s{lock}", (TRACKING_NAME,)
+                rows = tx.query_for_update(
+                    f"SELECT position FROM {TRACKING} WHERE name = %s", (TRACKING_NAME,)
                 )
                 tracked = int(rows[0][0])
                 last = tracked

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 from ledger import Ledger, LedgerSettings
-from ledger.postgres import PostgresLedgerRecorder
-from ledger.sqlite import SQLiteLedgerRecorder
+from ledger.store.postgres import PostgresLedgerRecorder
+from ledger.store.sqlite import SQLiteLedgerRecorder
 
 if TYPE_CHECKING:
     from ledger.store import LedgerRecorder

@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING
 import pytest
 
 from ledger import Ledger, LedgerSettings
-from ledger.postgres import PostgresLedgerRecorder
+from ledger.store.postgres import PostgresLedgerRecorder
 
 if TYPE_CHECKING:
-    from ledger.postgres import PostgresListener
+    from ledger.store.postgres import PostgresListener
 
 pytestmark = pytest.mark.postgres
 

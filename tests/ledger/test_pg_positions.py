@@ -34,11 +34,12 @@ from ledger import (
     StoreUnavailable,
     Yielded,
 )
-from ledger.postgres import (
+from ledger.store.postgres import (
     MAX_EVENTS_PER_TRANSACTION,
     POSITIONS_PER_TRANSACTION,
     PostgresLedgerRecorder,
 )
+from ledger.store.postgres.append import chained_params
 from projections import Projections
 from streams import run_stream
 from tests.streams._support import subscribed
@@ -122,7 +123,7 @@ def _append_in(
     ids = []
     for e in events:
         row = conn.execute(
-            recorder._insert_one, (e.originator_id, e.originator_version, e.topic, e.state)
+            recorder._appender.insert_one, (e.originator_id, e.originator_version, e.topic, e.state)
         ).fetchone()
         assert row is not None
         ids.append(int(row[0]))
@@ -174,10 +175,8 @@ def test_two_appends_in_one_transaction_keep_their_positions_unique(
         # The many-event statement after single ones: its ordinals continue the range too.
         third = list(
             tx.conn.execute(
-                _recorder(ledger)._insert_many,
-                _recorder(ledger).chained_params(
-                    tx.conn, [_yielded(ledger, oid, 5), _yielded(ledger, oid, 6)]
-                ),
+                _recorder(ledger)._appender.insert_many,
+                chained_params(tx.conn, [_yielded(ledger, oid, 5), _yielded(ledger, oid, 6)]),
             ).fetchall()
         )
         tx.commit()

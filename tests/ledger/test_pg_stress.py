@@ -28,7 +28,7 @@ import psycopg
 import pytest
 
 from ledger import CheckpointToken, Created, Ledger, LedgerSettings, Yielded
-from ledger.postgres import PostgresLedgerRecorder
+from ledger.store.postgres import PostgresLedgerRecorder
 from projections import Projections
 from streams import run_stream
 from tests.projections.test_views_state_machine import dump
@@ -120,7 +120,7 @@ class _Writer:
             )
         )
         self.conn.execute(
-            self.recorder._insert_one,
+            self.recorder._appender.insert_one,
             (stored.originator_id, stored.originator_version, stored.topic, stored.state),
         )
         time.sleep(self.rand.uniform(0, 0.03))  # others commit meanwhile, after this one's id

@@ -210,7 +210,7 @@ def _insert_raw(store_url: str, token: CheckpointToken, version: int, topic: str
             conn.close()
     else:
         with psycopg.connect(store_url, autocommit=True, connect_timeout=10) as pg:
-            # A position in the writing transaction's own range, as ledger.postgres assigns.
+            # A position in the writing transaction's own range, as ledger.store.postgres assigns.
             pg.execute(
                 "INSERT INTO ckl_events (notification_id, originator_id, originator_version,"
                 " topic, state) VALUES (pg_current_xact_id()::text::bigint * 65536 + 1,"

@@ -1,4 +1,4 @@
-"""SQLite backend: WAL, full durability by default, a small pool of connections.
+"""SQLite backend: WAL, full durability by default, connections from ``ledger.store.pool``.
 
 An in-memory store (``memory://``) uses one shared connection behind a lock instead, because
 SQLite's shared-cache mode reports table locks as errors rather than waiting on them.
@@ -11,8 +11,9 @@ import sqlite3
 import threading
 import time
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Literal
-from uuid import UUID
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+from uuid import UUID, uuid4
 
 from eventsourcing.persistence import (
     IntegrityError,
@@ -25,15 +26,16 @@ from eventsourcing.persistence import (
 
 from ledger.chain import chain_hash
 from ledger.errors import RunArchived
-from ledger.store import (
+from ledger.store.base import (
     ARCHIVES_TABLE,
     EVENTS_TABLE,
     PURGE_PERMITS_TABLE,
     SNAPSHOTS_TABLE,
     LedgerRecorder,
     SQLTransaction,
-    StoreURL,
 )
+from ledger.store.pool import Pool
+from ledger.store.url import StoreURL
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -141,8 +143,20 @@ def _translate(exc: sqlite3.Error) -> PersistenceError:
     return InterfaceError(f"{type(exc).__name__}: {exc}")
 
 
-class _SQLiteTransaction:
-    dialect: Literal["sqlite", "postgres"] = "sqlite"
+class _SQLiteTransaction(SQLTransaction):
+    """A transaction on one connection; a write one already excludes every other writer."""
+
+    # The run id is read from the Created event's document.
+    select_run_checkpoints = (
+        f"SELECT originator_id FROM {EVENTS_TABLE} WHERE originator_version = 1 "
+        "AND json_extract(CAST(state AS TEXT), '$.run_id') = %s ORDER BY originator_id"
+    )
+    insert_purge_permit = f"INSERT INTO {PURGE_PERMITS_TABLE} (originator_id) VALUES (%s)"
+    select_view_tables = (
+        "SELECT m.name FROM sqlite_master AS m, pragma_table_info(m.name) AS c "
+        "WHERE m.type = 'table' AND m.name LIKE 'ckl\\_view\\_%' ESCAPE '\\' "
+        "AND c.name = 'checkpoint_id' ORDER BY m.name"
+    )
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
@@ -153,27 +167,51 @@ class _SQLiteTransaction:
     def query(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
         return [tuple(r) for r in self._conn.execute(sql.replace("%s", "?"), tuple(params))]
 
+    def query_for_update(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        # BEGIN IMMEDIATE holds the database's write lock: no other writer reads past us.
+        return self.query(sql, params)
+
+    def lock_for_schema(self, name: str) -> None:
+        """Nothing to take: the write transaction already serialises schema changes."""
+
+    def lock_appends(self) -> None:
+        """Nothing to take: the write transaction already excludes every appender."""
+
+    def key(self, checkpoint_id: UUID) -> object:
+        return str(checkpoint_id)  # TEXT column
+
 
 class SQLiteLedgerRecorder(LedgerRecorder):
     """The ledger's event and snapshot tables in one SQLite database file."""
 
     def __init__(self, store: StoreURL, settings: LedgerSettings) -> None:
+        if store.kind == "memory":
+            # memory:// is a private in-memory database per Ledger, shared by its threads;
+            # memory://NAME is shared by the Ledgers of one process while any is open.
+            name = (urlsplit(store.url).netloc + urlsplit(store.url).path).strip("/")
+            name = "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
+            store = StoreURL(
+                "memory",
+                store.url,
+                store.display,
+                sqlite_path=f"file:ckl-{name or uuid4().hex}?mode=memory&cache=shared",
+            )
         self.store = store
         self._path = store.sqlite_path
         self._uri = store.kind == "memory"
         self._synchronous = "FULL" if settings.durability == "full" else "NORMAL"
         self._timeout = settings.connect_timeout
-        # Idle connections, lent to one thread at a time: threads come and go (every stream and
-        # awaiter has one), connections stay few. At most `pool_size` are kept idle.
-        self._idle: list[sqlite3.Connection] = []
-        self._keep = settings.pool_size
+        # Connections lent to one thread at a time, as many as threads ask for; at most
+        # `pool_size` are kept idle.
+        self._pool: Pool[sqlite3.Connection] | None = None
         self._guard = threading.RLock()
         self._shared: sqlite3.Connection | None = None
-        self._closed = False
         if self._uri:
             # Keep one connection open for the database's whole life (it vanishes with the
-            # last connection), and route every thread through it.
+            # last connection), and route every thread through it, under _guard.
             self._shared = self._connect()
+        else:
+            self._pool = Pool(self._connect, name=store.display, keep=settings.pool_size)
 
     def _connect(self) -> sqlite3.Connection:
         try:
@@ -213,26 +251,15 @@ class SQLiteLedgerRecorder(LedgerRecorder):
 
     @contextmanager
     def _connection(self) -> Iterator[sqlite3.Connection]:
-        if self._closed:
-            msg = f"the ledger on {self.store.display} is closed"
-            raise InterfaceError(msg)
-        if self._shared is not None:
-            with self._guard:
-                yield self._shared
+        if self._pool is not None:
+            with self._pool.connection() as conn:
+                yield conn
             return
         with self._guard:
-            conn = self._idle.pop() if self._idle else None
-        if conn is None:
-            conn = self._connect()
-        try:
-            yield conn
-        finally:
-            with self._guard:
-                if not self._closed and len(self._idle) < self._keep:
-                    self._idle.append(conn)
-                    conn = None
-            if conn is not None:  # surplus, or the recorder closed while it was lent out
-                conn.close()
+            if self._shared is None:
+                msg = f"the ledger on {self.store.display} is closed"
+                raise InterfaceError(msg)
+            yield self._shared
 
     @contextmanager
     def _transaction(self, *, write: bool) -> Iterator[sqlite3.Connection]:
@@ -421,6 +448,7 @@ class SQLiteLedgerRecorder(LedgerRecorder):
         *,
         readonly: bool = False,
         pipeline: bool = False,  # noqa: ARG002  (in-process: nothing to pipeline)
+        snapshot: bool = False,  # noqa: ARG002  (a SQLite transaction reads one snapshot)
     ) -> Iterator[SQLTransaction]:
         """A transaction; a write one (``BEGIN IMMEDIATE``) admits one writer at a time."""
         with self._transaction(write=not readonly) as conn:
@@ -431,11 +459,9 @@ class SQLiteLedgerRecorder(LedgerRecorder):
 
         (Closing a connection another thread is using can crash the sqlite3 module.)
         """
+        if self._pool is not None:
+            self._pool.close()
         with self._guard:  # the shared in-memory connection is used under this lock
-            self._closed = True
-            idle, self._idle = self._idle, []
-            if self._shared is not None:
-                idle.append(self._shared)
-                self._shared = None
-        for conn in idle:
-            conn.close()
+            shared, self._shared = self._shared, None
+        if shared is not None:
+            shared.close()

@@ -1,0 +1,45 @@
+"""The store: the only code that knows SQL and the differences between the backends.
+
+One URL picks the backend (``ledger.store.url``); ``open_recorder(settings)`` returns its
+:class:`LedgerRecorder` with the tables in place, importing the backend only then
+(``ledger.store.backends``), so a SQLite user never loads psycopg.
+
+- ``url``: parsing and redaction of store URLs (light: settings and the CLI use it at start-up)
+- ``base``: the recorder and transaction interface the layers above use, with portable SQL
+- ``backends``: store kind → backend module path, and ``open_recorder``
+- ``pool``: the one connection pool both backends use
+- ``sqlite``: the SQLite backend (also ``memory://``)
+- ``postgres``: the PostgreSQL backend (schema, append, notify, recorder)
+"""
+
+from ledger.store.backends import open_recorder
+from ledger.store.base import (
+    ARCHIVES_TABLE,
+    EVENTS_TABLE,
+    PURGE_PERMITS_TABLE,
+    SNAPSHOTS_TABLE,
+    LedgerRecorder,
+    LogHead,
+    LogListener,
+    SQLTransaction,
+    quote_identifier,
+    store_errors,
+)
+from ledger.store.url import StoreURL, parse_store_url, redact_url
+
+__all__ = [
+    "ARCHIVES_TABLE",
+    "EVENTS_TABLE",
+    "PURGE_PERMITS_TABLE",
+    "SNAPSHOTS_TABLE",
+    "LedgerRecorder",
+    "LogHead",
+    "LogListener",
+    "SQLTransaction",
+    "StoreURL",
+    "open_recorder",
+    "parse_store_url",
+    "quote_identifier",
+    "redact_url",
+    "store_errors",
+]

@@ -1,0 +1,369 @@
+"""The recorder interface the layers above use: eventsourcing's plus snapshots, chains, purge.
+
+Every backend (``ledger.store.sqlite``, ``ledger.store.postgres``) keeps the same tables: the
+append-only event table, snapshots, purge permits and archive markers. A
+:class:`LedgerRecorder` is eventsourcing's ``ApplicationRecorder`` (events in each
+checkpoint's sequence and in one global order, the notification id) plus snapshots, the log's
+readable head, cross-process wake-ups and transactions for the read models kept beside the log.
+A :class:`SQLTransaction` holds the statements on the ledger's own tables that the layers above
+need (a run's checkpoints, chain reads, archive markers, the purge): portable SQL here, and
+what differs between backends as a statement or method each backend provides, so that nothing
+outside ``ledger.store`` compares dialect names.
+
+Both backends enforce append-only in the database: UPDATE, DELETE (and TRUNCATE on PostgreSQL)
+on ``ckl_events`` are refused by triggers. Tables are created once, under a lock, so many
+processes may open a new store at the same moment.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Protocol
+from uuid import UUID
+
+from eventsourcing.persistence import (
+    ApplicationRecorder,
+    InterfaceError,
+    Notification,
+    OperationalError,
+    PersistenceError,
+    StoredEvent,
+    Subscription,
+)
+
+from ledger.chain import ChainRow
+from ledger.errors import InvalidInput, StoreUnavailable
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+    from contextlib import AbstractContextManager
+
+    from ledger.settings import LedgerSettings
+    from ledger.store.url import StoreURL
+
+__all__ = [
+    "ARCHIVES_TABLE",
+    "EVENTS_TABLE",
+    "PURGE_PERMITS_TABLE",
+    "SNAPSHOTS_TABLE",
+    "LedgerRecorder",
+    "LogHead",
+    "LogListener",
+    "SQLTransaction",
+    "quote_identifier",
+    "store_errors",
+]
+
+EVENTS_TABLE = "ckl_events"
+SNAPSHOTS_TABLE = "ckl_snapshots"
+# Tamper evidence and retention (ledger.chain, ledger.archive): a DELETE on the event table is
+# refused unless the row's checkpoint has a permit written in the same transaction (only the
+# owner role may write permits), and archived runs are listed so that they stay archived.
+PURGE_PERMITS_TABLE = "ckl_purge_permits"
+ARCHIVES_TABLE = "ckl_archives"
+
+_IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+# The projections' tables are found, not imported (ledger never imports projections): every
+# ckl_view_* table keyed by checkpoint_id loses a purged checkpoint's rows.
+_VIEW_TABLE_NAME = re.compile(r"ckl_view_[a-z0-9_]{1,50}")
+
+_CHAIN_COLUMNS = "originator_version, topic, state, event_hash"
+_SELECT_CHAIN = (
+    f"SELECT notification_id, {_CHAIN_COLUMNS} FROM {EVENTS_TABLE} WHERE originator_id = %s "
+    "ORDER BY originator_version"
+)
+_SELECT_HASHES = (
+    f"SELECT originator_version, event_hash FROM {EVENTS_TABLE} WHERE originator_id = %s "
+    "ORDER BY originator_version"
+)
+_SELECT_PAGE = (
+    f"SELECT originator_id, {_CHAIN_COLUMNS} FROM {EVENTS_TABLE} "
+    "WHERE (originator_id, originator_version) > (%s, %s) "
+    "ORDER BY originator_id, originator_version LIMIT %s"
+)
+_SELECT_FIRST_PAGE = (
+    f"SELECT originator_id, {_CHAIN_COLUMNS} FROM {EVENTS_TABLE} "
+    "ORDER BY originator_id, originator_version LIMIT %s"
+)
+_ARCHIVED_HEADS = f"SELECT run_id, heads FROM {ARCHIVES_TABLE}"
+_ACTIVE_MARKER = (
+    f"SELECT archive_id FROM {ARCHIVES_TABLE} WHERE run_id = %s AND restored_at IS NULL"
+)
+_MARK_RESTORED = (
+    f"UPDATE {ARCHIVES_TABLE} SET restored_at = %s WHERE run_id = %s AND restored_at IS NULL"
+)
+_INSERT_MARKER = (
+    f"INSERT INTO {ARCHIVES_TABLE} (run_id, archived_at, events, checkpoints, file_sha256, heads)"
+    " VALUES (%s, %s, %s, %s, %s, %s)"
+)
+_DROP_PERMIT = f"DELETE FROM {PURGE_PERMITS_TABLE} WHERE originator_id = %s"
+_PURGE_EVENTS = f"DELETE FROM {EVENTS_TABLE} WHERE originator_id = %s"
+_PURGE_SNAPSHOTS = f"DELETE FROM {SNAPSHOTS_TABLE} WHERE originator_id = %s"
+
+
+def quote_identifier(name: str) -> str:
+    """``name`` as a quoted SQL identifier, for table names found at run time (not values).
+
+    Raises:
+        InvalidInput: the name is not a plain lower-case identifier.
+    """
+    if not _IDENTIFIER.fullmatch(name):
+        raise InvalidInput("identifier", f"{name[:80]!r} is not a plain lower-case SQL name")
+    return f'"{name}"'
+
+
+@contextlib.contextmanager
+def store_errors(store_display: str, operation: str) -> Iterator[None]:
+    """The store's persistence errors become ``StoreUnavailable`` naming ``store_display``.
+
+    For code above the recorder that calls it directly (``Ledger`` has its own retrying
+    translation). Pass the password-free name (``Ledger.store_display``).
+    """
+    try:
+        yield
+    except (OperationalError, InterfaceError, PersistenceError) as exc:
+        raise StoreUnavailable(store_display, operation, str(exc)) from exc
+
+
+def _uuid(value: Any) -> UUID:  # noqa: ANN401  (a driver value: str on SQLite, UUID on PostgreSQL)
+    return value if isinstance(value, UUID) else UUID(str(value))
+
+
+def _hash(value: Any) -> bytes | None:  # noqa: ANN401  (bytes, memoryview or NULL)
+    return None if value is None else bytes(value)
+
+
+class LogHead(NamedTuple):
+    """Where the log's readable part ends.
+
+    Attributes:
+        readable: the newest position a reader may read now (``None``: nothing yet).
+        held_back: committed events lie above ``readable`` and will become readable, at their
+            own positions, once older transactions end (PostgreSQL only; see
+            ``ledger.store.postgres``). A watcher then looks again soon rather than at the
+            next poll.
+    """
+
+    readable: int | None
+    held_back: bool = False
+
+
+class SQLTransaction(ABC):
+    """One open transaction on the store, for read models and for the ledger's own tables.
+
+    The read models kept beside the log use the primitives (``execute``, ``query``, the
+    locks); chains, archive markers and the purge use the methods on the ledger's tables.
+    Statements use ``%s`` placeholders on both backends. The transaction commits when its
+    ``with`` block ends normally and rolls back if it raises. The methods below the two
+    primitives are written once here in portable SQL; a backend supplies what differs as the
+    class attributes and abstract methods.
+    """
+
+    select_run_checkpoints: ClassVar[str]
+    """SQL: the ids of the checkpoints of the run bound as the one parameter, in id order."""
+    insert_purge_permit: ClassVar[str]
+    """SQL: a purge permit for the checkpoint bound as the one parameter, in this transaction."""
+    select_view_tables: ClassVar[str]
+    """SQL: the names of the tables named ``ckl_view_*`` with a ``checkpoint_id`` column."""
+
+    @abstractmethod
+    def execute(self, sql: str, params: Sequence[object] = ()) -> int:
+        """Run one statement; the number of rows it changed."""
+
+    @abstractmethod
+    def query(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        """Run one query; its rows."""
+
+    @abstractmethod
+    def query_for_update(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        """Run one ``SELECT`` and keep the rows it read from other writers until the end.
+
+        Another write transaction that reads the same rows this way waits for this one.
+        """
+
+    @abstractmethod
+    def lock_for_schema(self, name: str) -> None:
+        """Wait until no other transaction holds the schema lock ``name``, then hold it.
+
+        Concurrent creators of the same tables (``"views"`` for the projections) queue here
+        instead of racing ``CREATE`` statements. Released when the transaction ends.
+        """
+
+    @abstractmethod
+    def lock_appends(self) -> None:
+        """Keep every other writer from appending until this transaction ends."""
+
+    @abstractmethod
+    def key(self, checkpoint_id: UUID) -> object:
+        """A checkpoint id as this backend binds it in the ledger's tables."""
+
+    # ------------------------------------------------------------ chains and runs
+
+    def run_checkpoint_ids(self, run_id: str) -> list[UUID]:
+        """The ids of the checkpoints of ``run_id``, in id order (a scan of Created events)."""
+        return [_uuid(r[0]) for r in self.query(self.select_run_checkpoints, (run_id,))]
+
+    def select_chain(self, checkpoint_id: UUID) -> list[ChainRow]:
+        """One checkpoint's rows, in version order, as the chain sees them."""
+        return [row for _, row in self.select_positioned_chain(checkpoint_id)]
+
+    def select_positioned_chain(self, checkpoint_id: UUID) -> list[tuple[int, ChainRow]]:
+        """One checkpoint's rows in version order, each with its position in the log."""
+        return [
+            (int(r[0]), ChainRow(checkpoint_id, int(r[1]), str(r[2]), bytes(r[3]), _hash(r[4])))
+            for r in self.query(_SELECT_CHAIN, (self.key(checkpoint_id),))
+        ]
+
+    def select_hashes(self, checkpoint_id: UUID) -> list[bytes | None]:
+        """One checkpoint's event hashes in version order (``None``: an unchained old row)."""
+        rows = self.query(_SELECT_HASHES, (self.key(checkpoint_id),))
+        return [_hash(r[1]) for r in rows]
+
+    def select_chain_page(self, after: tuple[UUID, int] | None, limit: int) -> list[ChainRow]:
+        """Up to ``limit`` rows of the store in (checkpoint, version) order, after ``after``."""
+        if after is None:
+            rows = self.query(_SELECT_FIRST_PAGE, (limit,))
+        else:
+            rows = self.query(_SELECT_PAGE, (self.key(after[0]), after[1], limit))
+        return [ChainRow(_uuid(r[0]), int(r[1]), str(r[2]), bytes(r[3]), _hash(r[4])) for r in rows]
+
+    # ------------------------------------------------------------ archives and purge
+
+    def archived_heads(self) -> list[tuple[str, str]]:
+        """``(run_id, heads as JSON)`` of every archive marker, restored ones included."""
+        return [(str(run_id), str(heads)) for run_id, heads in self.query(_ARCHIVED_HEADS)]
+
+    def run_is_archived(self, run_id: str) -> bool:
+        """True if ``run_id`` has an archive marker that was not restored."""
+        return bool(self.query(_ACTIVE_MARKER, (run_id,)))
+
+    def mark_restored(self, run_id: str, restored_at: str) -> None:
+        """Mark the run's active archive markers restored: it may be written again."""
+        self.execute(_MARK_RESTORED, (restored_at, run_id))
+
+    def insert_archive_marker(
+        self,
+        run_id: str,
+        *,
+        archived_at: str,
+        events: int,
+        checkpoints: int,
+        file_sha256: str,
+        heads: str,
+    ) -> None:
+        """Record that ``run_id`` was archived (``heads``: its chain heads, as JSON)."""
+        self.execute(_INSERT_MARKER, (run_id, archived_at, events, checkpoints, file_sha256, heads))
+
+    def purge_checkpoints(self, checkpoint_ids: Sequence[UUID]) -> None:
+        """Delete the checkpoints' events, snapshots and projection rows, in this transaction.
+
+        Each checkpoint gets a purge permit first, the only way past the append-only trigger
+        (on PostgreSQL only the owner role may write one), dropped again once its rows are
+        gone. The projections' ``ckl_view_*`` tables are found by name, not imported.
+        """
+        views = [
+            quote_identifier(name)
+            for (name,) in self.query(self.select_view_tables)
+            if _VIEW_TABLE_NAME.fullmatch(name)
+        ]
+        for oid in checkpoint_ids:
+            key = self.key(oid)
+            self.execute(self.insert_purge_permit, (key,))
+            self.execute(_PURGE_EVENTS, (key,))
+            self.execute(_PURGE_SNAPSHOTS, (key,))
+            for table in views:
+                self.execute(f"DELETE FROM {table} WHERE checkpoint_id = %s", (str(oid),))
+            self.execute(_DROP_PERMIT, (key,))
+
+
+class LogListener(Protocol):
+    """Wakes a reader when another process appends (PostgreSQL LISTEN/NOTIFY)."""
+
+    def wait(self, timeout: float) -> bool:
+        """Block up to ``timeout`` seconds; True if an append was announced.
+
+        Raises:
+            eventsourcing.persistence.OperationalError: the connection was lost (reconnect by
+                asking the recorder for a new listener, then catch up from your position).
+        """
+        ...
+
+    def close(self) -> None:
+        """Stop listening and release the connection."""
+        ...
+
+
+class LedgerRecorder(ApplicationRecorder):
+    """eventsourcing's ``ApplicationRecorder`` plus snapshots, schema and housekeeping.
+
+    Every method raises eventsourcing's persistence errors (``IntegrityError`` when another
+    writer already took an ``(originator_id, originator_version)``, ``OperationalError`` or
+    ``InterfaceError`` when the database is unreachable); the ``Ledger`` translates them.
+    ``insert_events`` also raises ``RunArchived`` for a write to an archived run, and
+    ``InvalidInput`` for an append too large for one transaction (PostgreSQL).
+    """
+
+    store: StoreURL
+
+    @abstractmethod
+    def __init__(self, store: StoreURL, settings: LedgerSettings) -> None:
+        """Connect to ``store`` (``ledger.store.backends`` constructs every backend so)."""
+
+    @abstractmethod
+    def create_tables(self) -> None:
+        """Create the tables, indexes and append-only triggers, once, safely under races."""
+
+    @abstractmethod
+    def insert_snapshot(self, snapshot: StoredEvent) -> None:
+        """Keep a snapshot (derived data: losing one only costs a longer load)."""
+
+    @abstractmethod
+    def select_snapshot(self, originator_id: UUID, lte: int | None = None) -> StoredEvent | None:
+        """The latest snapshot of a checkpoint at or before version ``lte``."""
+
+    @abstractmethod
+    def count_events(self, originator_id: UUID | None = None) -> int:
+        """How many events the store holds (of one checkpoint, or in all)."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release connections. Idempotent."""
+
+    @abstractmethod
+    def transaction(
+        self, *, readonly: bool = False, pipeline: bool = False, snapshot: bool = False
+    ) -> AbstractContextManager[SQLTransaction]:
+        """A transaction on the store's database; write ones are serialised with other writers.
+
+        ``pipeline=True`` lets PostgreSQL send statements without waiting for each result (a
+        batch of view updates costs one round trip); ``execute`` then reports no row count.
+        ``snapshot=True``: every read sees the database as of the first one (REPEATABLE READ
+        on PostgreSQL; a SQLite transaction always does).
+        """
+
+    def log_head(self) -> LogHead:
+        """The readable head of the log (``max_notification_id``), and whether more waits."""
+        return LogHead(self.max_notification_id())
+
+    def listener(self) -> LogListener | None:
+        """A cross-process wake-up source, or ``None`` where the backend has none (SQLite)."""
+        return None
+
+    def subscribe(
+        self, gt: int | None = None, topics: Sequence[str] = ()
+    ) -> Subscription[ApplicationRecorder]:
+        """Not offered by the recorder: live streams live in ``streams/``."""
+        msg = "subscribe to the ledger through streams.run_stream, not the recorder"
+        raise NotImplementedError(msg)
+
+    @staticmethod
+    def _notification(row: Any, originator_id: UUID) -> Notification:  # noqa: ANN401
+        return Notification(
+            id=row[0],
+            originator_id=originator_id,
+            originator_version=row[2],
+            topic=row[3],
+            state=bytes(row[4]),
+        )

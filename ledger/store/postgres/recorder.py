@@ -1,0 +1,337 @@
+"""The PostgreSQL recorder: reads, appends and transactions over one connection pool.
+
+The pieces it is built from: ``schema`` (DDL and migrations), ``positions`` (the lock-free
+position scheme and the visible horizon every read stops at), ``append`` (the append
+statements and the libpq fast path) and ``notify`` (announcing appends to other processes).
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, ClassVar
+from uuid import UUID
+
+import psycopg
+from eventsourcing.persistence import Notification, StoredEvent
+from psycopg import pq
+
+from ledger.errors import InvalidInput
+from ledger.store.base import (
+    EVENTS_TABLE,
+    PURGE_PERMITS_TABLE,
+    SNAPSHOTS_TABLE,
+    LedgerRecorder,
+    LogHead,
+    SQLTransaction,
+)
+from ledger.store.pool import Pool
+from ledger.store.postgres._driver import translate
+from ledger.store.postgres.append import PostgresAppender, append_error
+from ledger.store.postgres.notify import CHANNEL, PostgresListener, PostgresNotifier
+from ledger.store.postgres.positions import MAX_EVENTS_PER_TRANSACTION, VISIBLE_HORIZON
+from ledger.store.postgres.schema import create_schema, lock_key
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+
+    from ledger.settings import LedgerSettings
+    from ledger.store.url import StoreURL
+
+__all__ = ["PostgresLedgerRecorder"]
+
+_COLUMNS = "notification_id, originator_id, originator_version, topic, state"
+_SNAPSHOT_READ = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"
+_IDLE = pq.TransactionStatus.IDLE
+_CONNECTION_OK = pq.ConnStatus.OK
+
+
+def _reusable(conn: psycopg.Connection[Any]) -> bool:
+    """A connection back from a caller may be lent again: idle, connected, not broken."""
+    pgconn = conn.pgconn
+    return (
+        pgconn.transaction_status == _IDLE and pgconn.status == _CONNECTION_OK and not conn.broken
+    )
+
+
+class _PostgresTransaction(SQLTransaction):
+    """A transaction on one pooled connection; statements are prepared on the connection."""
+
+    select_run_checkpoints = (
+        f"SELECT originator_id FROM {EVENTS_TABLE} WHERE originator_version = 1 "
+        "AND convert_from(state, 'UTF8')::jsonb ->> 'run_id' = %s ORDER BY originator_id"
+    )
+    # Tied to this transaction: a permit left behind by a crash opens nothing later.
+    insert_purge_permit = (
+        f"INSERT INTO {PURGE_PERMITS_TABLE} (originator_id, txid) VALUES (%s, pg_current_xact_id())"
+    )
+    select_view_tables = (
+        "SELECT table_name FROM information_schema.columns "
+        "WHERE table_schema = current_schema() AND column_name = 'checkpoint_id' "
+        "AND table_name LIKE 'ckl\\_view\\_%%' ORDER BY table_name"  # %% for psycopg
+    )
+    _lock_appends: ClassVar[str] = f"LOCK TABLE {EVENTS_TABLE} IN SHARE ROW EXCLUSIVE MODE"
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self._conn = conn
+
+    def execute(self, query: str, params: Sequence[object] = ()) -> int:
+        return self._conn.execute(query.encode(), tuple(params), prepare=True).rowcount
+
+    def query(self, query: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        return [tuple(r) for r in self._conn.execute(query.encode(), tuple(params), prepare=True)]
+
+    def query_for_update(self, query: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        return self.query(query + " FOR UPDATE", params)
+
+    def lock_for_schema(self, name: str) -> None:
+        self.query("SELECT pg_advisory_xact_lock(%s)", (lock_key(name),))
+
+    def lock_appends(self) -> None:
+        self.execute(self._lock_appends)
+
+    def key(self, checkpoint_id: UUID) -> object:
+        return checkpoint_id  # uuid column
+
+
+class PostgresLedgerRecorder(LedgerRecorder):
+    """The ledger's event and snapshot tables in one PostgreSQL database."""
+
+    def __init__(self, store: StoreURL, settings: LedgerSettings) -> None:
+        self.store = store
+        self.channel = CHANNEL
+        self._connect_timeout = settings.connect_timeout
+        synchronous_commit = "on" if settings.durability == "full" else "off"
+
+        self._connect_kwargs: dict[str, Any] = {
+            "autocommit": True,
+            "connect_timeout": max(1, int(settings.connect_timeout)),
+            # Set at connect time, so every pooled connection has the store's durability.
+            "options": f"-c synchronous_commit={synchronous_commit}",
+        }
+        # At most `pool_size` connections are open at once; a thread waits for one to come
+        # back up to connect_timeout.
+        self._pool: Pool[psycopg.Connection[Any]] = Pool(
+            self._connect,
+            name=store.display,
+            keep=settings.pool_size,
+            limit=settings.pool_size,
+            wait_timeout=settings.connect_timeout,
+            healthy=_reusable,
+        )
+        self._appender = PostgresAppender()
+        self._notifier = PostgresNotifier(self.store.url, self._connect_kwargs)
+        # Connect once now: a clear error at open, not at the first command.
+        with self._conn():
+            pass
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        try:
+            return psycopg.connect(self.store.url, **self._connect_kwargs)
+        except psycopg.Error as exc:
+            raise translate(exc) from exc
+
+    @contextmanager
+    def _conn(self) -> Iterator[psycopg.Connection[Any]]:
+        conn = self._pool.take()
+        try:
+            yield conn
+        except psycopg.Error as exc:
+            raise translate(exc) from exc
+        finally:
+            self._pool.give(conn)
+
+    def create_tables(self) -> None:
+        """Create (or migrate) the schema once: a cheap check, then DDL under an advisory lock.
+
+        Raises:
+            eventsourcing.persistence.ProgrammingError: the store was made by a newer
+                checkpoint-ledger, or cannot be migrated.
+        """
+        with self._conn() as conn:
+            create_schema(conn, self.store.display)
+
+    def insert_events(self, stored_events: Sequence[StoredEvent], **_: object) -> Sequence[int]:
+        """Append events atomically in one round trip; their positions, ascending.
+
+        Raises:
+            InvalidInput: more than ``MAX_EVENTS_PER_TRANSACTION`` events (nothing is written).
+        """
+        if not stored_events:
+            return []
+        if len(stored_events) > MAX_EVENTS_PER_TRANSACTION:
+            raise InvalidInput(
+                "stored_events",
+                f"{len(stored_events)} events in one append; PostgreSQL positions leave room "
+                f"for at most {MAX_EVENTS_PER_TRANSACTION} per transaction (append in batches)",
+            )
+        if len(stored_events) == 1:  # the hot path: no context manager, no sort
+            pool = self._pool
+            conn = pool.take()
+            try:
+                position = self._appender.one(conn, stored_events[0])
+            except psycopg.Error as exc:
+                raise append_error(exc) from exc
+            finally:
+                pool.give(conn)
+            self._notifier.announce()
+            return [position]
+        with self._conn() as conn:
+            try:
+                with conn.transaction():
+                    rows = self._appender.many(conn, stored_events)
+            except psycopg.Error as exc:
+                raise append_error(exc) from exc
+        self._notifier.announce()
+        # Ordinals follow the input order, so sorting restores it whatever RETURNING's order.
+        return sorted(int(r[0]) for r in rows)
+
+    def select_events(
+        self,
+        originator_id: UUID | str,
+        *,
+        gt: int | None = None,
+        lte: int | None = None,
+        desc: bool = False,
+        limit: int | None = None,
+    ) -> Sequence[StoredEvent]:
+        """One checkpoint's events, by version."""
+        return self._select(EVENTS_TABLE, originator_id, gt=gt, lte=lte, desc=desc, limit=limit)
+
+    def _select(
+        self,
+        table: str,
+        originator_id: UUID | str,
+        *,
+        gt: int | None,
+        lte: int | None,
+        desc: bool,
+        limit: int | None,
+    ) -> list[StoredEvent]:
+        oid = originator_id if isinstance(originator_id, UUID) else UUID(originator_id)
+        query = (
+            f"SELECT originator_version, topic, state FROM {table} "
+            "WHERE originator_id = %s AND originator_version > %s "
+            "AND originator_version <= %s ORDER BY originator_version"
+            + (" DESC" if desc else "")
+            + " LIMIT %s"
+        )
+        params = (oid, gt or 0, lte if lte is not None else 2**62, limit)
+        with self._conn() as conn:
+            rows = conn.execute(query, params, prepare=True).fetchall()
+        return [StoredEvent(oid, int(r[0]), r[1], bytes(r[2])) for r in rows]
+
+    def select_notifications(
+        self,
+        start: int | None,
+        limit: int,
+        stop: int | None = None,
+        topics: Sequence[str] = (),
+        *,
+        inclusive_of_start: bool = True,
+    ) -> Sequence[Notification]:
+        """Events in global order, from ``start``, up to the visible horizon (never beyond).
+
+        Events of transactions still in flight, and committed events above an older
+        transaction still in flight, are not returned yet; they will be, at the same positions.
+        """
+        low = 0 if start is None else (start if inclusive_of_start else start + 1)
+        query = (
+            f"SELECT {_COLUMNS} FROM {EVENTS_TABLE} "
+            "WHERE notification_id >= %s AND notification_id <= %s"
+            f" AND notification_id < {VISIBLE_HORIZON}"
+            + (" AND topic = ANY(%s)" if topics else "")
+            + " ORDER BY notification_id LIMIT %s"
+        )
+        params: list[object] = [low, stop if stop is not None else 2**62]
+        if topics:
+            params.append(list(topics))
+        params.append(limit)
+        with self._conn() as conn:
+            rows = conn.execute(query, params, prepare=True).fetchall()
+        return [self._notification(row, row[1]) for row in rows]
+
+    def max_notification_id(self) -> int | None:
+        """The newest committed position, or ``None``: what "everything so far" must reach.
+
+        It may still wait above the visible horizon (``select_notifications`` will return it
+        once older transactions end), so it is a target to wait for, never a bound to read up
+        to: ``Projections.sync()`` waits for it, which includes the caller's own writes even
+        while another transaction holds the horizon. ``log_head`` gives the readable head.
+        """
+        with self._conn() as conn:
+            row = conn.execute(
+                f"SELECT max(notification_id) FROM {EVENTS_TABLE}", prepare=True
+            ).fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
+    def log_head(self) -> LogHead:
+        """The readable head, and whether committed events wait above it (one snapshot)."""
+        with self._conn() as conn:
+            row = conn.execute(
+                f"SELECT (SELECT max(notification_id) FROM {EVENTS_TABLE}"
+                " WHERE notification_id < h.horizon),"
+                f" (SELECT max(notification_id) FROM {EVENTS_TABLE})"
+                f" FROM (SELECT {VISIBLE_HORIZON} AS horizon) AS h",
+                prepare=True,
+            ).fetchone()
+        readable = None if row is None or row[0] is None else int(row[0])
+        committed = None if row is None or row[1] is None else int(row[1])
+        held_back = committed is not None and (readable is None or committed > readable)
+        return LogHead(readable, held_back=held_back)
+
+    def insert_snapshot(self, snapshot: StoredEvent) -> None:
+        """Keep a snapshot; an existing one at the same version is left as it is."""
+        with self._conn() as conn:
+            conn.execute(
+                f"INSERT INTO {SNAPSHOTS_TABLE} VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                (
+                    snapshot.originator_id,
+                    snapshot.originator_version,
+                    snapshot.topic,
+                    snapshot.state,
+                ),
+            )
+
+    def select_snapshot(self, originator_id: UUID, lte: int | None = None) -> StoredEvent | None:
+        """The latest snapshot at or before ``lte``."""
+        rows = self._select(SNAPSHOTS_TABLE, originator_id, gt=None, lte=lte, desc=True, limit=1)
+        return rows[0] if rows else None
+
+    def count_events(self, originator_id: UUID | None = None) -> int:
+        """Rows in the event table (of one checkpoint, or all)."""
+        with self._conn() as conn:
+            if originator_id is None:
+                row = conn.execute(f"SELECT count(*) FROM {EVENTS_TABLE}").fetchone()
+            else:
+                row = conn.execute(
+                    f"SELECT count(*) FROM {EVENTS_TABLE} WHERE originator_id = %s",
+                    (originator_id,),
+                ).fetchone()
+        return int(row[0]) if row else 0
+
+    @contextmanager
+    def transaction(
+        self,
+        *,
+        readonly: bool = False,  # noqa: ARG002  (MVCC: readers never block writers)
+        pipeline: bool = False,
+        snapshot: bool = False,
+    ) -> Iterator[SQLTransaction]:
+        """A transaction on one pooled connection, pipelined if asked."""
+        with self._conn() as conn, conn.transaction():
+            if snapshot:  # the first statement of the transaction, as PostgreSQL requires
+                conn.execute(_SNAPSHOT_READ)
+            if pipeline:
+                with conn.pipeline():
+                    yield _PostgresTransaction(conn)
+            else:
+                yield _PostgresTransaction(conn)
+
+    def listener(self) -> PostgresListener:
+        """A new LISTEN connection on the event channel."""
+        return PostgresListener(self.store.url, self.channel, self._connect_timeout)
+
+    def close(self) -> None:
+        """Close the idle connections (lent ones close when they come back). Idempotent."""
+        self._pool.close()
+        self._notifier.close()

@@ -1,0 +1,230 @@
+"""PostgreSQL schema: the DDL, its version, and the migrations from older versions.
+
+Version 2: positions are ``xid * 65536 + ordinal`` (version 1: a bigserial, handed out under an
+advisory lock; ``_migrate_from_1``). Version 3: hash chains (``event_hash``), purge permits
+and archive markers (``ledger.chain``, ``ledger.archive``). The schema is created once, under
+an advisory lock (:func:`create_schema`), so many processes may open a new store together.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import TYPE_CHECKING, Any
+
+from eventsourcing.persistence import ProgrammingError
+
+from ledger.store.base import ARCHIVES_TABLE, EVENTS_TABLE, PURGE_PERMITS_TABLE, SNAPSHOTS_TABLE
+from ledger.store.postgres.positions import POSITIONS_PER_TRANSACTION, XID
+
+if TYPE_CHECKING:
+    import psycopg
+
+__all__ = [
+    "ARCHIVED_SQLSTATE",
+    "GAP_SQLSTATE",
+    "SCHEMA",
+    "SCHEMA_VERSION",
+    "create_schema",
+    "lock_key",
+    "schema_version",
+]
+
+SCHEMA_VERSION = 3
+ARCHIVED_SQLSTATE = "CK001"
+"""Raised by the insert trigger for a write to an archived run (``ledger.errors.RunArchived``)."""
+GAP_SQLSTATE = "CK002"
+"""Raised by the insert trigger for version n + 1 of a checkpoint that has no version n."""
+
+
+def lock_key(name: str) -> int:
+    """A stable signed int64 advisory lock key named after ``name``.
+
+    The schema (``"schema"``) and the projections' DDL (``"views"``) are created under such
+    keys. (Schema version 1 also locked the key of ``"ckl_events"`` per append; appends take
+    no lock any more.)
+    """
+    digest = hashlib.sha256(f"checkpoint-ledger:{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+SCHEMA = [
+    f"""CREATE TABLE IF NOT EXISTS {EVENTS_TABLE} (
+        originator_id uuid NOT NULL,
+        originator_version bigint NOT NULL,
+        topic text NOT NULL,
+        state bytea NOT NULL,
+        notification_id bigint NOT NULL,
+        transaction_id xid8 NOT NULL DEFAULT pg_current_xact_id(),
+        PRIMARY KEY (originator_id, originator_version),
+        CONSTRAINT {EVENTS_TABLE}_position_in_transaction CHECK (
+            notification_id < (transaction_id::text::bigint + 1) * {POSITIONS_PER_TRANSACTION}
+        )
+    )""",
+    f"""CREATE UNIQUE INDEX IF NOT EXISTS {EVENTS_TABLE}_notification_id_idx
+        ON {EVENTS_TABLE} (notification_id)""",
+    """CREATE OR REPLACE FUNCTION ckl_refuse_change() RETURNS trigger
+        LANGUAGE plpgsql AS $$
+        BEGIN
+            RAISE EXCEPTION '% is append-only: % refused', TG_TABLE_NAME, TG_OP
+                USING ERRCODE = 'restrict_violation';
+        END $$""",
+    f"""CREATE OR REPLACE TRIGGER {EVENTS_TABLE}_append_only
+        BEFORE UPDATE OR DELETE ON {EVENTS_TABLE}
+        FOR EACH ROW EXECUTE FUNCTION ckl_refuse_change()""",
+    f"""CREATE OR REPLACE TRIGGER {EVENTS_TABLE}_no_truncate
+        BEFORE TRUNCATE ON {EVENTS_TABLE}
+        FOR EACH STATEMENT EXECUTE FUNCTION ckl_refuse_change()""",
+    f"""CREATE TABLE IF NOT EXISTS {SNAPSHOTS_TABLE} (
+        originator_id uuid NOT NULL,
+        originator_version bigint NOT NULL,
+        topic text NOT NULL,
+        state bytea NOT NULL,
+        PRIMARY KEY (originator_id, originator_version)
+    )""",
+    """CREATE TABLE IF NOT EXISTS ckl_schema (
+        singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+        version integer NOT NULL
+    )""",
+    # Schema 3. Rows written before it keep a NULL hash ("unchained" to ckl verify).
+    f"ALTER TABLE {EVENTS_TABLE} ADD COLUMN IF NOT EXISTS event_hash bytea",
+    f"""CREATE TABLE IF NOT EXISTS {PURGE_PERMITS_TABLE} (
+        originator_id uuid NOT NULL,
+        txid xid8 NOT NULL DEFAULT pg_current_xact_id(),
+        PRIMARY KEY (originator_id, txid)
+    )""",
+    f"""CREATE TABLE IF NOT EXISTS {ARCHIVES_TABLE} (
+        archive_id bigserial PRIMARY KEY,
+        run_id text NOT NULL,
+        archived_at text NOT NULL,
+        events bigint NOT NULL,
+        checkpoints bigint NOT NULL,
+        file_sha256 text NOT NULL,
+        heads text NOT NULL,
+        restored_at text
+    )""",
+    f"CREATE INDEX IF NOT EXISTS {ARCHIVES_TABLE}_run_idx ON {ARCHIVES_TABLE} (run_id)",
+    # A DELETE passes only for a checkpoint the same transaction holds a permit for: only the
+    # owner role may write permits (ckl grants), so a writer cannot grant itself one.
+    f"""CREATE OR REPLACE FUNCTION ckl_guard_events() RETURNS trigger
+        LANGUAGE plpgsql AS $$
+        BEGIN
+            IF TG_OP = 'DELETE' AND EXISTS (
+                SELECT 1 FROM {PURGE_PERMITS_TABLE}
+                WHERE originator_id = OLD.originator_id AND txid = pg_current_xact_id()
+            ) THEN
+                RETURN OLD;
+            END IF;
+            RAISE EXCEPTION '% is append-only: % refused', TG_TABLE_NAME, TG_OP
+                USING ERRCODE = 'restrict_violation';
+        END $$""",
+    f"""CREATE OR REPLACE TRIGGER {EVENTS_TABLE}_append_only
+        BEFORE UPDATE OR DELETE ON {EVENTS_TABLE}
+        FOR EACH ROW EXECUTE FUNCTION ckl_guard_events()""",
+    # Runs for Created events (version 1) and for rows whose hash came out NULL (no previous
+    # version): an archived run stays archived, and a version never skips its predecessor.
+    f"""CREATE OR REPLACE FUNCTION ckl_guard_insert() RETURNS trigger
+        LANGUAGE plpgsql AS $$
+        DECLARE archived text;
+        BEGIN
+            IF NEW.originator_version = 1 THEN
+                SELECT a.run_id INTO archived FROM {ARCHIVES_TABLE} AS a
+                WHERE a.restored_at IS NULL
+                  AND a.run_id = convert_from(NEW.state, 'UTF8')::jsonb ->> 'run_id'
+                LIMIT 1;
+            ELSE
+                SELECT a.run_id INTO archived FROM {ARCHIVES_TABLE} AS a
+                WHERE a.restored_at IS NULL AND strpos(a.heads, NEW.originator_id::text) > 0
+                LIMIT 1;
+            END IF;
+            IF archived IS NOT NULL THEN
+                RAISE EXCEPTION 'run % is archived', archived
+                    USING ERRCODE = '{ARCHIVED_SQLSTATE}', DETAIL = archived;
+            END IF;
+            IF NEW.event_hash IS NULL AND NEW.originator_version > 1 AND NOT EXISTS (
+                SELECT 1 FROM {EVENTS_TABLE} WHERE originator_id = NEW.originator_id
+                   AND originator_version = NEW.originator_version - 1
+            ) THEN
+                RAISE EXCEPTION 'checkpoint % has no version %; version % refused',
+                    NEW.originator_id, NEW.originator_version - 1, NEW.originator_version
+                    USING ERRCODE = '{GAP_SQLSTATE}';
+            END IF;
+            RETURN NEW;
+        END $$""",
+    f"""CREATE OR REPLACE TRIGGER {EVENTS_TABLE}_guard_insert
+        BEFORE INSERT ON {EVENTS_TABLE} FOR EACH ROW
+        WHEN (NEW.originator_version = 1 OR NEW.event_hash IS NULL)
+        EXECUTE FUNCTION ckl_guard_insert()""",
+]
+
+
+def schema_version(conn: psycopg.Connection[Any]) -> int | None:
+    """The store's schema version, ``None`` if it has no schema table yet."""
+    row = conn.execute("SELECT to_regclass('ckl_schema') IS NOT NULL").fetchone()
+    if not (row and row[0]):
+        return None
+    current = conn.execute("SELECT max(version) FROM ckl_schema").fetchone()
+    return None if current is None or current[0] is None else int(current[0])
+
+
+def _migrate_from_1(conn: psycopg.Connection[Any]) -> None:
+    """Schema 1 → 2, inside the schema transaction: positions stop coming from a sequence.
+
+    Old positions (a bigserial) stay. Every later append runs in a transaction younger than
+    this one, so its positions start above ``xid_of_this_transaction * 65536``; the old ones
+    must lie below that, which is checked (it holds unless one old transaction appended more
+    than ~65,000 events per transaction ever run on the cluster). ALTER TABLE waits for
+    appends of old processes in flight; old processes appending afterwards fail (the column
+    has no default any more): stop them before upgrading.
+    """
+    conn.execute(f"ALTER TABLE {EVENTS_TABLE} ALTER COLUMN notification_id DROP DEFAULT")
+    conn.execute(f"DROP SEQUENCE IF EXISTS {EVENTS_TABLE}_notification_id_seq")
+    constraint = f"{EVENTS_TABLE}_position_in_transaction"
+    found = conn.execute("SELECT 1 FROM pg_constraint WHERE conname = %s", (constraint,))
+    if found.fetchone() is None:  # NOT VALID: old rows are not checked, new ones are
+        conn.execute(
+            f"ALTER TABLE {EVENTS_TABLE} ADD CONSTRAINT {constraint} CHECK (notification_id"
+            f" < (transaction_id::text::bigint + 1) * {POSITIONS_PER_TRANSACTION}) NOT VALID"
+        )
+    row = conn.execute(
+        f"SELECT max(notification_id), {XID} * {POSITIONS_PER_TRANSACTION} FROM {EVENTS_TABLE}"
+    ).fetchone()
+    if row is not None and row[0] is not None and int(row[0]) >= int(row[1]):
+        msg = (
+            f"cannot migrate {EVENTS_TABLE}: its highest position {row[0]} is not below the "
+            f"first transaction-based position {row[1]}"
+        )
+        raise ProgrammingError(msg)
+
+
+def create_schema(conn: psycopg.Connection[Any], display: str) -> None:
+    """Create (or migrate) the schema once: a cheap check, then DDL under an advisory lock.
+
+    ``conn`` is in autocommit mode; ``display`` names the store in errors.
+
+    Raises:
+        eventsourcing.persistence.ProgrammingError: the store was made by a newer
+            checkpoint-ledger, or cannot be migrated (see ``_migrate_from_1``).
+    """
+    if schema_version(conn) == SCHEMA_VERSION:
+        return
+    with conn.transaction():
+        # Concurrent openers wait here instead of racing CREATE statements.
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key("schema"),))
+        found = schema_version(conn)  # again, under the lock: another may have done it
+        if found == SCHEMA_VERSION:
+            return
+        if found is not None and found > SCHEMA_VERSION:
+            msg = (
+                f"the store {display} has schema version {found}; this "
+                f"checkpoint-ledger knows versions up to {SCHEMA_VERSION}: upgrade it"
+            )
+            raise ProgrammingError(msg)
+        for statement in SCHEMA:
+            conn.execute(statement)
+        if found == 1:
+            _migrate_from_1(conn)
+        conn.execute(
+            "INSERT INTO ckl_schema (version) VALUES (%s) "
+            "ON CONFLICT (singleton) DO UPDATE SET version = EXCLUDED.version",
+            (SCHEMA_VERSION,),
+        )
