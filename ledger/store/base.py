@@ -319,9 +319,35 @@ class LedgerRecorder(ApplicationRecorder):
     def insert_snapshot(self, snapshot: StoredEvent) -> None:
         """Keep a snapshot (derived data: losing one only costs a longer load)."""
 
-    @abstractmethod
+    def select_events(
+        self,
+        originator_id: UUID | str,
+        *,
+        gt: int | None = None,
+        lte: int | None = None,
+        desc: bool = False,
+        limit: int | None = None,
+    ) -> Sequence[StoredEvent]:
+        """One checkpoint's events, by version."""
+        return self._select(EVENTS_TABLE, originator_id, gt=gt, lte=lte, desc=desc, limit=limit)
+
     def select_snapshot(self, originator_id: UUID, lte: int | None = None) -> StoredEvent | None:
         """The latest snapshot of a checkpoint at or before version ``lte``."""
+        rows = self._select(SNAPSHOTS_TABLE, originator_id, gt=None, lte=lte, desc=True, limit=1)
+        return rows[0] if rows else None
+
+    @abstractmethod
+    def _select(
+        self,
+        table: str,
+        originator_id: UUID | str,
+        *,
+        gt: int | None,
+        lte: int | None,
+        desc: bool,
+        limit: int | None,
+    ) -> list[StoredEvent]:
+        """Rows of ``table`` (events or snapshots) of one checkpoint, by version."""
 
     @abstractmethod
     def count_events(self, originator_id: UUID | None = None) -> int:

@@ -342,18 +342,6 @@ class SQLiteLedgerRecorder(LedgerRecorder):
         msg = f"checkpoint {oid} has no version {version - 1}; version {version} refused"
         raise IntegrityError(msg)
 
-    def select_events(
-        self,
-        originator_id: UUID | str,
-        *,
-        gt: int | None = None,
-        lte: int | None = None,
-        desc: bool = False,
-        limit: int | None = None,
-    ) -> Sequence[StoredEvent]:
-        """One checkpoint's events, by version."""
-        return self._select(EVENTS_TABLE, originator_id, gt=gt, lte=lte, desc=desc, limit=limit)
-
     def _select(
         self,
         table: str,
@@ -426,11 +414,6 @@ class SQLiteLedgerRecorder(LedgerRecorder):
                     snapshot.state,
                 ),
             )
-
-    def select_snapshot(self, originator_id: UUID, lte: int | None = None) -> StoredEvent | None:
-        """The latest snapshot at or before ``lte``."""
-        rows = self._select(SNAPSHOTS_TABLE, originator_id, gt=None, lte=lte, desc=True, limit=1)
-        return rows[0] if rows else None
 
     def count_events(self, originator_id: UUID | None = None) -> int:
         """Rows in the event table (of one checkpoint, or all)."""

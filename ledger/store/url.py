@@ -27,6 +27,14 @@ class StoreURL:
     display: str
     sqlite_path: str = ""
 
+    @property
+    def database_file(self) -> str | None:
+        """The database's file, for a store kept in one local file (SQLite); else ``None``.
+
+        Opening such a store creates the file: a caller that must not create one checks it.
+        """
+        return self.sqlite_path if self.kind == "sqlite" else None
+
 
 def redact_url(url: str) -> str:
     """The URL with any password replaced by ``***``: safe for logs and error messages."""

@@ -185,18 +185,6 @@ class PostgresLedgerRecorder(LedgerRecorder):
         # Ordinals follow the input order, so sorting restores it whatever RETURNING's order.
         return sorted(int(r[0]) for r in rows)
 
-    def select_events(
-        self,
-        originator_id: UUID | str,
-        *,
-        gt: int | None = None,
-        lte: int | None = None,
-        desc: bool = False,
-        limit: int | None = None,
-    ) -> Sequence[StoredEvent]:
-        """One checkpoint's events, by version."""
-        return self._select(EVENTS_TABLE, originator_id, gt=gt, lte=lte, desc=desc, limit=limit)
-
     def _select(
         self,
         table: str,
@@ -291,11 +279,6 @@ class PostgresLedgerRecorder(LedgerRecorder):
                     snapshot.state,
                 ),
             )
-
-    def select_snapshot(self, originator_id: UUID, lte: int | None = None) -> StoredEvent | None:
-        """The latest snapshot at or before ``lte``."""
-        rows = self._select(SNAPSHOTS_TABLE, originator_id, gt=None, lte=lte, desc=True, limit=1)
-        return rows[0] if rows else None
 
     def count_events(self, originator_id: UUID | None = None) -> int:
         """Rows in the event table (of one checkpoint, or all)."""
