@@ -60,9 +60,10 @@ _POSTGRES_INSERT = (
     "INSERT INTO raw_events (originator_id, originator_version, topic, state) "
     "VALUES (%s, %s, %s, %s) RETURNING notification_id"
 )
-# What the ledger's append statements (ledger/store/postgres/append.py) have added to the plain insert, each
-# alone on the raw table: the advisory lock (every append while schema 1 serialised appends),
-# the notify (every append), and the unnest form (an append of several events).
+# What the ledger's append statements (ledger/store/postgres/append.py) have added to the plain
+# insert, each alone on the raw table: the advisory lock (every append while schema 1
+# serialised appends), the notify (every append), and the unnest form (an append of several
+# events).
 _POSTGRES_PARTS = {
     "+lock": "INSERT INTO raw_events (originator_id, originator_version, topic, state) "
     "SELECT %s, %s, %s, %s FROM (SELECT pg_advisory_xact_lock(1234567)) AS serialise "

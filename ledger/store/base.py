@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import re
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 from uuid import UUID
 
 from eventsourcing.persistence import (
@@ -156,17 +156,10 @@ class SQLTransaction(ABC):
     The read models kept beside the log use the primitives (``execute``, ``query``, the
     locks); chains, archive markers and the purge use the methods on the ledger's tables.
     Statements use ``%s`` placeholders on both backends. The transaction commits when its
-    ``with`` block ends normally and rolls back if it raises. The methods below the two
-    primitives are written once here in portable SQL; a backend supplies what differs as the
-    class attributes and abstract methods.
+    ``with`` block ends normally and rolls back if it raises. The methods on the ledger's
+    tables are written once here in portable SQL; a backend supplies what differs as the
+    abstract methods, each with its statement as a constant of the backend's module.
     """
-
-    select_run_checkpoints: ClassVar[str]
-    """SQL: the ids of the checkpoints of the run bound as the one parameter, in id order."""
-    insert_purge_permit: ClassVar[str]
-    """SQL: a purge permit for the checkpoint bound as the one parameter, in this transaction."""
-    select_view_tables: ClassVar[str]
-    """SQL: the names of the tables named ``ckl_view_*`` with a ``checkpoint_id`` column."""
 
     @abstractmethod
     def execute(self, sql: str, params: Sequence[object] = ()) -> int:
@@ -178,9 +171,10 @@ class SQLTransaction(ABC):
 
     @abstractmethod
     def query_for_update(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
-        """Run one ``SELECT`` and keep the rows it read from other writers until the end.
+        """Run one ``SELECT`` in a write transaction, holding its rows until the end.
 
-        Another write transaction that reads the same rows this way waits for this one.
+        Another write transaction that reads the same rows this way waits for this one
+        (``FOR UPDATE`` on PostgreSQL; on SQLite the write transaction already excludes it).
         """
 
     @abstractmethod
@@ -199,11 +193,19 @@ class SQLTransaction(ABC):
     def key(self, checkpoint_id: UUID) -> object:
         """A checkpoint id as this backend binds it in the ledger's tables."""
 
-    # ------------------------------------------------------------ chains and runs
-
+    @abstractmethod
     def run_checkpoint_ids(self, run_id: str) -> list[UUID]:
         """The ids of the checkpoints of ``run_id``, in id order (a scan of Created events)."""
-        return [_uuid(r[0]) for r in self.query(self.select_run_checkpoints, (run_id,))]
+
+    @abstractmethod
+    def _insert_purge_permit(self, key: object) -> None:
+        """A purge permit for the checkpoint bound as ``key``, valid in this transaction only."""
+
+    @abstractmethod
+    def _view_tables(self) -> list[str]:
+        """The names of the tables named ``ckl_view_*`` that have a ``checkpoint_id`` column."""
+
+    # ------------------------------------------------------------ chains
 
     def select_chain(self, checkpoint_id: UUID) -> list[ChainRow]:
         """One checkpoint's rows, in version order, as the chain sees them."""
@@ -265,12 +267,12 @@ class SQLTransaction(ABC):
         """
         views = [
             quote_identifier(name)
-            for (name,) in self.query(self.select_view_tables)
+            for name in self._view_tables()
             if _VIEW_TABLE_NAME.fullmatch(name)
         ]
         for oid in checkpoint_ids:
             key = self.key(oid)
-            self.execute(self.insert_purge_permit, (key,))
+            self._insert_purge_permit(key)
             self.execute(_PURGE_EVENTS, (key,))
             self.execute(_PURGE_SNAPSHOTS, (key,))
             for table in views:
@@ -329,25 +331,25 @@ class LedgerRecorder(ApplicationRecorder):
         limit: int | None = None,
     ) -> Sequence[StoredEvent]:
         """One checkpoint's events, by version."""
-        return self._select(EVENTS_TABLE, originator_id, gt=gt, lte=lte, desc=desc, limit=limit)
+        return self._select(originator_id, snapshots=False, gt=gt, lte=lte, desc=desc, limit=limit)
 
     def select_snapshot(self, originator_id: UUID, lte: int | None = None) -> StoredEvent | None:
         """The latest snapshot of a checkpoint at or before version ``lte``."""
-        rows = self._select(SNAPSHOTS_TABLE, originator_id, gt=None, lte=lte, desc=True, limit=1)
+        rows = self._select(originator_id, snapshots=True, gt=None, lte=lte, desc=True, limit=1)
         return rows[0] if rows else None
 
     @abstractmethod
     def _select(
         self,
-        table: str,
         originator_id: UUID | str,
         *,
+        snapshots: bool,
         gt: int | None,
         lte: int | None,
         desc: bool,
         limit: int | None,
     ) -> list[StoredEvent]:
-        """Rows of ``table`` (events or snapshots) of one checkpoint, by version."""
+        """One checkpoint's events (or, with ``snapshots``, its snapshots), by version."""
 
     @abstractmethod
     def count_events(self, originator_id: UUID | None = None) -> int:

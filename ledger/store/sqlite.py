@@ -122,6 +122,17 @@ _ARCHIVED_CHECKPOINT = (
     f"SELECT run_id FROM {ARCHIVES_TABLE} WHERE restored_at IS NULL AND instr(heads, ?) > 0"
 )
 _COLUMNS = "notification_id, originator_id, originator_version, topic, state"
+# A run's checkpoints are found by their Created event (version 1), its run id read in SQL.
+_RUN_CHECKPOINTS = (
+    f"SELECT originator_id FROM {EVENTS_TABLE} WHERE originator_version = 1 "
+    "AND json_extract(CAST(state AS TEXT), '$.run_id') = %s ORDER BY originator_id"
+)
+_PURGE_PERMIT = f"INSERT INTO {PURGE_PERMITS_TABLE} (originator_id) VALUES (%s)"
+_VIEW_TABLES = (
+    "SELECT m.name FROM sqlite_master AS m, pragma_table_info(m.name) AS c "
+    "WHERE m.type = 'table' AND m.name LIKE 'ckl\\_view\\_%' ESCAPE '\\' "
+    "AND c.name = 'checkpoint_id' ORDER BY m.name"
+)
 
 
 def _as_uuid(value: UUID | str) -> UUID:
@@ -146,18 +157,6 @@ def _translate(exc: sqlite3.Error) -> PersistenceError:
 class _SQLiteTransaction(SQLTransaction):
     """A transaction on one connection; a write one already excludes every other writer."""
 
-    # The run id is read from the Created event's document.
-    select_run_checkpoints = (
-        f"SELECT originator_id FROM {EVENTS_TABLE} WHERE originator_version = 1 "
-        "AND json_extract(CAST(state AS TEXT), '$.run_id') = %s ORDER BY originator_id"
-    )
-    insert_purge_permit = f"INSERT INTO {PURGE_PERMITS_TABLE} (originator_id) VALUES (%s)"
-    select_view_tables = (
-        "SELECT m.name FROM sqlite_master AS m, pragma_table_info(m.name) AS c "
-        "WHERE m.type = 'table' AND m.name LIKE 'ckl\\_view\\_%' ESCAPE '\\' "
-        "AND c.name = 'checkpoint_id' ORDER BY m.name"
-    )
-
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
 
@@ -179,6 +178,15 @@ class _SQLiteTransaction(SQLTransaction):
 
     def key(self, checkpoint_id: UUID) -> object:
         return str(checkpoint_id)  # TEXT column
+
+    def run_checkpoint_ids(self, run_id: str) -> list[UUID]:
+        return [UUID(r[0]) for r in self.query(_RUN_CHECKPOINTS, (run_id,))]
+
+    def _insert_purge_permit(self, key: object) -> None:
+        self.execute(_PURGE_PERMIT, (key,))
+
+    def _view_tables(self) -> list[str]:
+        return [str(r[0]) for r in self.query(_VIEW_TABLES)]
 
 
 class SQLiteLedgerRecorder(LedgerRecorder):
@@ -344,14 +352,15 @@ class SQLiteLedgerRecorder(LedgerRecorder):
 
     def _select(
         self,
-        table: str,
         originator_id: UUID | str,
         *,
+        snapshots: bool,
         gt: int | None,
         lte: int | None,
         desc: bool,
         limit: int | None,
     ) -> list[StoredEvent]:
+        table = SNAPSHOTS_TABLE if snapshots else EVENTS_TABLE
         sql = f"SELECT originator_version, topic, state FROM {table} WHERE originator_id = ?"
         params: list[object] = [str(originator_id)]
         if gt is not None:

@@ -8,7 +8,7 @@ statements and the libpq fast path) and ``notify`` (announcing appends to other 
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 import psycopg
@@ -41,6 +41,21 @@ __all__ = ["PostgresLedgerRecorder"]
 
 _COLUMNS = "notification_id, originator_id, originator_version, topic, state"
 _SNAPSHOT_READ = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"
+_LOCK_APPENDS = f"LOCK TABLE {EVENTS_TABLE} IN SHARE ROW EXCLUSIVE MODE"
+# A run's checkpoints are found by their Created event (version 1), its run id read in SQL.
+_RUN_CHECKPOINTS = (
+    f"SELECT originator_id FROM {EVENTS_TABLE} WHERE originator_version = 1 "
+    "AND convert_from(state, 'UTF8')::jsonb ->> 'run_id' = %s ORDER BY originator_id"
+)
+# Tied to this transaction: a permit left behind by a crash opens nothing later.
+_PURGE_PERMIT = (
+    f"INSERT INTO {PURGE_PERMITS_TABLE} (originator_id, txid) VALUES (%s, pg_current_xact_id())"
+)
+_VIEW_TABLES = (
+    "SELECT table_name FROM information_schema.columns "
+    "WHERE table_schema = current_schema() AND column_name = 'checkpoint_id' "
+    "AND table_name LIKE 'ckl\\_view\\_%%' ORDER BY table_name"  # %% for psycopg
+)
 _IDLE = pq.TransactionStatus.IDLE
 _CONNECTION_OK = pq.ConnStatus.OK
 
@@ -55,21 +70,6 @@ def _reusable(conn: psycopg.Connection[Any]) -> bool:
 
 class _PostgresTransaction(SQLTransaction):
     """A transaction on one pooled connection; statements are prepared on the connection."""
-
-    select_run_checkpoints = (
-        f"SELECT originator_id FROM {EVENTS_TABLE} WHERE originator_version = 1 "
-        "AND convert_from(state, 'UTF8')::jsonb ->> 'run_id' = %s ORDER BY originator_id"
-    )
-    # Tied to this transaction: a permit left behind by a crash opens nothing later.
-    insert_purge_permit = (
-        f"INSERT INTO {PURGE_PERMITS_TABLE} (originator_id, txid) VALUES (%s, pg_current_xact_id())"
-    )
-    select_view_tables = (
-        "SELECT table_name FROM information_schema.columns "
-        "WHERE table_schema = current_schema() AND column_name = 'checkpoint_id' "
-        "AND table_name LIKE 'ckl\\_view\\_%%' ORDER BY table_name"  # %% for psycopg
-    )
-    _lock_appends: ClassVar[str] = f"LOCK TABLE {EVENTS_TABLE} IN SHARE ROW EXCLUSIVE MODE"
 
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
         self._conn = conn
@@ -87,10 +87,19 @@ class _PostgresTransaction(SQLTransaction):
         self.query("SELECT pg_advisory_xact_lock(%s)", (lock_key(name),))
 
     def lock_appends(self) -> None:
-        self.execute(self._lock_appends)
+        self.execute(_LOCK_APPENDS)
 
     def key(self, checkpoint_id: UUID) -> object:
         return checkpoint_id  # uuid column
+
+    def run_checkpoint_ids(self, run_id: str) -> list[UUID]:
+        return [r[0] for r in self.query(_RUN_CHECKPOINTS, (run_id,))]  # uuid: UUID
+
+    def _insert_purge_permit(self, key: object) -> None:
+        self.execute(_PURGE_PERMIT, (key,))
+
+    def _view_tables(self) -> list[str]:
+        return [str(r[0]) for r in self.query(_VIEW_TABLES)]
 
 
 class PostgresLedgerRecorder(LedgerRecorder):
@@ -187,15 +196,16 @@ class PostgresLedgerRecorder(LedgerRecorder):
 
     def _select(
         self,
-        table: str,
         originator_id: UUID | str,
         *,
+        snapshots: bool,
         gt: int | None,
         lte: int | None,
         desc: bool,
         limit: int | None,
     ) -> list[StoredEvent]:
         oid = originator_id if isinstance(originator_id, UUID) else UUID(originator_id)
+        table = SNAPSHOTS_TABLE if snapshots else EVENTS_TABLE
         query = (
             f"SELECT originator_version, topic, state FROM {table} "
             "WHERE originator_id = %s AND originator_version > %s "
