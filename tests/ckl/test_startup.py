@@ -60,20 +60,7 @@ def loaded_packages(script: str, tmp_path: Path) -> set[str]:
     return set(json.loads(done.stdout.splitlines()[-1]))
 
 
-# Strict: once projections/runner.py no longer imports ledger.postgres (the store part of
-# issue 11 moves append_lock_key behind the recorder), this passes and the mark must go.
-_PROJECTIONS_LOAD_PSYCOPG = pytest.mark.xfail(
-    strict=True, reason="projections/runner.py imports ledger.postgres (append_lock_key)"
-)
-
-
-@pytest.mark.parametrize(
-    "case",
-    [
-        pytest.param(case, marks=_PROJECTIONS_LOAD_PSYCOPG if "projections" in case else ())
-        for case in sorted(CASES)
-    ],
-)
+@pytest.mark.parametrize("case", sorted(CASES))
 def test_start_up_loads_no_heavy_extra(case: str, tmp_path: Path) -> None:
     loaded = loaded_packages(CASES[case], tmp_path)
     assert loaded.isdisjoint(HEAVY), f"{case} imported {sorted(loaded & set(HEAVY))}"
