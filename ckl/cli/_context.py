@@ -72,10 +72,11 @@ class CliContext:
         settings = self.settings(**overrides)
         if existing:
             url = parse_store_url(settings.store)
-            if url.kind == "sqlite" and not os.path.exists(url.sqlite_path):  # noqa: PTH110
+            path = url.database_file
+            if path is not None and not os.path.exists(path):  # noqa: PTH110
                 raise InvalidStoreURL(
                     url.display,
-                    f"there is no SQLite database at {url.sqlite_path} (this command never "
+                    f"there is no SQLite database at {path} (this command never "
                     "creates one; check the path, or run a job or `ckl demo` first)",
                 )
         return Ledger.open(settings=settings)
