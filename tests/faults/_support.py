@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import sys
+import time
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
@@ -73,14 +74,24 @@ def fault_workers(*argvs: list[str]) -> Iterator[list[FaultWorker]]:
 # ------------------------------------------------------------------------------ the log
 
 
-def whole_log(ledger: Ledger) -> list[tuple[int, CheckpointEvent]]:
-    """Every event of the store in global order."""
+def whole_log(ledger: Ledger, timeout: float = 30.0) -> list[tuple[int, CheckpointEvent]]:
+    """Every event committed to the store so far, in global order.
+
+    Reads go up to the visible horizon only (PostgreSQL): right after the writers stop, another
+    transaction on the server (the views' follower, a notify) may still hold committed events
+    above it for a moment, so read until the newest committed position has been read.
+    """
+    committed = ledger.recorder.max_notification_id() or 0
+    deadline = time.monotonic() + timeout
     rows: list[tuple[int, CheckpointEvent]] = []
     position = 0
-    while batch := ledger.read_log(after=position, limit=1000):
-        rows.extend(batch)
-        position = batch[-1][0]
-    return rows
+    while True:
+        while batch := ledger.read_log(after=position, limit=1000):
+            rows.extend(batch)
+            position = batch[-1][0]
+        if position >= committed or time.monotonic() > deadline:
+            return rows
+        time.sleep(0.01)
 
 
 def assert_prefix_consistent(log: list[tuple[int, CheckpointEvent]]) -> None:
