@@ -35,7 +35,6 @@ from __future__ import annotations
 import logging
 import math
 import threading
-import time
 from collections import OrderedDict
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal, Self
@@ -46,7 +45,6 @@ from prometheus_client.metrics_core import GaugeMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from ledger import (
-    AwaitTimeout,
     CheckpointEvent,
     Completed,
     Created,
@@ -54,6 +52,7 @@ from ledger import (
     InvalidInput,
     Ledger,
     LedgerError,
+    LogFollower,
     Reset,
     Retried,
     StoreUnavailable,
@@ -117,16 +116,20 @@ class LedgerMetrics:
         """Build the collectors, not yet registered nor following (see ``register_metrics``)."""
         self.ledger, self.registry, self.projections = ledger, registry, projections
         self.max_error_types, self.max_tracked = max_error_types, max_tracked
-        self._position = after
-        self._applied = threading.Condition()
         self._lock = threading.Lock()
         # checkpoint id -> (created at, start of the current progress interval); bounded LRU.
         self._tracked: OrderedDict[UUID, tuple[datetime | None, datetime]] = OrderedDict()
         self._error_labels: set[str] = set()
         self._followers: dict[str, Callable[[], int]] = {}
-        self._stop, self._wake = threading.Event(), threading.Event()
-        self._thread: threading.Thread | None = None
-        self._unwatch: Callable[[], None] | None = None
+        self._follower = LogFollower(
+            ledger,
+            self._follow,
+            name="ckl-metrics",
+            what="metrics",
+            log=log,
+            position=after,
+            retry_on=(LedgerError,),
+        )
         self._closed = False
 
         self.created = Counter(
@@ -203,21 +206,14 @@ class LedgerMetrics:
                     "or register in another CollectorRegistry",
                 ) from exc
             self._registered.append(collector)
-        self._unwatch = self.ledger.watch(self._wake.set)  # before the first read
-        self._thread = threading.Thread(target=self._follow, name="ckl-metrics", daemon=True)
-        self._thread.start()
+        self._follower.start()
 
     def close(self) -> None:
         """Stop following the log and unregister every collector. The ledger stays open."""
         if self._closed:
             return
         self._closed = True
-        self._stop.set()
-        self._wake.set()
-        if self._unwatch is not None:
-            self._unwatch()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=10)
+        self._follower.stop()
         self._unregister()
 
     def __enter__(self) -> Self:
@@ -235,23 +231,16 @@ class LedgerMetrics:
     @property
     def position(self) -> int:
         """Global position of the last event the counters include."""
-        return self._position
+        return self._follower.position
 
     def wait_for(self, position: int, timeout: float = 5.0) -> int:
         """Block until the counters include global ``position``; returns the current position.
 
         Raises:
+            InvalidInput: ``position`` is not an int ≥ 0 or ``timeout`` not finite seconds ≥ 0.
             AwaitTimeout: not there within ``timeout`` seconds.
         """
-        deadline = time.monotonic() + timeout
-        with self._applied:
-            while self._position < position:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise AwaitTimeout(f"metrics at position {position}", timeout)
-                self._wake.set()
-                self._applied.wait(remaining)
-            return self._position
+        return self._follower.wait_for(position, timeout)
 
     def sync(self, timeout: float = 5.0) -> int:
         """Wait until the counters include everything committed by now; returns the position.
@@ -289,7 +278,7 @@ class LedgerMetrics:
         return _read_head(self.ledger)
 
     def _positions(self) -> dict[str, int]:
-        positions = {"metrics": self._position}
+        positions = {"metrics": self.position}
         if self.projections is not None:
             positions["projections"] = self.projections.tracked_position()
         with self._lock:
@@ -322,28 +311,16 @@ class LedgerMetrics:
 
     # ---------------------------------------------------------------- following the log
 
-    def _follow(self) -> None:
-        delay = 0.1
+    def _follow(self, follower: LogFollower) -> bool:
+        """Count the next batch of events; True if it was full (read again at once)."""
         batch_size = 500
-        while not self._stop.is_set():
-            self._wake.clear()  # before reading: an append after the read sets it again
-            try:
-                rows = self.ledger.read_log(after=self._position, limit=batch_size)
-                for position, event in rows:
-                    if self._stop.is_set():
-                        return
-                    self._observe(event)
-                    with self._applied:
-                        self._position = position
-                        self._applied.notify_all()
-                delay = 0.1
-            except LedgerError as exc:
-                log.warning("metrics paused (%s); retrying in %.1fs", exc, delay)
-                self._stop.wait(delay)
-                delay = min(delay * 2, 5.0)
-                continue
-            if len(rows) < batch_size:
-                self._wake.wait(self.ledger.settings.poll_interval)
+        rows = self.ledger.read_log(after=follower.position, limit=batch_size)
+        for position, event in rows:
+            if follower.stopping:
+                return False
+            self._observe(event)
+            follower.advance(position)  # per event: a store error resumes after the last one
+        return len(rows) == batch_size
 
     def _observe(self, event: CheckpointEvent) -> None:
         """Count one event. Store reads come first, so a failed read counts nothing twice."""

@@ -10,12 +10,36 @@ with Ledger.open() as ledger:                       # ./checkpoints.db, or $CKL_
 ```
 """
 
-from ledger._json import Cursor, CursorInput, JSONObject, JSONObjectInput, JSONValue
+from ledger._json import (
+    Cursor,
+    CursorInput,
+    JSONObject,
+    JSONObjectInput,
+    JSONValue,
+    encode_json,
+)
 from ledger.application import Ledger, Recorded
 from ledger.archive import ArchiveSummary, archive_run, export_run, import_archive
 from ledger.audit import VerifyReport, verify_chains
 from ledger.chain import ChainProblem, chain_hash
-from ledger.checkpoint import CheckpointError, CheckpointState, CheckpointToken, checkpoint_id_for
+from ledger.checkpoint import (
+    CheckpointError,
+    CheckpointState,
+    CheckpointToken,
+    apply,
+    check_token,
+    checkpoint_id_for,
+    failure_of,
+    run_is_settled,
+)
+from ledger.checks import (
+    MAX_INT,
+    check_aware,
+    check_count,
+    check_run_id,
+    check_seconds,
+    check_text,
+)
 from ledger.errors import (
     ArchiveError,
     ArchiveFileInvalid,
@@ -48,13 +72,18 @@ from ledger.events import (
     Status,
     Yielded,
 )
+from ledger.follow import HELD_BACK_FIRST_WAIT, Backoff, LogFollower
 from ledger.settings import LedgerSettings
+from ledger.store import SQLTransaction
 
 __all__ = [
+    "HELD_BACK_FIRST_WAIT",
+    "MAX_INT",
     "ArchiveError",
     "ArchiveFileInvalid",
     "ArchiveSummary",
     "AwaitTimeout",
+    "Backoff",
     "ChainProblem",
     "CheckpointError",
     "CheckpointEvent",
@@ -79,6 +108,7 @@ __all__ = [
     "Ledger",
     "LedgerError",
     "LedgerSettings",
+    "LogFollower",
     "PayloadTooLarge",
     "PlotUnavailable",
     "ProgressWentBackwards",
@@ -88,15 +118,26 @@ __all__ = [
     "RunArchived",
     "RunNotFinished",
     "RunNotFound",
+    "SQLTransaction",
     "Status",
     "StoreUnavailable",
     "TamperDetected",
     "VerifyReport",
     "Yielded",
+    "apply",
     "archive_run",
     "chain_hash",
+    "check_aware",
+    "check_count",
+    "check_run_id",
+    "check_seconds",
+    "check_text",
+    "check_token",
     "checkpoint_id_for",
+    "encode_json",
     "export_run",
+    "failure_of",
     "import_archive",
+    "run_is_settled",
     "verify_chains",
 ]

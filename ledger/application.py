@@ -44,15 +44,14 @@ from ledger.checkpoint import (
     CheckpointState,
     CheckpointToken,
     apply,
-    check_index,
-    check_run_id,
-    checkpoint_id_for,
+    check_token,
     decide_complete,
     decide_fail,
     decide_reset,
     decide_retry,
     decide_yield,
 )
+from ledger.checks import check_aware, check_count, check_run_id
 from ledger.errors import (
     CheckpointNotFound,
     InvalidInput,
@@ -243,9 +242,9 @@ class Ledger:
             PayloadTooLarge: metadata over ``max_metadata_bytes``.
         """
         check_run_id(run_id)
-        check_index(batch_index, "batch_index")
+        check_count(batch_index, "batch_index")
         if total_batches is not None:
-            check_index(total_batches, "total_batches", minimum=1)
+            check_count(total_batches, "total_batches", minimum=1)
             if batch_index >= total_batches:
                 raise InvalidInput(
                     "batch_index", f"{batch_index} is not below total_batches {total_batches}"
@@ -292,7 +291,7 @@ class Ledger:
             PayloadTooLarge: cursor or accumulated_results over their limits.
             InvalidTransition: the checkpoint is completed, or failed and not retried.
         """
-        self._check_token(token)
+        check_token(token)
         if isinstance(cursor, bool) or not isinstance(cursor, int | str | dict | list):
             raise InvalidInput(
                 "cursor",
@@ -308,7 +307,7 @@ class Ledger:
                 self.settings.max_cursor_bytes,
                 "CKL_MAX_CURSOR_BYTES",
             )
-        check_index(items_processed, "items_processed")
+        check_count(items_processed, "items_processed")
         results = None
         if accumulated_results is not None:
             results = _json_payload(
@@ -332,7 +331,7 @@ class Ledger:
             InvalidTransition: the checkpoint failed (retry or reset it first).
             PayloadTooLarge: result over ``max_result_bytes``.
         """
-        self._check_token(token)
+        check_token(token)
         value = _json_payload(
             _value_adapter, result, "result", self.settings.max_result_bytes, "CKL_MAX_RESULT_BYTES"
         )
@@ -357,7 +356,7 @@ class Ledger:
             ConflictingCommand: already failed with a different error.
             InvalidTransition: the checkpoint is completed.
         """
-        self._check_token(token)
+        check_token(token)
         if isinstance(error, BaseException):
             kind = error_type or type(error).__qualname__
             message = str(error) or repr(error)
@@ -383,7 +382,7 @@ class Ledger:
         Raises:
             InvalidTransition: not failed, or failed permanently (reset it instead).
         """
-        self._check_token(token)
+        check_token(token)
         return self._command(token, decide_retry)
 
     def reset_checkpoint(self, token: CheckpointToken, reason: str) -> CheckpointState:
@@ -394,7 +393,7 @@ class Ledger:
         Raises:
             InvalidInput: the reason is empty or not a str.
         """
-        self._check_token(token)
+        check_token(token)
         if not isinstance(reason, str) or not reason.strip():
             raise InvalidInput("reason", "say why the checkpoint is reset (a non-empty str)")
         if len(reason) > 4096:  # noqa: PLR2004
@@ -407,7 +406,7 @@ class Ledger:
     def find_checkpoint(self, run_id: str, batch_index: int) -> CheckpointToken | None:
         """The token of ``(run_id, batch_index)`` if that checkpoint exists (a key lookup)."""
         check_run_id(run_id)
-        check_index(batch_index, "batch_index")
+        check_count(batch_index, "batch_index")
         token = CheckpointToken.for_batch(run_id, batch_index)
         if self._get_cached(token.checkpoint_id) is not None:
             return token
@@ -426,12 +425,11 @@ class Ledger:
             CheckpointNotFound: no such checkpoint, or it did not exist yet at ``as_of``.
             InvalidInput: ``as_of`` is not a positive int or a timezone-aware datetime.
         """
-        self._check_token(token)
+        check_token(token)
         if as_of is None:
             return self._refresh(self._load(token))
         if isinstance(as_of, datetime):
-            if as_of.tzinfo is None:
-                raise InvalidInput("as_of", "use a timezone-aware datetime (e.g. with tz=UTC)")
+            check_aware(as_of, "as_of")
             state: CheckpointState | None = None
             for event in self.checkpoint_events(token):
                 if event.timestamp > as_of:
@@ -440,7 +438,7 @@ class Ledger:
             if state is None:
                 raise CheckpointNotFound(f"{token} as of {as_of.isoformat()}")
             return state
-        version = check_index(as_of, "as_of", minimum=1)
+        version = check_count(as_of, "as_of", minimum=1)
         state = self._load_from_store(token.checkpoint_id, lte=version)
         if state is None:
             raise CheckpointNotFound(str(token))
@@ -452,7 +450,7 @@ class Ledger:
         Raises:
             CheckpointNotFound: no such checkpoint.
         """
-        self._check_token(token)
+        check_token(token)
         rows = self._store_call(
             "checkpoint_events", lambda: self.recorder.select_events(token.checkpoint_id)
         )
@@ -466,8 +464,8 @@ class Ledger:
         Raises:
             InvalidInput: ``after`` is not an int ≥ 0, or ``limit`` not an int ≥ 1.
         """
-        check_index(after, "after")
-        check_index(limit, "limit", minimum=1)
+        check_count(after, "after")
+        check_count(limit, "limit", minimum=1)
         notes: list[Notification] = list(
             self._store_call(
                 "read_log",
@@ -516,7 +514,7 @@ class Ledger:
 
     def count_events(self, token: CheckpointToken | None = None) -> int:
         """How many events the store holds, for one checkpoint or in all."""
-        oid = None if token is None else self._check_token(token).checkpoint_id
+        oid = None if token is None else check_token(token).checkpoint_id
         return self._store_call("count_events", lambda: self.recorder.count_events(oid))
 
     def forget_checkpoints(self, checkpoint_ids: Iterable[UUID]) -> None:
@@ -527,19 +525,6 @@ class Ledger:
                 self._tokens.pop(oid, None)
 
     # ---------------------------------------------------------------- internals
-
-    def _check_token(self, token: object) -> CheckpointToken:
-        if not isinstance(token, CheckpointToken):
-            raise InvalidInput(
-                "token",
-                f"expected a CheckpointToken (from create_checkpoint or find_checkpoint), "
-                f"got {type(token).__name__}",
-            )
-        if checkpoint_id_for(token.run_id, token.batch_index) != token.checkpoint_id:
-            raise InvalidInput(
-                "token", f"checkpoint_id does not match {token}; use the token the ledger gave"
-            )
-        return token
 
     def _truncate(self, message: str) -> str:
         limit = self.settings.max_error_message_chars

@@ -33,12 +33,12 @@ from pydantic import BaseModel, ConfigDict
 from ledger._files import output_path, writing
 from ledger.chain import ChainHead, ChainRow, walk_chain
 from ledger.checkpoint import apply
+from ledger.checks import check_run_id
 from ledger.errors import (
     ArchiveError,
     ArchiveFileInvalid,
     CheckpointNotFound,
     ImportConflict,
-    InvalidInput,
     RunArchived,
     RunNotFinished,
 )
@@ -80,12 +80,6 @@ class ArchiveSummary(BaseModel):
     restored: bool = False
 
 
-def _check_run_id(run_id: object) -> str:
-    if not isinstance(run_id, str) or not 1 <= len(run_id) <= 200 or not run_id.isprintable():  # noqa: PLR2004
-        raise InvalidInput("run_id", "expected a printable str of 1 to 200 characters")
-    return run_id
-
-
 def _version() -> str:
     try:
         return f"checkpoint-ledger {metadata.version('checkpoint-ledger')}"
@@ -121,7 +115,7 @@ def export_run(ledger: Ledger, run_id: str, path: str | os.PathLike[str]) -> Arc
         ArchiveError: the run's hash chains are broken.
         StoreUnavailable: the store cannot be read.
     """
-    _check_run_id(run_id)
+    check_run_id(run_id)
     target = output_path(path, "path")
     tmp = target.with_name(target.name + ".tmp")
     body = target.with_name(target.name + ".body")
@@ -420,12 +414,6 @@ def _check_prefix(run_id: str, oid: str, hashes: list[bytes | None], archive: _A
 # ------------------------------------------------------------------------------------ archive
 
 
-def _unfinished(state: CheckpointState) -> bool:
-    if state.status == "completed":
-        return False
-    return not (state.status == "failed" and state.error is not None and not state.error.transient)
-
-
 def archive_run(ledger: Ledger, run_id: str, path: str | os.PathLike[str]) -> ArchiveSummary:
     """Export a finished run, check the file, then purge the run and record a marker.
 
@@ -440,7 +428,7 @@ def archive_run(ledger: Ledger, run_id: str, path: str | os.PathLike[str]) -> Ar
         ArchiveFileInvalid: the written file did not read back identically.
         StoreUnavailable: the store failed (the purge is all or nothing).
     """
-    _check_run_id(run_id)
+    check_run_id(run_id)
     with (
         store_errors(ledger.store_display, "archive"),
         ledger.recorder.transaction(readonly=True) as tx,
@@ -449,7 +437,7 @@ def archive_run(ledger: Ledger, run_id: str, path: str | os.PathLike[str]) -> Ar
         states = [_fold(ledger, tx.select_chain(oid)) for oid in ids]
     if not ids:
         raise CheckpointNotFound(f"{run_id}/* (no checkpoint of run {run_id!r})")
-    unfinished = sum(1 for state in states if state is None or _unfinished(state))
+    unfinished = sum(1 for state in states if state is None or not state.is_settled)
     if unfinished:
         raise RunNotFinished(run_id, unfinished)
     exported = export_run(ledger, run_id, path)

@@ -17,13 +17,15 @@ from __future__ import annotations
 
 from datetime import datetime
 from functools import lru_cache
-from typing import Literal, TypeAlias
+from typing import TYPE_CHECKING, Literal, TypeAlias
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from pydantic import BaseModel, ConfigDict
 
 from ledger._json import Cursor, JSONObject, JSONValue, same_json
+from ledger.checks import check_count, check_run_id
 from ledger.errors import (
+    CheckpointFailedError,
     ConflictingCommand,
     InvalidInput,
     InvalidTransition,
@@ -40,60 +42,31 @@ from ledger.events import (
     Yielded,
 )
 
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
 __all__ = [
     "CHECKPOINT_NAMESPACE",
     "CheckpointError",
     "CheckpointState",
     "CheckpointToken",
     "apply",
-    "check_index",
     "check_run_id",
+    "check_token",
     "checkpoint_id_for",
     "decide_complete",
     "decide_fail",
     "decide_reset",
     "decide_retry",
     "decide_yield",
+    "failure_of",
+    "run_is_settled",
 ]
 
 CHECKPOINT_NAMESPACE = uuid5(NAMESPACE_URL, "https://checkpoint-ledger.dev/checkpoint")
 """Namespace of checkpoint ids; changing it would orphan every stored checkpoint."""
 
 Transition: TypeAlias = Literal["created", "completed", "failed", "retried", "reset"]
-
-
-def check_run_id(run_id: object) -> str:
-    """The run id if it is 1 to 200 printable characters.
-
-    Raises:
-        InvalidInput: it is not.
-    """
-    if not isinstance(run_id, str):
-        raise InvalidInput("run_id", f"expected a str, got {type(run_id).__name__}")
-    if not 1 <= len(run_id) <= 200:  # noqa: PLR2004
-        raise InvalidInput("run_id", f"must be 1 to 200 characters, got {len(run_id)}")
-    if not run_id.isprintable():
-        raise InvalidInput("run_id", "must contain printable characters only")
-    return run_id
-
-
-# Every int argument ends up in a BIGINT column (the log, the views) or a SQL parameter.
-MAX_INT = 2**63 - 1
-
-
-def check_index(value: object, field: str, *, minimum: int = 0) -> int:
-    """The value if it is an int from ``minimum`` to 2**63 - 1 (a BIGINT).
-
-    Raises:
-        InvalidInput: it is not.
-    """
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidInput(field, f"expected an int, got {type(value).__name__}")
-    if value < minimum:
-        raise InvalidInput(field, f"must be ≥ {minimum}, got {value}")
-    if value > MAX_INT:
-        raise InvalidInput(field, f"must be at most 2**63 - 1, got {value}")
-    return value
 
 
 @lru_cache(maxsize=65536)
@@ -119,7 +92,7 @@ class CheckpointToken(BaseModel):
             InvalidInput: a run id or batch index the ledger would refuse.
         """
         check_run_id(run_id)
-        check_index(batch_index, "batch_index")
+        check_count(batch_index, "batch_index")
         return cls(
             run_id=run_id,
             batch_index=batch_index,
@@ -183,8 +156,64 @@ class CheckpointState(BaseModel):
 
     @property
     def is_settled(self) -> bool:
-        """True when completed or failed: nothing more happens without retry or reset."""
-        return self.status != "open"
+        """True when completed or failed permanently: nothing more happens without a reset.
+
+        The one meaning of "settled" (archiving, ``ckl tail --progress``, the demo): an open
+        checkpoint may still progress and a transient failure may still be retried, so
+        neither is settled. (An await ends at any failure, transient or not: see
+        :func:`failure_of`.)
+        """
+        if self.status == "completed":
+            return True
+        return self.status == "failed" and self.error is not None and not self.error.transient
+
+
+def run_is_settled(states: Mapping[int, CheckpointState]) -> bool:
+    """True when a run is settled: every declared batch exists and each one is settled.
+
+    Args:
+        states: the run's checkpoint states by batch index (those that exist). The declared
+            number of batches is the largest ``total_batches`` among them; a run that
+            declares none is settled when every checkpoint it has is.
+    """
+    if not states:
+        return False
+    totals = [state.total_batches for state in states.values() if state.total_batches]
+    if totals and len(states) < max(totals):
+        return False
+    return all(state.is_settled for state in states.values())
+
+
+def failure_of(state: CheckpointState) -> CheckpointFailedError | None:
+    """The error an awaiter of this state receives: its failure, or ``None`` unless failed.
+
+    Transient failures included: the awaiter decides whether to retry and await again.
+    """
+    error = state.error
+    if state.status != "failed" or error is None:
+        return None
+    return CheckpointFailedError(
+        str(state.token), error.type, error.message, error.transient, state.attempt
+    )
+
+
+def check_token(token: object) -> CheckpointToken:
+    """The token if it is a ``CheckpointToken`` the ledger could have given.
+
+    Raises:
+        InvalidInput: not a token, or its checkpoint id does not match its run and batch.
+    """
+    if not isinstance(token, CheckpointToken):
+        raise InvalidInput(
+            "token",
+            f"expected a CheckpointToken (from create_checkpoint or find_checkpoint), "
+            f"got {type(token).__name__}",
+        )
+    if checkpoint_id_for(token.run_id, token.batch_index) != token.checkpoint_id:
+        raise InvalidInput(
+            "token", f"checkpoint_id does not match {token}; use the token the ledger gave"
+        )
+    return token
 
 
 def apply(state: CheckpointState | None, event: CheckpointEvent) -> CheckpointState:

@@ -3,6 +3,7 @@
 ```
 LedgerError                          `except LedgerError` catches everything we raise on purpose
 ├── InvalidInput (ValueError)        bad argument or payload; nothing was written
+│   ├── FileNotWritable              an archive or anchor file cannot be written
 │   ├── PayloadTooLarge              a JSON payload is over its configured limit
 │   └── ProgressWentBackwards        items_processed lower than already recorded this attempt
 ├── InvalidStoreURL (ValueError)     the store URL cannot be understood
@@ -23,7 +24,9 @@ LedgerError                          `except LedgerError` catches everything we 
 ```
 
 Every error carries its facts as attributes and is picklable, because errors cross process
-boundaries (subprocess workers, multiprocessing pools).
+boundaries (subprocess workers, multiprocessing pools). Every exception class of the three
+layers is here; ``ledger.CheckpointError`` is not one of them: it is the failure a checkpoint's
+state records (a pydantic model), what :class:`CheckpointFailedError` is built from.
 """
 
 from __future__ import annotations
@@ -219,12 +222,12 @@ class CheckpointFailedError(LedgerError):
 
 
 class AwaitTimeout(LedgerError, TimeoutError):
-    """Waiting gave up; the checkpoint may still settle later."""
+    """Waiting gave up; the checkpoint may still complete or fail later."""
 
     def __init__(self, checkpoint: str, timeout: float) -> None:
         super().__init__(
-            f"checkpoint {checkpoint} did not settle within {timeout:g}s; it may still "
-            "settle later: await it again or inspect it with get_checkpoint"
+            f"checkpoint {checkpoint} did not complete or fail within {timeout:g}s; it may "
+            "still do so later: await it again or inspect it with get_checkpoint"
         )
         self.checkpoint, self.timeout = checkpoint, timeout
 

@@ -5,9 +5,9 @@ Readers (projections, live streams, completion awaiters) register a callback and
 costs one query and a missed one is impossible to act on wrongly. Sources:
 
 * appends made through this ``Ledger``: at once, in the writing thread;
-* other processes on PostgreSQL: ``LISTEN/NOTIFY`` on a dedicated connection, reconnecting with
-  back-off after the server restarts (and waking everyone, since notifications sent while
-  disconnected are lost);
+* other processes on PostgreSQL: ``LISTEN/NOTIFY`` on a dedicated connection, reconnecting
+  after the server restarts with the followers' back-off (``ledger.follow.Backoff``), and
+  waking everyone, since notifications sent while disconnected are lost;
 * other processes on either backend: a poll of the log's head every ``poll_interval`` seconds
   (on PostgreSQL only a safety net);
 * on PostgreSQL, the visible horizon moving: committed events may wait above it for an older
@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING
 
 from eventsourcing.persistence import PersistenceError
 
+from ledger.follow import HELD_BACK_FIRST_WAIT, Backoff
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -37,8 +39,6 @@ if TYPE_CHECKING:
 __all__ = ["LogWatcher"]
 
 log = logging.getLogger("ledger.watch")
-
-_HELD_BACK_FIRST_WAIT = 0.001
 
 
 class LogWatcher:
@@ -99,21 +99,23 @@ class LogWatcher:
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=10)
 
-    def _next_wait(self, wait: float, *, held_back: bool, fresh: bool) -> float:
+    def _next_wait(self, held: Backoff, *, held_back: bool, fresh: bool) -> float:
         """How long to wait for the next look: short while events wait above the horizon.
 
-        ``fresh``: something happened (a notification, or the head moved), so a back-off
-        starts again from 1 ms; otherwise it keeps doubling, up to ``poll_interval``.
+        ``fresh``: something happened (a notification, or the head moved), so the held-back
+        pauses start again from 1 ms; otherwise they keep doubling, up to ``poll_interval``.
         """
         if not held_back:
+            held.reset()
             return self.poll_interval
         if fresh:
-            return min(_HELD_BACK_FIRST_WAIT, self.poll_interval)
-        return min(wait * 2, self.poll_interval)
+            held.reset()
+        return held.next()
 
     def _run(self, stop: threading.Event) -> None:
         listener: LogListener | None = None
-        delay = 0.1
+        retry = Backoff()
+        held = Backoff(HELD_BACK_FIRST_WAIT, self.poll_interval)
         wait = self.poll_interval
         while not stop.is_set():
             try:
@@ -121,22 +123,22 @@ class LogWatcher:
                     listener = self._recorder.listener()
                     if listener is not None:
                         self.notify()  # anything sent while we were not listening is lost
-                        delay = 0.1
                 woke = listener.wait(wait) if listener is not None else stop.wait(wait)
                 if stop.is_set():
                     break
                 head, held_back = self._recorder.log_head()
+                retry.reset()
                 moved = head != self._head
                 if woke or moved:
                     self._head = head
                     self.notify()
-                wait = self._next_wait(wait, held_back=held_back, fresh=woke or moved)
+                wait = self._next_wait(held, held_back=held_back, fresh=woke or moved)
             except PersistenceError as exc:
-                log.warning("log watcher lost the store (%s); retrying in %.1fs", exc, delay)
+                pause = retry.next()
+                log.warning("log watcher lost the store (%s); retrying in %.1fs", exc, pause)
                 if listener is not None:
                     listener.close()
                     listener = None
-                stop.wait(delay)
-                delay = min(delay * 2, 5.0)
+                stop.wait(pause)
         if listener is not None:
             listener.close()

@@ -6,11 +6,10 @@ import json
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ledger._json import encode_json
+from ledger import encode_json
 
 if TYPE_CHECKING:
-    from ledger.events import CheckpointEvent
-    from ledger.store import SQLTransaction
+    from ledger import CheckpointEvent, SQLTransaction
 
 __all__ = ["View", "from_json", "parse_time", "to_json", "to_time"]
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ledger.events import CheckpointEvent, Completed, Created, Failed, Reset, Retried, Yielded
+from ledger import CheckpointEvent, Completed, Created, Failed, Reset, Retried, Yielded
 from projections._common import to_json, to_time
 
 if TYPE_CHECKING:
-    from ledger.store import SQLTransaction
+    from ledger import SQLTransaction
 
 __all__ = ["CursorView"]
 

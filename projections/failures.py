@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ledger.events import CheckpointEvent, Failed, Reset, Retried
+from ledger import CheckpointEvent, Failed, Reset, Retried
 from projections._common import to_json, to_time
+from projections.cursor import TABLE as CURSOR_TABLE
 
 if TYPE_CHECKING:
-    from ledger.store import SQLTransaction
+    from ledger import SQLTransaction
 
 __all__ = ["FailureView"]
 
@@ -51,7 +52,7 @@ class FailureView:
         if isinstance(event, Failed):
             tx.execute(
                 f"INSERT INTO {TABLE} SELECT %s, checkpoint_id, run_id, batch_index, %s, %s, %s,"
-                " %s, %s, %s, %s, NULL, NULL FROM ckl_view_cursor WHERE checkpoint_id = %s",
+                f" %s, %s, %s, %s, NULL, NULL FROM {CURSOR_TABLE} WHERE checkpoint_id = %s",
                 (
                     position,
                     event.attempt,

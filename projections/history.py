@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ledger.events import CheckpointEvent, Yielded
+from ledger import CheckpointEvent, Yielded
 from projections._common import to_json, to_time
+from projections.cursor import TABLE as CURSOR_TABLE
 
 if TYPE_CHECKING:
-    from ledger.store import SQLTransaction
+    from ledger import SQLTransaction
 
 __all__ = ["HistoryView"]
 
@@ -51,7 +52,7 @@ class HistoryView:
         tx.execute(
             f"INSERT INTO {TABLE} (checkpoint_id, seq, attempt, cursor, items_processed, at,"
             " position) SELECT checkpoint_id, yields, %s, %s, %s, %s, %s"
-            " FROM ckl_view_cursor WHERE checkpoint_id = %s",
+            f" FROM {CURSOR_TABLE} WHERE checkpoint_id = %s",
             (
                 event.attempt,
                 to_json(event.cursor),
@@ -63,6 +64,6 @@ class HistoryView:
         )
         tx.execute(
             f"DELETE FROM {TABLE} WHERE checkpoint_id = %s AND seq ="
-            " (SELECT yields FROM ckl_view_cursor WHERE checkpoint_id = %s) - %s",
+            f" (SELECT yields FROM {CURSOR_TABLE} WHERE checkpoint_id = %s) - %s",
             (oid, oid, self.keep),
         )

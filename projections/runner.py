@@ -17,29 +17,35 @@ follower notifies after each commit, never on a back-off timer.
 from __future__ import annotations
 
 import logging
-import math
 import threading
-import time
-from datetime import datetime
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 from uuid import UUID
 
 from eventsourcing.persistence import PersistenceError, StoredEvent
 
 from ledger import (
-    AwaitTimeout,
     CheckpointState,
     CheckpointToken,
     InvalidInput,
     Ledger,
     LedgerError,
+    LogFollower,
     StoreUnavailable,
+    apply,
+    check_aware,
+    check_count,
+    check_run_id,
+    check_seconds,
+    check_text,
+    check_token,
 )
-from ledger.checkpoint import apply
 from ledger.store import EVENTS_TABLE
 from projections._common import from_json, parse_time, to_time
+from projections.cursor import TABLE as CURSOR_TABLE
 from projections.cursor import CursorView
+from projections.failures import TABLE as FAILURES_TABLE
 from projections.failures import FailureView
+from projections.history import TABLE as HISTORY_TABLE
 from projections.history import HistoryView
 from projections.models import (
     CheckpointSummary,
@@ -49,21 +55,21 @@ from projections.models import (
     RunProgress,
     TimelineEntry,
 )
+from projections.timeline import TABLE as TIMELINE_TABLE
 from projections.timeline import TimelineView
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from datetime import datetime
     from types import TracebackType
 
-    from ledger.store import SQLTransaction
+    from ledger import SQLTransaction
     from projections._common import View
 
 __all__ = ["Projections"]
 
 log = logging.getLogger("projections")
 
-_MAX_RETRY_DELAY = 5.0
-"""Longest pause between the follower's attempts while the store is unavailable."""
 T = TypeVar("T")
 
 TRACKING = "ckl_view_tracking"
@@ -95,9 +101,8 @@ class Projections:
             InvalidInput: a non-positive size or interval.
             StoreUnavailable: the store cannot be reached.
         """
-        for name, value in (("history_size", history_size), ("batch_size", batch_size)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InvalidInput(name, f"must be an int ≥ 1, got {value!r}")
+        check_count(history_size, "history_size", minimum=1)
+        check_count(batch_size, "batch_size", minimum=1)
         self.ledger = ledger
         self.recorder = ledger.recorder
         self.history_size = history_size
@@ -109,38 +114,29 @@ class Projections:
             FailureView(),
             TimelineView(),
         )
-        self._applied = threading.Condition()
-        self._position = 0
         self._apply_lock = threading.Lock()
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._unwatch: Callable[[], None] = _nothing
+        # Any LedgerError is waited out, as a store outage is: the views must keep following.
+        self._follower = LogFollower(
+            ledger,
+            lambda _follower: self._store_call("apply", self._apply_batch),
+            name="ckl-projections",
+            what="views",
+            log=log,
+            retry_on=(LedgerError,),
+        )
         self._store_call("create views", self._create_tables)
-        self._position = self._store_call("read position", self._tracked_position)
+        self._follower.advance(self._store_call("read position", self._tracked_position))
 
     # ---------------------------------------------------------------- life cycle
 
     def start(self) -> Self:
         """Follow the log in a background thread until :meth:`stop` or :meth:`close`."""
-        if self._thread is not None:
-            return self
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._follow, name="ckl-projections", daemon=True)
-        self._thread.start()
-        self._unwatch = self.ledger.watch(self._wake.set)
-        self._wake.set()
+        self._follower.start()
         return self
 
     def stop(self) -> None:
         """Stop the background thread (views keep their state; start again to resume)."""
-        self._unwatch()
-        self._unwatch = _nothing
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        self._thread = None
+        self._follower.stop()
 
     def close(self) -> None:
         """Stop following. The ledger stays open."""
@@ -160,20 +156,18 @@ class Projections:
     @property
     def position(self) -> int:
         """Global position of the last event the views include (0: none)."""
-        return self._position
+        return self._follower.position
 
     @property
     def running(self) -> bool:
         """True while a background thread follows the log."""
-        return self._thread is not None
+        return self._follower.running
 
     # ---------------------------------------------------------------- applying
 
     def catch_up(self) -> int:
         """Apply every event committed so far; returns the views' position."""
-        while self._store_call("apply", self._apply_batch):
-            pass
-        return self._position
+        return self._follower.catch_up()
 
     def wait_for(self, position: int, timeout: float = 5.0) -> int:
         """Block until the views include global ``position``; returns the views' position.
@@ -184,30 +178,11 @@ class Projections:
         Raises:
             AwaitTimeout: the views did not get there within ``timeout`` seconds.
         """
-        _count(position, "position")
-        _seconds(timeout, "timeout")
-        deadline = time.monotonic() + timeout
-        pause = 0.001
-        while not self.running and self.catch_up() < position:
-            # On PostgreSQL a committed event may wait above the visible horizon for an older
-            # transaction to end (ledger.postgres): look again shortly, then less often.
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise AwaitTimeout(f"views at position {position}", timeout)
-            time.sleep(min(pause, remaining))
-            pause = min(pause * 2, self.ledger.settings.poll_interval)
-        with self._applied:
-            while self._position < position:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise AwaitTimeout(f"views at position {position}", timeout)
-                self._wake.set()
-                self._applied.wait(remaining)
-        return self._position
+        return self._follower.wait_for(position, timeout)
 
     def sync(self, timeout: float = 5.0) -> int:
         """Read-your-writes: wait until the views include everything committed by now."""
-        _seconds(timeout, "timeout")
+        check_seconds(timeout, "timeout")
         target = self._store_call("read log head", self.recorder.max_notification_id) or 0
         return self.wait_for(target, timeout)
 
@@ -229,8 +204,7 @@ class Projections:
 
             self._store_call("rebuild", drop)
             self._store_call("create views", self._create_tables)
-            with self._applied:
-                self._position = 0
+            self._follower.advance(0)
         position = self.catch_up()
         if was_running:
             self.start()
@@ -240,31 +214,31 @@ class Projections:
 
     def current(self, token: CheckpointToken) -> CheckpointSummary | None:
         """The checkpoint's row in the cursor view, or ``None`` if the views have not seen it."""
-        _token(token)
+        check_token(token)
         rows = self._query(
             "SELECT checkpoint_id, run_id, batch_index, total_batches, status, attempt, cursor,"
             " items_processed, accumulated_results, yields, version, created_at, updated_at,"
-            " position FROM ckl_view_cursor WHERE checkpoint_id = %s",
+            f" position FROM {CURSOR_TABLE} WHERE checkpoint_id = %s",
             (str(token.checkpoint_id),),
         )
         return _summary(rows[0]) if rows else None
 
     def checkpoints(self, run_id: str) -> list[CheckpointSummary]:
         """Every checkpoint of a run, by batch index."""
-        _run_id(run_id)
+        check_run_id(run_id)
         rows = self._query(
             "SELECT checkpoint_id, run_id, batch_index, total_batches, status, attempt, cursor,"
             " items_processed, accumulated_results, yields, version, created_at, updated_at,"
-            " position FROM ckl_view_cursor WHERE run_id = %s ORDER BY batch_index",
+            f" position FROM {CURSOR_TABLE} WHERE run_id = %s ORDER BY batch_index",
             (run_id,),
         )
         return [_summary(row) for row in rows]
 
     def pending_checkpoints(self, run_id: str) -> list[CheckpointToken]:
         """Tokens of the run's checkpoints created and not settled (status open)."""
-        _run_id(run_id)
+        check_run_id(run_id)
         rows = self._query(
-            "SELECT batch_index, checkpoint_id FROM ckl_view_cursor"
+            f"SELECT batch_index, checkpoint_id FROM {CURSOR_TABLE}"
             " WHERE run_id = %s AND status = 'open' ORDER BY batch_index",
             (run_id,),
         )
@@ -275,9 +249,9 @@ class Projections:
 
     def progress(self, run_id: str) -> RunProgress:
         """Completed / total batches of a run (completions are durable by construction)."""
-        _run_id(run_id)
+        check_run_id(run_id)
         rows = self._query(
-            "SELECT status, count(*), max(total_batches) FROM ckl_view_cursor"
+            f"SELECT status, count(*), max(total_batches) FROM {CURSOR_TABLE}"
             " WHERE run_id = %s GROUP BY status",
             (run_id,),
         )
@@ -294,10 +268,10 @@ class Projections:
 
     def history(self, token: CheckpointToken) -> History:
         """The bounded history of a checkpoint: its last ``history_size`` yields."""
-        oid = str(_token(token).checkpoint_id)
-        total = self._query("SELECT yields FROM ckl_view_cursor WHERE checkpoint_id = %s", (oid,))
+        oid = str(check_token(token).checkpoint_id)
+        total = self._query(f"SELECT yields FROM {CURSOR_TABLE} WHERE checkpoint_id = %s", (oid,))
         rows = self._query(
-            "SELECT seq, attempt, cursor, items_processed, at, position FROM ckl_view_history"
+            f"SELECT seq, attempt, cursor, items_processed, at, position FROM {HISTORY_TABLE}"
             " WHERE checkpoint_id = %s ORDER BY seq",
             (oid,),
         )
@@ -336,10 +310,10 @@ class Projections:
             params.append(run_id)
         if since is not None:
             where.append("failed_at >= %s")
-            params.append(to_time(_aware(since, "since")))
+            params.append(to_time(check_aware(since, "since")))
         if until is not None:
             where.append("failed_at < %s")
-            params.append(to_time(_aware(until, "until")))
+            params.append(to_time(check_aware(until, "until")))
         if error_type is not None:
             where.append("error_type = %s")
             params.append(error_type)
@@ -349,7 +323,7 @@ class Projections:
         sql = (
             "SELECT position, checkpoint_id, run_id, batch_index, attempt, error_type, message,"
             " transient, cursor, items_processed, failed_at, resolution, resolved_at"
-            f" FROM ckl_view_failures WHERE {' AND '.join(where)} ORDER BY position"
+            f" FROM {FAILURES_TABLE} WHERE {' AND '.join(where)} ORDER BY position"
         )
         if limit is not None:
             sql += " LIMIT %s"
@@ -382,20 +356,20 @@ class Projections:
         limit: int | None = None,
     ) -> list[TimelineEntry]:
         """Every event of a run in global order (after a position, up to a moment)."""
-        _run_id(run_id)
-        _count(after, "after")
+        check_run_id(run_id)
+        check_count(after, "after")
         if limit is not None:
-            _count(limit, "limit")
+            check_count(limit, "limit")
         sql = (
             f"SELECT t.position, t.at, t.batch_index, t.version, e.topic, e.state,"
-            f" e.originator_id FROM ckl_view_timeline t JOIN {EVENTS_TABLE} e"
+            f" e.originator_id FROM {TIMELINE_TABLE} t JOIN {EVENTS_TABLE} e"
             " ON e.notification_id = t.position"
             " WHERE t.run_id = %s AND t.position > %s"
         )
         params: list[object] = [run_id, after]
         if until is not None:
             sql += " AND t.at <= %s"
-            params.append(to_time(_aware(until, "until")))
+            params.append(to_time(check_aware(until, "until")))
         sql += " ORDER BY t.position"
         if limit is not None:
             sql += " LIMIT %s"
@@ -417,8 +391,8 @@ class Projections:
 
     def run_state_as_of(self, run_id: str, moment: datetime) -> dict[int, CheckpointState]:
         """Each batch's state at ``moment``, by replaying the run's timeline up to it."""
-        _run_id(run_id)
-        _aware(moment, "moment")
+        check_run_id(run_id)
+        check_aware(moment, "moment")
         states: dict[int, CheckpointState] = {}
         for entry in self.timeline(run_id, until=moment):
             states[entry.batch_index] = apply(states.get(entry.batch_index), entry.event)
@@ -477,7 +451,7 @@ class Projections:
         """Apply the next batch of events; False when there was nothing new."""
         with self._apply_lock:
             notes = self.recorder.select_notifications(
-                self._position, self.batch_size, inclusive_of_start=False
+                self._follower.position, self.batch_size, inclusive_of_start=False
             )
             if not notes:
                 return False
@@ -499,30 +473,8 @@ class Projections:
                         f"UPDATE {TRACKING} SET position = %s WHERE name = %s",
                         (last, TRACKING_NAME),
                     )
-            with self._applied:
-                self._position = max(self._position, last, tracked)
-                self._applied.notify_all()
+            self._follower.advance(max(self._follower.position, last, tracked))
             return True  # maybe more: the next round reads from the new position
-
-    def _follow(self) -> None:
-        delay = self.ledger.settings.poll_interval
-        while not self._stop.is_set():
-            self._wake.wait(self.ledger.settings.poll_interval)
-            self._wake.clear()
-            if self._stop.is_set():
-                return
-            try:
-                self.catch_up()
-                delay = self.ledger.settings.poll_interval
-            except LedgerError:
-                log.warning(
-                    "projections could not catch up; retrying in %.1fs", delay, exc_info=True
-                )
-                self._stop.wait(delay)
-                # Capped low: once the store is back, the views should follow within seconds
-                # (a 30 s cap left them up to a minute behind after a restart, in the long
-                # fault run); a retry costs one failed connection attempt.
-                delay = min(delay * 2, _MAX_RETRY_DELAY)
 
     def _query(self, sql: str, params: Any = ()) -> list[tuple[Any, ...]]:  # noqa: ANN401
         def run() -> list[tuple[Any, ...]]:
@@ -538,62 +490,15 @@ class Projections:
             raise StoreUnavailable(self.ledger.store_display, operation, str(exc)) from exc
 
 
-def _nothing() -> None:
-    """The remover of a watch never taken."""
-
-
-_MAX_INT = 2**63 - 1  # positions, counts and limits are BIGINT parameters
-
-
-def _count(value: object, field: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _MAX_INT:
-        raise InvalidInput(field, f"must be an int from 0 to 2**63 - 1, got {value!r}")
-    return value
-
-
-def _seconds(value: object, field: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < math.inf:
-        raise InvalidInput(field, f"must be a finite number of seconds ≥ 0, got {value!r}")
-    return value
-
-
-def _text(value: object, field: str) -> str:
-    if not isinstance(value, str):
-        raise InvalidInput(field, f"expected a str, got {type(value).__name__}")
-    if "\x00" in value or value.encode("utf-8", "replace").decode() != value:
-        raise InvalidInput(field, "must be valid unicode without NUL characters")
-    return value
-
-
-def _run_id(value: object) -> str:
-    # The ledger's rule for run ids: a query for a run that cannot exist is a mistake.
-    text = _text(value, "run_id")
-    if not 1 <= len(text) <= 200 or not text.isprintable():  # noqa: PLR2004
-        raise InvalidInput("run_id", "must be 1 to 200 printable characters")
-    return text
-
-
 def _check_filters(run_id: object, error_type: object, transient: object, limit: object) -> None:
     if run_id is not None:
-        _run_id(run_id)
+        check_run_id(run_id)
     if error_type is not None:
-        _text(error_type, "error_type")
+        check_text(error_type, "error_type")
     if transient is not None and not isinstance(transient, bool):
         raise InvalidInput("transient", f"expected a bool or None, got {transient!r}")
     if limit is not None:
-        _count(limit, "limit")
-
-
-def _token(value: object) -> CheckpointToken:
-    if not isinstance(value, CheckpointToken):
-        raise InvalidInput("token", f"expected a CheckpointToken, got {type(value).__name__}")
-    return value
-
-
-def _aware(moment: datetime, field: str) -> datetime:
-    if not isinstance(moment, datetime) or moment.tzinfo is None:
-        raise InvalidInput(field, "use a timezone-aware datetime (e.g. with tz=UTC)")
-    return moment
+        check_count(limit, "limit")
 
 
 def _summary(row: tuple[Any, ...]) -> CheckpointSummary:

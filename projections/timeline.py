@@ -9,10 +9,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from projections._common import to_time
+from projections.cursor import TABLE as CURSOR_TABLE
 
 if TYPE_CHECKING:
-    from ledger.events import CheckpointEvent
-    from ledger.store import SQLTransaction
+    from ledger import CheckpointEvent, SQLTransaction
 
 __all__ = ["TimelineView"]
 
@@ -42,6 +42,6 @@ class TimelineView:
         oid = str(event.originator_id)
         tx.execute(
             f"INSERT INTO {TABLE} SELECT %s, run_id, checkpoint_id, batch_index, %s, %s, %s"
-            " FROM ckl_view_cursor WHERE checkpoint_id = %s",
+            f" FROM {CURSOR_TABLE} WHERE checkpoint_id = %s",
             (position, event.originator_version, event.topic, to_time(event.timestamp), oid),
         )

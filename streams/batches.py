@@ -11,13 +11,11 @@ cursor); a permanent one is recorded and stops the run: later batches are not st
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 from ledger import (
-    CheckpointFailedError,
     CheckpointState,
     CheckpointToken,
     Cursor,
@@ -26,6 +24,10 @@ from ledger import (
     JSONObject,
     JSONObjectInput,
     JSONValue,
+    check_count,
+    check_run_id,
+    check_seconds,
+    failure_of,
 )
 
 if TYPE_CHECKING:
@@ -143,6 +145,7 @@ def run_batches(
             times; its error is the ``__cause__`` when it happened in this call.
         InvalidInput: bad arguments (checked before anything is written).
     """
+    check_run_id(run_id)
     _check_arguments(batches, process, transient, max_attempts, on_progress, confirm_timeout)
     total = len(batches)
     results: list[JSONValue] = []
@@ -172,9 +175,10 @@ def _run_one(  # noqa: PLR0917
 ) -> None:
     state = coordinator.get_checkpoint(token)
     while True:
-        if state.status == "failed":
+        failure = failure_of(state)
+        if failure is not None:
             if not _worth_retrying(state, max_attempts):
-                raise _failure(state)
+                raise failure
             state = coordinator.retry_checkpoint(token)
             log.info("%s: attempt %d resumes from %r", token, state.attempt, state.cursor)
         ctx = BatchContext(
@@ -191,8 +195,9 @@ def _run_one(  # noqa: PLR0917
         except Exception as exc:
             state = coordinator.fail_checkpoint(token, exc, isinstance(exc, transient))
             log.warning("%s: attempt %d failed: %r", token, state.attempt, exc)
-            if not _worth_retrying(state, max_attempts):
-                raise _failure(state) from exc
+            failure = failure_of(state)
+            if failure is not None and not _worth_retrying(state, max_attempts):
+                raise failure from exc
             continue
         coordinator.complete_checkpoint(token, result)
         return
@@ -215,29 +220,11 @@ def _check_arguments(  # noqa: PLR0917
         isinstance(t, type) and issubclass(t, BaseException) for t in transient
     ):
         raise InvalidInput("transient", "expected a tuple of exception classes")
-    if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
-        raise InvalidInput("max_attempts", f"must be an int ≥ 1, got {max_attempts!r}")
+    check_count(max_attempts, "max_attempts", minimum=1)
     if on_progress is not None and not callable(on_progress):
         raise InvalidInput("on_progress", "expected a callable or None")
-    if (
-        isinstance(confirm_timeout, bool)
-        or not isinstance(confirm_timeout, int | float)
-        or not 0 <= confirm_timeout < math.inf
-    ):
-        raise InvalidInput(
-            "confirm_timeout", f"must be a finite number of seconds ≥ 0, got {confirm_timeout!r}"
-        )
+    check_seconds(confirm_timeout, "confirm_timeout")
 
 
 def _worth_retrying(state: CheckpointState, max_attempts: int) -> bool:
     return state.error is not None and state.error.transient and state.attempt < max_attempts
-
-
-def _failure(state: CheckpointState) -> CheckpointFailedError:
-    error = state.error
-    if error is None:  # pragma: no cover  (only called on failed states)
-        msg = f"{state.token} has no error to report"
-        raise ValueError(msg)
-    return CheckpointFailedError(
-        str(state.token), error.type, error.message, error.transient, state.attempt
-    )

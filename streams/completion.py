@@ -3,7 +3,7 @@
 The order is the guarantee: **subscribe first, then read the current state**. The watcher is
 registered before the first read, so a completion that happened before the subscription, in
 another process, or while a connection was down is seen by the read, and one that happens after
-it wakes the awaiter. Awaiting an already settled checkpoint returns at once.
+it wakes the awaiter. Awaiting a checkpoint already completed or failed returns at once.
 
 A failure (transient or permanent) ends the wait with :class:`~ledger.CheckpointFailedError`,
 carrying the error type, message, transient flag and attempt: a caller that retries the
@@ -23,14 +23,16 @@ from reactivex.disposable import Disposable
 
 from ledger import (
     AwaitTimeout,
-    CheckpointFailedError,
+    Backoff,
     CheckpointState,
     CheckpointToken,
-    InvalidInput,
     JSONValue,
     LedgerError,
     Recorded,
     StoreUnavailable,
+    check_seconds,
+    check_token,
+    failure_of,
 )
 
 if TYPE_CHECKING:
@@ -43,20 +45,8 @@ __all__ = ["await_checkpoint", "await_checkpoint_async", "completion"]
 log = logging.getLogger("streams")
 
 
-def _failure(state: CheckpointState) -> CheckpointFailedError | None:
-    if state.status == "failed" and state.error is not None:
-        return CheckpointFailedError(
-            str(state.token),
-            state.error.type,
-            state.error.message,
-            state.error.transient,
-            state.attempt,
-        )
-    return None
-
-
 class _CheckpointWatch:
-    """Subscribe first (ledger listener and log watcher), then read: nothing settles unseen.
+    """Subscribe first (ledger listener and log watcher), then read: no outcome goes unseen.
 
     Same-process appends hand over the new state (no query); other wake-ups read the store.
     """
@@ -65,7 +55,7 @@ class _CheckpointWatch:
         self.ledger, self.token = ledger, token
         self.wake = threading.Event()
         self._handed: list[CheckpointState] = []
-        self._delay = 0.1
+        self._retry = Backoff()
         oid = token.checkpoint_id
 
         def on_recorded(recorded: Recorded) -> None:
@@ -76,8 +66,10 @@ class _CheckpointWatch:
         self._remove = ledger.add_listener(on_recorded)
         self._unwatch = ledger.watch(self.wake.set)
 
-    def settled(self) -> CheckpointState | None:
-        """The state if completed or failed, else None (store outages are waited out).
+    def ended(self) -> CheckpointState | None:
+        """The state if completed or failed (transiently too), else None.
+
+        Store outages are waited out: None after a pause.
 
         Raises:
             LedgerError: anything but the store being unavailable (e.g. CheckpointNotFound).
@@ -90,10 +82,9 @@ class _CheckpointWatch:
             state = handed[0] if handed else self.ledger.get_checkpoint(self.token)
         except StoreUnavailable as exc:
             log.warning("await paused, store unavailable (%s)", exc)
-            self.wake.wait(self._delay)
-            self._delay = min(self._delay * 2, 5.0)
+            self.wake.wait(self._retry.next())
             return None
-        self._delay = 0.1
+        self._retry.reset()
         return None if state.status == "open" else state
 
     def wait(self, timeout: float | None = None) -> None:
@@ -118,8 +109,7 @@ def completion(ledger: Ledger, token: CheckpointToken) -> Observable[JSONValue]:
     Raises:
         InvalidInput: ``token`` is not a ``CheckpointToken`` (at once, not through the stream).
     """
-    if not isinstance(token, CheckpointToken):
-        raise InvalidInput("token", f"expected a CheckpointToken, got {type(token).__name__}")
+    check_token(token)
 
     def subscribe(
         observer: abc.ObserverBase[JSONValue], _scheduler: abc.SchedulerBase | None = None
@@ -130,12 +120,12 @@ def completion(ledger: Ledger, token: CheckpointToken) -> Observable[JSONValue]:
         def run() -> None:
             while not stop.is_set():
                 try:
-                    state = watch.settled()
+                    state = watch.ended()
                 except LedgerError as exc:
                     observer.on_error(exc)
                     return
                 if state is not None:
-                    failure = _failure(state)
+                    failure = failure_of(state)
                     if failure is not None:
                         observer.on_error(failure)
                     else:
@@ -157,16 +147,15 @@ def completion(ledger: Ledger, token: CheckpointToken) -> Observable[JSONValue]:
 
 
 def _check_timeout(timeout: float | None) -> None:
-    if timeout is not None and (
-        isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout >= 0
-    ):
-        raise InvalidInput("timeout", f"must be seconds ≥ 0 or None, got {timeout!r}")
+    # No timeout, or any number of seconds ≥ 0: infinity waits as long as None does.
+    if timeout is not None:
+        check_seconds(timeout, "timeout", finite=False)
 
 
-def _settled_now(ledger: Ledger, token: CheckpointToken) -> tuple[bool, JSONValue]:
+def _outcome_now(ledger: Ledger, token: CheckpointToken) -> tuple[bool, JSONValue]:
     """(True, result) if already completed; raises if already failed; else (False, None)."""
     state = ledger.get_checkpoint(token)
-    failure = _failure(state)
+    failure = failure_of(state)
     if failure is not None:
         raise failure
     if state.status == "completed":
@@ -180,25 +169,26 @@ def await_checkpoint(
     """Block until the checkpoint completes; its result.
 
     The same subscribe-then-read watch as :func:`completion`, run in the caller's own thread:
-    a same-process completion wakes the caller directly, with no thread in between. A settled
-    checkpoint returns (or raises) at once, even with ``timeout=0``.
+    a same-process completion wakes the caller directly, with no thread in between. A checkpoint
+    already completed or failed returns (or raises) at once, even with ``timeout=0``.
 
     Raises:
         CheckpointFailedError: it failed.
-        AwaitTimeout: not settled within ``timeout`` seconds (it may still settle later).
+        AwaitTimeout: neither completed nor failed within ``timeout`` seconds (it may still
+            do so later).
         CheckpointNotFound: no such checkpoint.
     """
     _check_timeout(timeout)
-    done, result = _settled_now(ledger, token)  # settled already: no need to watch at all
+    done, result = _outcome_now(ledger, token)  # ended already: no need to watch at all
     if done:
         return result
     deadline = None if timeout is None else time.monotonic() + timeout
     watch = _CheckpointWatch(ledger, token)
     try:
         while True:
-            state = watch.settled()
+            state = watch.ended()
             if state is not None:
-                failure = _failure(state)
+                failure = failure_of(state)
                 if failure is not None:
                     raise failure
                 return state.result
@@ -219,12 +209,12 @@ async def await_checkpoint_async(
 
     Raises:
         CheckpointFailedError: it failed.
-        AwaitTimeout: not settled within ``timeout`` seconds.
+        AwaitTimeout: neither completed nor failed within ``timeout`` seconds.
         CheckpointNotFound: no such checkpoint.
     """
     _check_timeout(timeout)
-    # A settled checkpoint answers at once, even with timeout=0 (read off the event loop).
-    done, result = await asyncio.to_thread(_settled_now, ledger, token)
+    # An ended attempt answers at once, even with timeout=0 (read off the event loop).
+    done, result = await asyncio.to_thread(_outcome_now, ledger, token)
     if done:
         return result
     loop = asyncio.get_running_loop()

@@ -14,7 +14,6 @@ the log — its memory stays bounded by one batch, and writers never wait for it
 from __future__ import annotations
 
 import logging
-import threading
 from datetime import datetime
 from typing import TYPE_CHECKING
 from uuid import UUID
@@ -23,7 +22,7 @@ import reactivex
 from pydantic import BaseModel, ConfigDict, SerializeAsAny
 from reactivex.disposable import Disposable
 
-from ledger import CheckpointEvent, InvalidInput, Ledger, LedgerError, StoreUnavailable
+from ledger import CheckpointEvent, Ledger, LogFollower, check_count, check_run_id
 
 if TYPE_CHECKING:
     from reactivex import Observable, abc
@@ -62,83 +61,68 @@ def run_stream(
     resumes from its last position).
 
     Raises:
-        InvalidInput: ``run_id`` is not a str or None, or ``after`` or ``batch_size`` is not a
-            valid int.
+        InvalidInput: ``run_id`` is not a valid run id or None, or ``after`` or
+            ``batch_size`` is not a valid int.
     """
-    if run_id is not None and not isinstance(run_id, str):
-        raise InvalidInput("run_id", f"expected a str or None, got {type(run_id).__name__}")
-    if isinstance(after, bool) or not isinstance(after, int) or after < 0:
-        raise InvalidInput("after", f"must be a position ≥ 0, got {after!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise InvalidInput("batch_size", f"must be an int ≥ 1, got {batch_size!r}")
+    if run_id is not None:
+        check_run_id(run_id)
+    check_count(after, "after")
+    check_count(batch_size, "batch_size", minimum=1)
 
     def subscribe(
         observer: abc.ObserverBase[StreamEvent], _scheduler: abc.SchedulerBase | None = None
     ) -> abc.DisposableBase:
-        stop, wake = threading.Event(), threading.Event()
-        unwatch = ledger.watch(wake.set)  # before the first read, so no append slips between
-        thread = threading.Thread(
-            target=_follow,
-            args=(ledger, run_id, after, batch_size, observer, stop, wake),
+        follower = LogFollower(
+            ledger,
+            lambda follower: _read_batch(follower, ledger, run_id, batch_size, observer),
             name=f"ckl-stream-{run_id or 'all'}",
-            daemon=True,
-        )
-        thread.start()
-
-        def dispose() -> None:
-            # The reader thread ends as soon as it sees `stop` (at once if idle, after the
-            # subscriber's current on_next otherwise); disposing never waits for a subscriber.
-            stop.set()
-            wake.set()
-            unwatch()
-
-        return Disposable(dispose)
+            what="stream",
+            log=log,
+            position=after,
+            on_error=observer.on_error,
+        ).start()
+        # Disposing never waits for a subscriber stuck in on_next: the reader thread ends as
+        # soon as it sees the stop (at once if idle, after the current on_next otherwise).
+        return Disposable(lambda: follower.stop(wait=False))
 
     return reactivex.create(subscribe)
 
 
-def _follow(  # noqa: PLR0917  (the closure's captured state, passed explicitly)
+def _read_batch(
+    follower: LogFollower,
     ledger: Ledger,
     run_id: str | None,
-    position: int,
     batch_size: int,
     observer: abc.ObserverBase[StreamEvent],
-    stop: threading.Event,
-    wake: threading.Event,
-) -> None:
-    delay = 0.1
-    try:
-        while not stop.is_set():
-            wake.clear()  # before reading: an append after the read sets it again
-            try:
-                rows = ledger.read_log(after=position, limit=batch_size)
-                tokens = [ledger.token_for(event.originator_id) for _, event in rows]
-                delay = 0.1
-            except StoreUnavailable as exc:
-                log.warning("stream paused, store unavailable (%s); retrying in %.1fs", exc, delay)
-                stop.wait(delay)
-                delay = min(delay * 2, 5.0)
-                continue
-            for (row_position, event), token in zip(rows, tokens, strict=True):
-                if stop.is_set():
-                    return
-                position = row_position
-                if token is None or (run_id is not None and token.run_id != run_id):
-                    continue
-                observer.on_next(
-                    StreamEvent(
-                        position=row_position,
-                        run_id=token.run_id,
-                        batch_index=token.batch_index,
-                        checkpoint_id=event.originator_id,
-                        topic=event.topic,
-                        at=event.timestamp,
-                        event=event,
-                    )
-                )
-            if len(rows) < batch_size:
-                wake.wait(ledger.settings.poll_interval)
-    except LedgerError as exc:
-        observer.on_error(exc)
-    except Exception as exc:  # noqa: BLE001  (a subscriber's on_next raised: end with its error)
-        observer.on_error(exc)
+) -> bool:
+    """Hand the subscriber the run's events of the next batch; True if the batch was full.
+
+    Store errors propagate before anything of the batch is handed out, so the follower's
+    retry reads the same batch again and nothing is delivered twice.
+    """
+    rows = ledger.read_log(after=follower.position, limit=batch_size)
+    tokens = [ledger.token_for(event.originator_id) for _, event in rows]
+    for (position, event), token in zip(rows, tokens, strict=True):
+        if follower.stopping:
+            return False
+        if token is None or (run_id is not None and token.run_id != run_id):
+            continue
+        item = StreamEvent(
+            position=position,
+            run_id=token.run_id,
+            batch_index=token.batch_index,
+            checkpoint_id=event.originator_id,
+            topic=event.topic,
+            at=event.timestamp,
+            event=event,
+        )
+        try:
+            observer.on_next(item)
+        except Exception as exc:  # noqa: BLE001  (the subscriber's own error ends its stream)
+            # Not the follower's to retry: a retry would hand out this batch a second time.
+            follower.stop(wait=False)
+            observer.on_error(exc)
+            return False
+    if rows:
+        follower.advance(rows[-1][0])
+    return len(rows) == batch_size
