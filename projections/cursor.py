@@ -1,8 +1,8 @@
 """The current-cursor view: one row per checkpoint, its latest state.
 
-It backs :meth:`Projections.current`, the pending tokens of a run (checkpoints created and not
-settled: status ``open``) and run progress (``completed`` is only ever set by a ``Completed``
-event, so progress never runs ahead of a durable checkpoint).
+It backs :meth:`Projections.current`, the pending tokens of a run (its checkpoints with
+status ``open``: neither completed nor failed) and run progress (``completed`` is only ever
+set by a ``Completed`` event, so progress never runs ahead of a durable checkpoint).
 """
 
 from __future__ import annotations

@@ -235,7 +235,7 @@ class Projections:
         return [_summary(row) for row in rows]
 
     def pending_checkpoints(self, run_id: str) -> list[CheckpointToken]:
-        """Tokens of the run's checkpoints created and not settled (status open)."""
+        """Tokens of the run's open checkpoints (created, neither completed nor failed)."""
         check_run_id(run_id)
         rows = self._query(
             f"SELECT batch_index, checkpoint_id FROM {CURSOR_TABLE}"

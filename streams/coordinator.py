@@ -99,7 +99,7 @@ class Coordinator:
         return self.ledger.get_checkpoint(token)
 
     def get_pending_checkpoints(self, run_id: str) -> list[CheckpointToken]:
-        """The seed's ``getPendingCheckpoints``: created and not settled, as of now."""
+        """The seed's ``getPendingCheckpoints``: the open checkpoints, as of now."""
         self.projections.sync()
         return self.projections.pending_checkpoints(run_id)
 

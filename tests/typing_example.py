@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 from typing import assert_type
 
 from ledger import (
     CheckpointEvent,
+    CheckpointFailedError,
     CheckpointState,
     CheckpointToken,
     Cursor,
     JSONObject,
     Ledger,
+    LogFollower,
+    failure_of,
+    run_is_settled,
 )
+
+log = logging.getLogger("example")
 
 
 def pinned(ledger: Ledger) -> None:
@@ -36,3 +43,21 @@ def pinned(ledger: Ledger) -> None:
     # A cursor may be an int, a str, or a JSON object/array; dicts of narrower types type-check.
     ledger.checkpoint_yield(token, cursor={"page": 2, "key": "k"}, items_processed=600)
     ledger.checkpoint_yield(token, cursor=["a", 1], items_processed=700)
+    # One meaning of settled: completed or failed permanently; a run: every declared batch too.
+    assert_type(state.is_settled, bool)
+    assert_type(run_is_settled({0: state}), bool)
+    assert_type(failure_of(state), CheckpointFailedError | None)
+
+
+def follower(ledger: Ledger) -> None:
+    """The one log follower, as the layers above build theirs."""
+
+    def step(follower: LogFollower) -> bool:
+        rows = ledger.read_log(after=follower.position, limit=100)
+        if rows:
+            follower.advance(rows[-1][0])
+        return len(rows) == 100
+
+    running = LogFollower(ledger, step, name="ckl-example", what="example", log=log).start()
+    assert_type(running.wait_for(running.position, 5.0), int)
+    running.stop()

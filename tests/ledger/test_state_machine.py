@@ -28,8 +28,8 @@ from ledger import (
     InvalidInput,
     Ledger,
     LedgerSettings,
+    apply,
 )
-from ledger.checkpoint import apply
 from tests.ledger.model import LedgerModel, ModelCheckpoint, Outcome, canon
 
 if TYPE_CHECKING:
