@@ -5,10 +5,11 @@ transaction**, after re-reading (and on PostgreSQL locking) the tracked position
 an event is applied exactly once, whatever crashes or how many followers run at once: a crash
 rolls the whole batch back, and a second follower skips what the first already applied.
 
-Following the log: the follower sleeps until the ledger's ``LogWatcher`` says the log may have
-advanced — at once for appends through the same ``Ledger``, by LISTEN/NOTIFY for other
-processes on PostgreSQL (reconnecting after a server restart), and within the ledger's
-``poll_interval`` otherwise — then catches up from its tracked position.
+Following the log: the follower (a ``ledger.LogFollower`` whose step applies one batch)
+sleeps until the ledger's ``LogWatcher`` says the log may have advanced — at once for appends
+through the same ``Ledger``, by LISTEN/NOTIFY for other processes on PostgreSQL (reconnecting
+after a server restart), and within the ledger's ``poll_interval`` otherwise — then catches up
+from its tracked position.
 
 Read-your-writes is signal-driven: :meth:`Projections.wait_for` sleeps on a condition that the
 follower notifies after each commit, never on a back-off timer.
@@ -176,6 +177,7 @@ class Projections:
         events itself.
 
         Raises:
+            InvalidInput: ``position`` is not an int ≥ 0 or ``timeout`` not finite seconds ≥ 0.
             AwaitTimeout: the views did not get there within ``timeout`` seconds.
         """
         return self._follower.wait_for(position, timeout)
