@@ -24,9 +24,11 @@ LedgerError                          `except LedgerError` catches everything we 
 ```
 
 Every error carries its facts as attributes and is picklable, because errors cross process
-boundaries (subprocess workers, multiprocessing pools). Every exception class of the three
-layers is here; ``ledger.CheckpointError`` is not one of them: it is the failure a checkpoint's
-state records (a pydantic model), what :class:`CheckpointFailedError` is built from.
+boundaries (subprocess workers, multiprocessing pools). Every exception class of every layer
+is here, with two look-alikes that are not ours to raise: ``ledger.CheckpointError`` is the
+failure a checkpoint's state records (a pydantic model, what :class:`CheckpointFailedError` is
+built from), and ``ckl.demo.SimulatedOutage`` is the demo's stand-in for a driver's
+``ConnectionError``.
 """
 
 from __future__ import annotations

@@ -419,7 +419,7 @@ class Projections:
         Raises:
             StoreUnavailable: the store cannot be read.
         """
-        rows = self._query("SELECT status, count(*) FROM ckl_view_cursor GROUP BY status")
+        rows = self._query(f"SELECT status, count(*) FROM {CURSOR_TABLE} GROUP BY status")
         counts = dict.fromkeys(("open", "completed", "failed"), 0)
         counts.update({str(status): int(count) for status, count in rows})
         return counts
