@@ -17,6 +17,8 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
+from eventsourcing.persistence import PersistenceError
+
 from ledger import Yielded
 from tests.streams._support import Worker, processes_of
 
@@ -81,8 +83,15 @@ def whole_log(ledger: Ledger, timeout: float = 30.0) -> list[tuple[int, Checkpoi
     transaction on the server (the views' follower, a notify) may still hold committed events
     above it for a moment, so read until the newest committed position has been read.
     """
-    committed = ledger.recorder.max_notification_id() or 0
     deadline = time.monotonic() + timeout
+    while True:
+        try:  # after a server restart a pooled connection fails on its first use
+            committed = ledger.recorder.max_notification_id() or 0
+            break
+        except PersistenceError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
     rows: list[tuple[int, CheckpointEvent]] = []
     position = 0
     while True:
