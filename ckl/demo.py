@@ -17,8 +17,7 @@ from typing import TYPE_CHECKING
 from rich.markup import escape
 
 from ckl.cli._output import failures_table, settled_summary, timeline_steps, timeline_table
-from ledger import CheckpointState, CheckpointToken, InvalidTransition
-from ledger.checkpoint import check_run_id
+from ledger import CheckpointState, CheckpointToken, InvalidTransition, check_run_id
 from projections import Projections
 
 if TYPE_CHECKING:
@@ -46,11 +45,9 @@ def _process_batch(
 ) -> CheckpointState:
     state = ledger.get_checkpoint(token)
     while True:
-        if state.status == "completed":
+        if state.is_settled:
             return state
         if state.status == "failed":
-            if state.error is not None and not state.error.transient:
-                return state
             state = ledger.retry_checkpoint(token)
             console.print(
                 f"  [yellow]retry[/yellow]     attempt {state.attempt} resumes from "

@@ -51,7 +51,6 @@ __all__ = [
     "CheckpointState",
     "CheckpointToken",
     "apply",
-    "check_run_id",
     "check_token",
     "checkpoint_id_for",
     "decide_complete",

@@ -64,7 +64,7 @@ COMMANDS: tuple[CommandEntry, ...] = (
         "pending",
         "ckl.cli.read",
         "pending",
-        "List a run's pending checkpoints (created, not settled) and where each resumes.",
+        "List a run's pending checkpoints (created, still open) and where each resumes.",
     ),
     CommandEntry(
         "audit",

@@ -16,8 +16,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from ledger import Completed, Created, Failed, Reset, Retried, Yielded
-from ledger.checkpoint import apply
+from ledger import Completed, Created, Failed, Reset, Retried, Yielded, apply
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence

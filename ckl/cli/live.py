@@ -34,8 +34,16 @@ from ckl.cli._output import (
     make_console,
     settled_summary,
 )
-from ledger import AwaitTimeout, CheckpointFailedError, CheckpointToken, Created, Failed, Reset
-from ledger.checkpoint import apply
+from ledger import (
+    AwaitTimeout,
+    CheckpointFailedError,
+    CheckpointToken,
+    Created,
+    Failed,
+    Reset,
+    apply,
+    run_is_settled,
+)
 from streams.completion import await_checkpoint
 from streams.tail import StreamEvent, run_stream
 
@@ -138,19 +146,6 @@ def tail(
             subscription.dispose()
 
 
-def _is_settled(states: dict[int, CheckpointState]) -> bool:
-    if not states:
-        return False
-    totals = [state.total_batches for state in states.values() if state.total_batches]
-    if totals and len(states) < max(totals):
-        return False
-    return all(
-        state.status == "completed"
-        or (state.status == "failed" and state.error is not None and not state.error.transient)
-        for state in states.values()
-    )
-
-
 def _bar_status(state: CheckpointState) -> str:
     if state.status == "completed":
         return "[green]completed[/green]"
@@ -185,7 +180,7 @@ def _show_progress(ledger: Ledger, run_id: str, feed: _Feed, *, as_json: bool) -
         while True:
             item = feed.get(timeout=0.25)
             if item is None:
-                if _is_settled(states):
+                if run_is_settled(states):
                     break
                 continue
             if as_json:
@@ -263,7 +258,7 @@ def await_(
             line = f"failed {token} ({kind}, attempt {exc.attempt}) {exc.error_type}: {exc.message}"
         except AwaitTimeout:
             outcome, code = "timed_out", EXIT_TIMED_OUT
-            line = f"timed out after {timeout:g}s: {token} has not settled yet"
+            line = f"timed out after {timeout:g}s: {token} has not completed or failed yet"
         state = ledger.get_checkpoint(token)
     if as_json:
         echo_json({"outcome": outcome, "state": state.model_dump(mode="json")})

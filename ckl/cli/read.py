@@ -131,7 +131,7 @@ def replay(
 @click.option("--json", "as_json", is_flag=True, help=_JSON_HELP)
 @pass_cli
 def pending(obj: CliContext, run_id: str, as_json: bool) -> None:
-    """List a run's pending checkpoints (created, not settled) and where each resumes."""
+    """List a run's pending checkpoints (created, still open) and where each resumes."""
     with obj.open(existing=True) as ledger, obj.views(ledger) as views:
         summaries = require_run(views, run_id)
         progress = views.progress(run_id)

@@ -175,7 +175,7 @@ def test_await_exits_0_completed_1_failed_2_timed_out(populated: Populated) -> N
     assert human.stdout.startswith("failed r1/2 (permanent, attempt 1) ValueError: bad row 31")
     timed_out = ckl("await", "r2", "0", "--timeout", "0.2", store=populated.url)
     assert timed_out.returncode == 2, timed_out.stderr
-    assert timed_out.stdout.startswith("timed out after 0.2s: r2/0 has not settled yet")
+    assert timed_out.stdout.startswith("timed out after 0.2s: r2/0 has not completed or failed yet")
     assert "(status open, attempt 2, items 5)" in timed_out.stdout
 
 
