@@ -167,8 +167,9 @@ def test_ledger_and_projections_import_no_first_party_module_inside_a_function()
     assert offenders == []
 
 
-def test_no_import_cycle_between_the_modules_of_ledger_and_projections() -> None:
-    paths = _sources("ledger", "projections")
+def _import_graph() -> dict[str, set[str]]:
+    """First-party module -> the first-party modules it imports at run time (any level)."""
+    paths = _sources(*FIRST_PARTY)
     modules = {_module(path) for path in paths}
     graph: dict[str, set[str]] = {}
     for path in paths:
@@ -178,6 +179,24 @@ def test_no_import_cycle_between_the_modules_of_ledger_and_projections() -> None
             for module, _ in _imports(path, ast.parse(path.read_text()))
             if module in modules and module != importer
         }
+    return graph
+
+
+def test_each_layer_imports_only_the_layers_below_it() -> None:
+    # ckl -> streams -> projections -> ledger (FIRST_PARTY lists them bottom-up)
+    rank = {package: n for n, package in enumerate(FIRST_PARTY)}
+    upward = [
+        f"{importer} imports {module}"
+        for importer, modules in _import_graph().items()
+        for module in modules
+        if rank[module.split(".")[0]] > rank[importer.split(".")[0]]
+    ]
+    assert upward == []
+
+
+def test_no_import_cycle_at_any_level() -> None:
+    # Function-level imports count (only `if TYPE_CHECKING:` blocks are left out), in every layer.
+    graph = _import_graph()
     cycles: list[list[str]] = []
     state: dict[str, int] = {}  # 1: on the current path, 2: done
 
