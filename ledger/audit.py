@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ledger._files import output_path, writing
 from ledger.chain import ChainHead, ChainProblem, ChainRow, walk_chain
+from ledger.checks import check_run_id
 from ledger.errors import InvalidInput
 from ledger.store import store_errors
 
@@ -221,11 +222,14 @@ def verify_chains(
     verification to compare against (written for the same scope: a run, or the whole store).
 
     Raises:
-        InvalidInput: the anchor file cannot be read, or ``write_anchor`` cannot be written
+        InvalidInput: ``run_id`` is not a valid run id, the anchor file cannot be read, or
+            ``write_anchor`` cannot be written
             (checked before the store is read; :class:`~ledger.errors.FileNotWritable` if a
             write fails later, with the partial file removed).
         StoreUnavailable: the store cannot be read.
     """
+    if run_id is not None:
+        check_run_id(run_id)
     anchor_target = None if write_anchor is None else output_path(write_anchor, "write_anchor")
     anchor_run, anchored = load_anchor(anchor) if anchor is not None else (None, {})
     pins = _Pins(anchored)

@@ -23,6 +23,7 @@ from ledger import (
     check_seconds,
     export_run,
     run_is_settled,
+    verify_chains,
 )
 from projections import Projections
 from streams import Coordinator, await_checkpoint, run_batches, run_stream
@@ -79,6 +80,7 @@ RUN_ID_ENTRY_POINTS: dict[str, Callable[[Env, Any], object]] = {
     "run_batches": lambda e, r: run_batches(e.coord, r, [1], lambda _ctx: None),
     "export_run": lambda e, r: export_run(e.ledger, r, e.out / "x.jsonl"),
     "archive_run": lambda e, r: archive_run(e.ledger, r, e.out / "y.jsonl"),
+    "verify_chains": lambda e, r: verify_chains(e.ledger, r),
 }
 
 
