@@ -1,16 +1,28 @@
 """The current-cursor view: one row per checkpoint, its latest state.
 
 It backs :meth:`Projections.current`, the pending tokens of a run (its checkpoints with
-status ``open``: neither completed nor failed) and run progress (``completed`` is only ever
-set by a ``Completed`` event, so progress never runs ahead of a durable checkpoint).
+status ``open``: neither completed nor failed), run progress (``completed`` is only ever
+set by a ``Completed`` event, so progress never runs ahead of a durable checkpoint) and the
+store-wide status counts.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
 
-from ledger import CheckpointEvent, Completed, Created, Failed, Reset, Retried, Yielded
-from projections._common import to_json, to_time
+from ledger import (
+    CheckpointEvent,
+    CheckpointToken,
+    Completed,
+    Created,
+    Failed,
+    Reset,
+    Retried,
+    Yielded,
+)
+from projections._common import from_json, parse_time, to_json, to_time
+from projections.models import CheckpointSummary, RunProgress
 
 if TYPE_CHECKING:
     from ledger import SQLTransaction
@@ -18,6 +30,11 @@ if TYPE_CHECKING:
 __all__ = ["CursorView"]
 
 TABLE = "ckl_view_cursor"
+
+_SUMMARY_COLUMNS = (
+    "checkpoint_id, run_id, batch_index, total_batches, status, attempt, cursor,"
+    " items_processed, accumulated_results, yields, version, created_at, updated_at, position"
+)
 
 
 class CursorView:
@@ -98,3 +115,77 @@ class CursorView:
                 " updated_at = %s, position = %s WHERE checkpoint_id = %s",
                 (event.attempt, *common),
             )
+
+    # ------------------------------------------------------------ reads
+
+    def current(self, tx: SQLTransaction, checkpoint_id: UUID) -> CheckpointSummary | None:
+        """The checkpoint's row, or ``None`` if the view has not seen it."""
+        rows = tx.query(
+            f"SELECT {_SUMMARY_COLUMNS} FROM {TABLE} WHERE checkpoint_id = %s",
+            (str(checkpoint_id),),
+        )
+        return _summary(rows[0]) if rows else None
+
+    def checkpoints(self, tx: SQLTransaction, run_id: str) -> list[CheckpointSummary]:
+        """Every checkpoint of a run, by batch index."""
+        rows = tx.query(
+            f"SELECT {_SUMMARY_COLUMNS} FROM {TABLE} WHERE run_id = %s ORDER BY batch_index",
+            (run_id,),
+        )
+        return [_summary(row) for row in rows]
+
+    def pending_checkpoints(self, tx: SQLTransaction, run_id: str) -> list[CheckpointToken]:
+        """Tokens of the run's checkpoints with status ``open``, by batch index."""
+        rows = tx.query(
+            f"SELECT batch_index, checkpoint_id FROM {TABLE}"
+            " WHERE run_id = %s AND status = 'open' ORDER BY batch_index",
+            (run_id,),
+        )
+        return [
+            CheckpointToken(run_id=run_id, batch_index=int(b), checkpoint_id=UUID(str(c)))
+            for b, c in rows
+        ]
+
+    def progress(self, tx: SQLTransaction, run_id: str) -> RunProgress:
+        """The run's checkpoints counted by status, and its largest ``total_batches``."""
+        rows = tx.query(
+            f"SELECT status, count(*), max(total_batches) FROM {TABLE}"
+            " WHERE run_id = %s GROUP BY status",
+            (run_id,),
+        )
+        counts = {str(status): int(n) for status, n, _ in rows}
+        totals = [int(t) for _, _, t in rows if t is not None]
+        return RunProgress(
+            run_id=run_id,
+            total_batches=max(totals) if totals else None,
+            created=sum(counts.values()),
+            completed=counts.get("completed", 0),
+            failed=counts.get("failed", 0),
+            open=counts.get("open", 0),
+        )
+
+    def checkpoint_counts(self, tx: SQLTransaction) -> dict[str, int]:
+        """Checkpoints of every run by status, in one scan; every status present, 0 if none."""
+        rows = tx.query(f"SELECT status, count(*) FROM {TABLE} GROUP BY status")
+        counts = dict.fromkeys(("open", "completed", "failed"), 0)
+        counts.update({str(status): int(count) for status, count in rows})
+        return counts
+
+
+def _summary(row: tuple[Any, ...]) -> CheckpointSummary:
+    return CheckpointSummary(
+        checkpoint_id=UUID(str(row[0])),
+        run_id=row[1],
+        batch_index=int(row[2]),
+        total_batches=None if row[3] is None else int(row[3]),
+        status=row[4],
+        attempt=int(row[5]),
+        cursor=from_json(row[6]),
+        items_processed=int(row[7]),
+        accumulated_results=from_json(row[8]),
+        yields=int(row[9]),
+        version=int(row[10]),
+        created_at=parse_time(row[11]),
+        updated_at=parse_time(row[12]),
+        position=int(row[13]),
+    )

@@ -7,12 +7,16 @@ cursor and items processed at the failure, when, and whether it was later retrie
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+from uuid import UUID
 
 from ledger import CheckpointEvent, Failed, Reset, Retried
-from projections._common import to_json, to_time
+from projections._common import from_json, parse_time, to_json, to_time
 from projections.cursor import TABLE as CURSOR_TABLE
+from projections.models import FailureRecord
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from ledger import SQLTransaction
 
 __all__ = ["FailureView"]
@@ -72,3 +76,59 @@ class FailureView:
                 " WHERE checkpoint_id = %s AND resolution IS NULL",
                 (resolution, to_time(event.timestamp), oid),
             )
+
+    def failures(
+        self,
+        tx: SQLTransaction,
+        *,
+        run_id: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        error_type: str | None = None,
+        transient: bool | None = None,
+        limit: int | None = None,
+    ) -> list[FailureRecord]:
+        """The failures matching every filter given (``None``: any), by position."""
+        where: list[str] = ["1 = 1"]
+        params: list[object] = []
+        if run_id is not None:
+            where.append("run_id = %s")
+            params.append(run_id)
+        if since is not None:
+            where.append("failed_at >= %s")
+            params.append(to_time(since))
+        if until is not None:
+            where.append("failed_at < %s")
+            params.append(to_time(until))
+        if error_type is not None:
+            where.append("error_type = %s")
+            params.append(error_type)
+        if transient is not None:
+            where.append("transient = %s")
+            params.append(int(transient))
+        sql = (
+            "SELECT position, checkpoint_id, run_id, batch_index, attempt, error_type, message,"
+            " transient, cursor, items_processed, failed_at, resolution, resolved_at"
+            f" FROM {TABLE} WHERE {' AND '.join(where)} ORDER BY position"
+        )
+        if limit is not None:
+            sql += " LIMIT %s"
+            params.append(limit)
+        return [
+            FailureRecord(
+                position=int(row[0]),
+                checkpoint_id=UUID(str(row[1])),
+                run_id=row[2],
+                batch_index=int(row[3]),
+                attempt=int(row[4]),
+                error_type=row[5],
+                message=row[6],
+                transient=bool(row[7]),
+                cursor=from_json(row[8]),
+                items_processed=int(row[9]),
+                failed_at=parse_time(row[10]),
+                resolution=row[11],
+                resolved_at=None if row[12] is None else parse_time(row[12]),
+            )
+            for row in tx.query(sql, params)
+        ]

@@ -10,10 +10,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ledger import CheckpointEvent, Yielded
-from projections._common import to_json, to_time
+from projections._common import from_json, parse_time, to_json, to_time
 from projections.cursor import TABLE as CURSOR_TABLE
+from projections.models import History, HistoryEntry
 
 if TYPE_CHECKING:
+    from uuid import UUID
+
     from ledger import SQLTransaction
 
 __all__ = ["HistoryView"]
@@ -66,4 +69,29 @@ class HistoryView:
             f"DELETE FROM {TABLE} WHERE checkpoint_id = %s AND seq ="
             f" (SELECT yields FROM {CURSOR_TABLE} WHERE checkpoint_id = %s) - %s",
             (oid, oid, self.keep),
+        )
+
+    def history(self, tx: SQLTransaction, checkpoint_id: UUID) -> History:
+        """The checkpoint's kept yields by ``seq``, and its yields ever (0 if unseen)."""
+        oid = str(checkpoint_id)
+        total = tx.query(f"SELECT yields FROM {CURSOR_TABLE} WHERE checkpoint_id = %s", (oid,))
+        rows = tx.query(
+            f"SELECT seq, attempt, cursor, items_processed, at, position FROM {TABLE}"
+            " WHERE checkpoint_id = %s ORDER BY seq",
+            (oid,),
+        )
+        return History(
+            checkpoint_id=checkpoint_id,
+            total_yields=int(total[0][0]) if total else 0,
+            entries=[
+                HistoryEntry(
+                    seq=int(seq),
+                    attempt=int(attempt),
+                    cursor=from_json(cursor),
+                    items_processed=int(items),
+                    at=parse_time(at),
+                    position=int(position),
+                )
+                for seq, attempt, cursor, items, at, position in rows
+            ],
         )

@@ -1,4 +1,7 @@
-"""Projections: the read models, the follower that keeps them current, and their queries.
+"""Projections: the follower that keeps the read models current, and their facade.
+
+Each view module owns its table's DDL, its ``apply`` and its reads; :class:`Projections`
+checks a query's arguments and runs the view's read in one read-only transaction.
 
 Each batch of events is applied to every view and the tracking position is moved **in the same
 transaction**, after re-reading (and on PostgreSQL locking) the tracked position inside it. So
@@ -20,9 +23,8 @@ from __future__ import annotations
 import logging
 import threading
 from typing import TYPE_CHECKING, Any, Self, TypeVar
-from uuid import UUID
 
-from eventsourcing.persistence import PersistenceError, StoredEvent
+from eventsourcing.persistence import PersistenceError
 
 from ledger import (
     CheckpointState,
@@ -40,23 +42,9 @@ from ledger import (
     check_text,
     check_token,
 )
-from ledger.store import EVENTS_TABLE
-from projections._common import from_json, parse_time, to_time
-from projections.cursor import TABLE as CURSOR_TABLE
 from projections.cursor import CursorView
-from projections.failures import TABLE as FAILURES_TABLE
 from projections.failures import FailureView
-from projections.history import TABLE as HISTORY_TABLE
 from projections.history import HistoryView
-from projections.models import (
-    CheckpointSummary,
-    FailureRecord,
-    History,
-    HistoryEntry,
-    RunProgress,
-    TimelineEntry,
-)
-from projections.timeline import TABLE as TIMELINE_TABLE
 from projections.timeline import TimelineView
 
 if TYPE_CHECKING:
@@ -66,6 +54,13 @@ if TYPE_CHECKING:
 
     from ledger import SQLTransaction
     from projections._common import View
+    from projections.models import (
+        CheckpointSummary,
+        FailureRecord,
+        History,
+        RunProgress,
+        TimelineEntry,
+    )
 
 __all__ = ["Projections"]
 
@@ -108,12 +103,16 @@ class Projections:
         self.recorder = ledger.recorder
         self.history_size = history_size
         self.batch_size = batch_size
+        self._cursor = CursorView()
+        self._history = HistoryView(history_size)
+        self._failures = FailureView()
+        self._timeline = TimelineView()
         # Order matters: the cursor view creates the row the others read run_id from.
         self.views: tuple[View, ...] = (
-            CursorView(),
-            HistoryView(history_size),
-            FailureView(),
-            TimelineView(),
+            self._cursor,
+            self._history,
+            self._failures,
+            self._timeline,
         )
         self._apply_lock = threading.Lock()
         # Any LedgerError is waited out, as a store outage is: the views must keep following.
@@ -217,81 +216,27 @@ class Projections:
     def current(self, token: CheckpointToken) -> CheckpointSummary | None:
         """The checkpoint's row in the cursor view, or ``None`` if the views have not seen it."""
         check_token(token)
-        rows = self._query(
-            "SELECT checkpoint_id, run_id, batch_index, total_batches, status, attempt, cursor,"
-            " items_processed, accumulated_results, yields, version, created_at, updated_at,"
-            f" position FROM {CURSOR_TABLE} WHERE checkpoint_id = %s",
-            (str(token.checkpoint_id),),
-        )
-        return _summary(rows[0]) if rows else None
+        return self._read(lambda tx: self._cursor.current(tx, token.checkpoint_id))
 
     def checkpoints(self, run_id: str) -> list[CheckpointSummary]:
         """Every checkpoint of a run, by batch index."""
         check_run_id(run_id)
-        rows = self._query(
-            "SELECT checkpoint_id, run_id, batch_index, total_batches, status, attempt, cursor,"
-            " items_processed, accumulated_results, yields, version, created_at, updated_at,"
-            f" position FROM {CURSOR_TABLE} WHERE run_id = %s ORDER BY batch_index",
-            (run_id,),
-        )
-        return [_summary(row) for row in rows]
+        return self._read(lambda tx: self._cursor.checkpoints(tx, run_id))
 
     def pending_checkpoints(self, run_id: str) -> list[CheckpointToken]:
         """Tokens of the run's open checkpoints (created, neither completed nor failed)."""
         check_run_id(run_id)
-        rows = self._query(
-            f"SELECT batch_index, checkpoint_id FROM {CURSOR_TABLE}"
-            " WHERE run_id = %s AND status = 'open' ORDER BY batch_index",
-            (run_id,),
-        )
-        return [
-            CheckpointToken(run_id=run_id, batch_index=int(b), checkpoint_id=UUID(str(c)))
-            for b, c in rows
-        ]
+        return self._read(lambda tx: self._cursor.pending_checkpoints(tx, run_id))
 
     def progress(self, run_id: str) -> RunProgress:
         """Completed / total batches of a run (completions are durable by construction)."""
         check_run_id(run_id)
-        rows = self._query(
-            f"SELECT status, count(*), max(total_batches) FROM {CURSOR_TABLE}"
-            " WHERE run_id = %s GROUP BY status",
-            (run_id,),
-        )
-        counts = {str(status): int(n) for status, n, _ in rows}
-        totals = [int(t) for _, _, t in rows if t is not None]
-        return RunProgress(
-            run_id=run_id,
-            total_batches=max(totals) if totals else None,
-            created=sum(counts.values()),
-            completed=counts.get("completed", 0),
-            failed=counts.get("failed", 0),
-            open=counts.get("open", 0),
-        )
+        return self._read(lambda tx: self._cursor.progress(tx, run_id))
 
     def history(self, token: CheckpointToken) -> History:
         """The bounded history of a checkpoint: its last ``history_size`` yields."""
-        oid = str(check_token(token).checkpoint_id)
-        total = self._query(f"SELECT yields FROM {CURSOR_TABLE} WHERE checkpoint_id = %s", (oid,))
-        rows = self._query(
-            f"SELECT seq, attempt, cursor, items_processed, at, position FROM {HISTORY_TABLE}"
-            " WHERE checkpoint_id = %s ORDER BY seq",
-            (oid,),
-        )
-        return History(
-            checkpoint_id=token.checkpoint_id,
-            total_yields=int(total[0][0]) if total else 0,
-            entries=[
-                HistoryEntry(
-                    seq=int(seq),
-                    attempt=int(attempt),
-                    cursor=from_json(cursor),
-                    items_processed=int(items),
-                    at=parse_time(at),
-                    position=int(position),
-                )
-                for seq, attempt, cursor, items, at, position in rows
-            ],
-        )
+        check_token(token)
+        return self._read(lambda tx: self._history.history(tx, token.checkpoint_id))
 
     def failures(
         self,
@@ -305,49 +250,21 @@ class Projections:
     ) -> list[FailureRecord]:
         """The failure audit, oldest first, filtered by any of run, time, type and kind."""
         _check_filters(run_id, error_type, transient, limit)
-        where: list[str] = ["1 = 1"]
-        params: list[object] = []
-        if run_id is not None:
-            where.append("run_id = %s")
-            params.append(run_id)
         if since is not None:
-            where.append("failed_at >= %s")
-            params.append(to_time(check_aware(since, "since")))
+            check_aware(since, "since")
         if until is not None:
-            where.append("failed_at < %s")
-            params.append(to_time(check_aware(until, "until")))
-        if error_type is not None:
-            where.append("error_type = %s")
-            params.append(error_type)
-        if transient is not None:
-            where.append("transient = %s")
-            params.append(int(transient))
-        sql = (
-            "SELECT position, checkpoint_id, run_id, batch_index, attempt, error_type, message,"
-            " transient, cursor, items_processed, failed_at, resolution, resolved_at"
-            f" FROM {FAILURES_TABLE} WHERE {' AND '.join(where)} ORDER BY position"
-        )
-        if limit is not None:
-            sql += " LIMIT %s"
-            params.append(limit)
-        return [
-            FailureRecord(
-                position=int(row[0]),
-                checkpoint_id=UUID(str(row[1])),
-                run_id=row[2],
-                batch_index=int(row[3]),
-                attempt=int(row[4]),
-                error_type=row[5],
-                message=row[6],
-                transient=bool(row[7]),
-                cursor=from_json(row[8]),
-                items_processed=int(row[9]),
-                failed_at=parse_time(row[10]),
-                resolution=row[11],
-                resolved_at=None if row[12] is None else parse_time(row[12]),
+            check_aware(until, "until")
+        return self._read(
+            lambda tx: self._failures.failures(
+                tx,
+                run_id=run_id,
+                since=since,
+                until=until,
+                error_type=error_type,
+                transient=transient,
+                limit=limit,
             )
-            for row in self._query(sql, params)
-        ]
+        )
 
     def timeline(
         self,
@@ -362,34 +279,13 @@ class Projections:
         check_count(after, "after")
         if limit is not None:
             check_count(limit, "limit")
-        sql = (
-            f"SELECT t.position, t.at, t.batch_index, t.version, e.topic, e.state,"
-            f" e.originator_id FROM {TIMELINE_TABLE} t JOIN {EVENTS_TABLE} e"
-            " ON e.notification_id = t.position"
-            " WHERE t.run_id = %s AND t.position > %s"
-        )
-        params: list[object] = [run_id, after]
         if until is not None:
-            sql += " AND t.at <= %s"
-            params.append(to_time(check_aware(until, "until")))
-        sql += " ORDER BY t.position"
-        if limit is not None:
-            sql += " LIMIT %s"
-            params.append(limit)
-        entries = []
-        for position, at, batch, version, topic, state, oid in self._query(sql, params):
-            stored = StoredEvent(UUID(str(oid)), int(version), topic, bytes(state))
-            entries.append(
-                TimelineEntry(
-                    position=int(position),
-                    at=parse_time(at),
-                    batch_index=int(batch),
-                    version=int(version),
-                    topic=topic,
-                    event=self.ledger.mapper.to_event(stored),
-                )
+            check_aware(until, "until")
+        return self._read(
+            lambda tx: self._timeline.timeline(
+                tx, self.ledger.mapper.to_event, run_id, after=after, until=until, limit=limit
             )
-        return entries
+        )
 
     def run_state_as_of(self, run_id: str, moment: datetime) -> dict[int, CheckpointState]:
         """Each batch's state at ``moment``, by replaying the run's timeline up to it."""
@@ -419,10 +315,7 @@ class Projections:
         Raises:
             StoreUnavailable: the store cannot be read.
         """
-        rows = self._query(f"SELECT status, count(*) FROM {CURSOR_TABLE} GROUP BY status")
-        counts = dict.fromkeys(("open", "completed", "failed"), 0)
-        counts.update({str(status): int(count) for status, count in rows})
-        return counts
+        return self._read(self._cursor.checkpoint_counts)
 
     # ---------------------------------------------------------------- internals
 
@@ -479,9 +372,14 @@ class Projections:
             return True  # maybe more: the next round reads from the new position
 
     def _query(self, sql: str, params: Any = ()) -> list[tuple[Any, ...]]:  # noqa: ANN401
-        def run() -> list[tuple[Any, ...]]:
+        return self._read(lambda tx: tx.query(sql, params))
+
+    def _read(self, read: Callable[[SQLTransaction], T]) -> T:
+        """One view read in one read-only transaction; a store error is ``StoreUnavailable``."""
+
+        def run() -> T:
             with self.recorder.transaction(readonly=True) as tx:
-                return tx.query(sql, params)
+                return read(tx)
 
         return self._store_call("query views", run)
 
@@ -501,22 +399,3 @@ def _check_filters(run_id: object, error_type: object, transient: object, limit:
         raise InvalidInput("transient", f"expected a bool or None, got {transient!r}")
     if limit is not None:
         check_count(limit, "limit")
-
-
-def _summary(row: tuple[Any, ...]) -> CheckpointSummary:
-    return CheckpointSummary(
-        checkpoint_id=UUID(str(row[0])),
-        run_id=row[1],
-        batch_index=int(row[2]),
-        total_batches=None if row[3] is None else int(row[3]),
-        status=row[4],
-        attempt=int(row[5]),
-        cursor=from_json(row[6]),
-        items_processed=int(row[7]),
-        accumulated_results=from_json(row[8]),
-        yields=int(row[9]),
-        version=int(row[10]),
-        created_at=parse_time(row[11]),
-        updated_at=parse_time(row[12]),
-        position=int(row[13]),
-    )
