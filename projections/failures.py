@@ -81,31 +81,23 @@ class FailureView:
         self,
         tx: SQLTransaction,
         *,
-        run_id: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        error_type: str | None = None,
-        transient: bool | None = None,
-        limit: int | None = None,
+        run_id: str | None,
+        since: datetime | None,
+        until: datetime | None,
+        error_type: str | None,
+        transient: bool | None,
+        limit: int | None,
     ) -> list[FailureRecord]:
         """The failures matching every filter given (``None``: any), by position."""
-        where: list[str] = ["1 = 1"]
-        params: list[object] = []
-        if run_id is not None:
-            where.append("run_id = %s")
-            params.append(run_id)
-        if since is not None:
-            where.append("failed_at >= %s")
-            params.append(to_time(since))
-        if until is not None:
-            where.append("failed_at < %s")
-            params.append(to_time(until))
-        if error_type is not None:
-            where.append("error_type = %s")
-            params.append(error_type)
-        if transient is not None:
-            where.append("transient = %s")
-            params.append(int(transient))
+        filters: tuple[tuple[str, object], ...] = (
+            ("run_id = %s", run_id),
+            ("failed_at >= %s", None if since is None else to_time(since)),
+            ("failed_at < %s", None if until is None else to_time(until)),
+            ("error_type = %s", error_type),
+            ("transient = %s", None if transient is None else int(transient)),
+        )
+        where = ["1 = 1", *(clause for clause, value in filters if value is not None)]
+        params = [value for _, value in filters if value is not None]
         sql = (
             "SELECT position, checkpoint_id, run_id, batch_index, attempt, error_type, message,"
             " transient, cursor, items_processed, failed_at, resolution, resolved_at"
