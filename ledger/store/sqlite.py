@@ -377,7 +377,7 @@ class SQLiteLedgerRecorder(LedgerRecorder):
             if tracking is not None:
                 tx = _SQLiteTransaction(conn)
                 tx.insert_tracking(tracking)
-        if ids:
+        if ids and self._append_wakers:
             self._appended()
         if tx is not None:
             self._committed(tx)

@@ -196,7 +196,8 @@ class PostgresLedgerRecorder(LedgerRecorder):
             except psycopg.Error as exc:
                 raise append_error(exc) from exc
         self._notifier.announce()
-        self._appended()
+        if self._append_wakers:
+            self._appended()
         # Ordinals follow the input order, so sorting restores it whatever RETURNING's order.
         return sorted(int(r[0]) for r in rows)
 
