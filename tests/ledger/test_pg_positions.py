@@ -177,7 +177,8 @@ def test_two_appends_in_one_transaction_keep_their_positions_unique(
         third = list(
             tx.conn.execute(
                 _recorder(ledger)._appender.insert_many,
-                (None, *chained_params(tx.conn, [_yielded(ledger, oid, 5), _yielded(ledger, oid, 6)])),
+                # The run id first (none here), then the chained arrays.
+                (None, *chained_params(tx.conn, [_yielded(ledger, oid, v) for v in (5, 6)])),
             ).fetchall()
         )
         tx.commit()
