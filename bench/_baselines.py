@@ -132,16 +132,22 @@ class PostgresRaw:
         params = (self.originator_id, self.version, _TOPIC, self.state)
         self.conn.execute(_POSTGRES_INSERT, params, prepare=True).fetchone()
 
-    def statement_op(self, statement: sql.Composed | str, *, arrays: bool = True) -> Op:
-        """Append one row with ``statement`` on this connection (``arrays``: ``unnest`` form)."""
+    def statement_op(
+        self, statement: sql.Composed | str, *, arrays: bool = True, run_id: str | None = None
+    ) -> Op:
+        """Append one row with ``statement`` on this connection (``arrays``: ``unnest`` form).
+
+        ``run_id``, if given, is bound after the row (the ledger's own append takes the run id).
+        """
         originator_id = uuid4()
         version = 0
+        extra = () if run_id is None else (run_id,)
 
         def op() -> Timing:
             nonlocal version
             version += 1
             row = (originator_id, version, _TOPIC, self.state)
-            params = tuple([value] for value in row) if arrays else row
+            params = tuple([value] for value in row) if arrays else (*row, *extra)
             return measure(lambda: self.conn.execute(statement, params, prepare=True).fetchall())
 
         return op

@@ -183,7 +183,7 @@ CURSOR_COLUMNS = (
 )
 HISTORY_COLUMNS = "checkpoint_id, seq, attempt, cursor, items_processed, at, position"
 TIMELINE_COLUMNS = "position, run_id, checkpoint_id, batch_index, version, topic, at"
-EVENT_COLUMNS = "notification_id, originator_id, originator_version, topic, state"
+EVENT_COLUMNS = "notification_id, originator_id, originator_version, topic, state, run_id"
 
 
 class BulkLoader(Protocol):
@@ -266,7 +266,7 @@ class LogBuilder:
         if self.views:
             self._fold(spec, oid, at, topic, p)
             timeline.append((p, spec.run_id, oid, spec.batch_index, spec.version, topic, at))
-        return (p, oid, spec.version, topic, state)
+        return (p, oid, spec.version, topic, state, spec.run_id)
 
     def _at(self, p: int) -> str:
         """``to_time`` of the event at position ``p``: one millisecond apart, micros never 0."""
@@ -370,7 +370,7 @@ class _SQLiteLoader:
     def finish(self, last_position: int) -> None:
         if last_position:
             self.conn.execute(
-                "UPDATE ckl_view_tracking SET position = ? WHERE name = 'views'", (last_position,)
+                "UPDATE ckl_tracking SET position = ? WHERE name = 'views'", (last_position,)
             )
         self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
@@ -395,7 +395,7 @@ class _PostgresLoader:
         )
         if last_position:
             self.conn.execute(
-                "UPDATE ckl_view_tracking SET position = %s WHERE name = 'views'", (last_position,)
+                "UPDATE ckl_tracking SET position = %s WHERE name = 'views'", (last_position,)
             )
         # What autovacuum would do sooner or later: not in the middle of a measurement.
         self.conn.execute("VACUUM ANALYZE")

@@ -228,7 +228,11 @@ def run_postgres(profile: Profile, url: str) -> BackendResults:
         variants = [
             Variant("raw", timed(raw.insert), profile.batch),
             *(Variant(name, op, profile.batch) for name, op in raw.part_ops().items()),
-            Variant("ckl-sql", raw.statement_op(statement, arrays=False), profile.batch),
+            Variant(
+                "ckl-sql",
+                raw.statement_op(statement, arrays=False, run_id="bench-raw"),
+                profile.batch,
+            ),
             Variant("recorder", stored.insert_op(ledger.recorder), profile.batch),
             Variant("yield", warm_yield_op(ledger, feed), profile.batch),
         ]

@@ -576,7 +576,13 @@ class Ledger:
 
     def _append(self, state: CheckpointState | None, event: CheckpointEvent) -> CheckpointState:
         stored = self.mapper.to_stored_event(event)
-        ids = self._store_call("append", lambda: self.recorder.insert_events([stored]))
+        # The store keeps the run as a column (its archive guard reads it; states are opaque).
+        run_id = (
+            event.run_id if isinstance(event, Created) else state.token.run_id if state else None
+        )
+        ids = self._store_call(
+            "append", lambda: self.recorder.insert_events([stored], run_id=run_id)
+        )
         new_state = apply(state, event)
         self._put_cached(new_state)
         if new_state.version % self.settings.snapshot_interval == 0:

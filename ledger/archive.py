@@ -373,10 +373,10 @@ def import_archive(
                 continue  # already there, identical (checked above)
             chunk.append(StoredEvent(row.originator_id, row.version, row.topic, row.state))
             if len(chunk) >= _IMPORT_CHUNK:
-                written += _append(ledger, chunk)
+                written += _append(ledger, chunk, run_id)
                 chunk = []
         if chunk:
-            written += _append(ledger, chunk)
+            written += _append(ledger, chunk, run_id)
     return ArchiveSummary(
         run_id=run_id,
         path=str(archive.path),
@@ -389,8 +389,8 @@ def import_archive(
     )
 
 
-def _append(ledger: Ledger, chunk: list[StoredEvent]) -> int:
-    ids = ledger.recorder.insert_events(chunk)
+def _append(ledger: Ledger, chunk: list[StoredEvent], run_id: str) -> int:
+    ids = ledger.recorder.insert_events(chunk, run_id=run_id)
     return len(chunk) if ids is None else len(ids)
 
 

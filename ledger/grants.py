@@ -7,8 +7,9 @@
   on the schema version and the archive markers (the insert guard reads them). No ``UPDATE``,
   ``DELETE`` or ``TRUNCATE`` anywhere, and nothing on the permit table: refused by privileges
   before any trigger runs, and it cannot grant itself a purge permit.
-- **projector**: ``ckl project``. Owns the view tables it creates (``CREATE`` on the schema)
-  and reads the log; it cannot write the log.
+- **projector**: ``ckl project``. Owns the view tables it creates (``CREATE`` on the schema),
+  reads the log, and records the views' position in the tracking table (``SELECT``,
+  ``INSERT``, ``UPDATE``); it cannot write the log.
 
 Run the statements as a superuser (or the database owner) once the owner has opened the
 store, i.e. after the tables exist. ``ckl grants`` prints them.
@@ -21,6 +22,7 @@ from ledger.store import (
     EVENTS_TABLE,
     PURGE_PERMITS_TABLE,
     SNAPSHOTS_TABLE,
+    TRACKING_TABLE,
     quote_identifier,
 )
 
@@ -47,7 +49,13 @@ def grant_statements(owner: str, writer: str, projector: str, schema: str = "pub
     """
     o, w, p = quote_identifier(owner), quote_identifier(writer), quote_identifier(projector)
     s = quote_identifier(schema)
-    ledger_tables = [EVENTS_TABLE, SNAPSHOTS_TABLE, _SCHEMA_TABLE, PURGE_PERMITS_TABLE]
+    ledger_tables = [
+        EVENTS_TABLE,
+        SNAPSHOTS_TABLE,
+        _SCHEMA_TABLE,
+        PURGE_PERMITS_TABLE,
+        TRACKING_TABLE,
+    ]
     readable = [EVENTS_TABLE, SNAPSHOTS_TABLE, _SCHEMA_TABLE, ARCHIVES_TABLE]
     return [
         f"REVOKE ALL ON {', '.join([*ledger_tables, ARCHIVES_TABLE])} FROM PUBLIC;",
@@ -57,5 +65,6 @@ def grant_statements(owner: str, writer: str, projector: str, schema: str = "pub
         f"GRANT SELECT ON {_SCHEMA_TABLE}, {ARCHIVES_TABLE} TO {w};",
         f"GRANT CREATE ON SCHEMA {s} TO {p};",
         f"GRANT SELECT ON {', '.join(readable)} TO {p};",
+        f"GRANT SELECT, INSERT, UPDATE ON {TRACKING_TABLE} TO {p};",
         f"GRANT {p} TO {o};",
     ]

@@ -6,7 +6,9 @@ checks a query's arguments and runs the view's read in one read-only transaction
 Each batch of events is applied to every view and the tracking position is moved **in the same
 transaction**, after re-reading (and on PostgreSQL locking) the tracked position inside it. So
 an event is applied exactly once, whatever crashes or how many followers run at once: a crash
-rolls the whole batch back, and a second follower skips what the first already applied.
+rolls the whole batch back, and a second follower skips what the first already applied. The
+position is an eventsourcing tracking record (``Tracking("views", position)``) in the store's
+tracking table, written through the recorder's transaction (``ledger.store``).
 
 Following the log: the follower (a ``ledger.LogFollower`` whose step applies one batch)
 sleeps until the ledger's ``LogWatcher`` says the log may have advanced — at once for appends
@@ -24,7 +26,7 @@ import logging
 import threading
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
-from eventsourcing.persistence import PersistenceError
+from eventsourcing.persistence import PersistenceError, Tracking
 
 from ledger import (
     CheckpointState,
@@ -42,6 +44,7 @@ from ledger import (
     check_text,
     check_token,
 )
+from ledger.store import TRACKING_TABLE
 from projections.cursor import CursorView
 from projections.failures import FailureView
 from projections.history import HistoryView
@@ -68,8 +71,10 @@ log = logging.getLogger("projections")
 
 T = TypeVar("T")
 
-TRACKING = "ckl_view_tracking"
+TRACKING = TRACKING_TABLE
+"""The store's tracking table (eventsourcing's tracking records; columns ``name, position``)."""
 TRACKING_NAME = "views"
+"""The views' application name in the tracking table."""
 
 
 class Projections:
@@ -199,9 +204,7 @@ class Projections:
                     for view in self.views:
                         for table in view.tables:
                             tx.execute(f"DROP TABLE IF EXISTS {table}")
-                    tx.execute(
-                        f"UPDATE {TRACKING} SET position = 0 WHERE name = %s", (TRACKING_NAME,)
-                    )
+                    tx.reset_tracking(TRACKING_NAME)
 
             self._store_call("rebuild", drop)
             self._store_call("create views", self._create_tables)
@@ -325,22 +328,16 @@ class Projections:
     def _create_tables(self) -> None:
         with self.recorder.transaction() as tx:
             self._lock_schema(tx)
-            tx.execute(
-                f"CREATE TABLE IF NOT EXISTS {TRACKING} "
-                "(name TEXT PRIMARY KEY, position BIGINT NOT NULL)"
-            )
-            tx.execute(
-                f"INSERT INTO {TRACKING} (name, position) VALUES (%s, 0)"
-                " ON CONFLICT (name) DO NOTHING",
-                (TRACKING_NAME,),
-            )
+            # A row at 0 from the start, so that followers always have one to lock (under the
+            # views' lock, so two creators do not race for it).
+            if tx.max_tracking_id(TRACKING_NAME) is None:
+                tx.insert_tracking(Tracking(TRACKING_NAME, 0))
             for view in self.views:
                 for statement in view.ddl:
                     tx.execute(statement)
 
     def _tracked_position(self) -> int:
-        rows = self._query(f"SELECT position FROM {TRACKING} WHERE name = %s", (TRACKING_NAME,))
-        return int(rows[0][0]) if rows else 0
+        return self.recorder.max_tracking_id(TRACKING_NAME) or 0
 
     def _apply_batch(self) -> bool:
         """Apply the next batch of events; False when there was nothing new."""
@@ -351,10 +348,7 @@ class Projections:
             if not notes:
                 return False
             with self.recorder.transaction(pipeline=True) as tx:
-                rows = tx.query_for_update(
-                    f"SELECT position FROM {TRACKING} WHERE name = %s", (TRACKING_NAME,)
-                )
-                tracked = int(rows[0][0])
+                tracked = tx.max_tracking_id(TRACKING_NAME, for_update=True) or 0
                 last = tracked
                 for note in notes:
                     if note.id <= tracked:
@@ -364,10 +358,7 @@ class Projections:
                         view.apply(tx, note.id, event)
                     last = note.id
                 if last != tracked:
-                    tx.execute(
-                        f"UPDATE {TRACKING} SET position = %s WHERE name = %s",
-                        (last, TRACKING_NAME),
-                    )
+                    tx.insert_tracking(Tracking(TRACKING_NAME, last))
             self._follower.advance(max(self._follower.position, last, tracked))
             return True  # maybe more: the next round reads from the new position
 

@@ -8,6 +8,7 @@ One URL picks the backend (``ledger.store.url``); ``open_recorder(settings)`` re
 - ``base``: the recorder and transaction interface the layers above use, with portable SQL
 - ``backends``: store kind → backend module path, and ``open_recorder``
 - ``pool``: the one connection pool both backends use
+- ``subscription``: eventsourcing's ``Subscription`` over either backend (``subscribe()``)
 - ``sqlite``: the SQLite backend (also ``memory://``)
 - ``postgres``: the PostgreSQL backend (schema, append, notify, recorder)
 """
@@ -18,6 +19,7 @@ from ledger.store.base import (
     EVENTS_TABLE,
     PURGE_PERMITS_TABLE,
     SNAPSHOTS_TABLE,
+    TRACKING_TABLE,
     LedgerRecorder,
     LogHead,
     LogListener,
@@ -32,6 +34,7 @@ __all__ = [
     "EVENTS_TABLE",
     "PURGE_PERMITS_TABLE",
     "SNAPSHOTS_TABLE",
+    "TRACKING_TABLE",
     "LedgerRecorder",
     "LogHead",
     "LogListener",

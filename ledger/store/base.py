@@ -1,10 +1,11 @@
 """The recorder interface the layers above use: eventsourcing's plus snapshots, chains, purge.
 
 Every backend (``ledger.store.sqlite``, ``ledger.store.postgres``) keeps the same tables: the
-append-only event table, snapshots, purge permits and archive markers. A
-:class:`LedgerRecorder` is eventsourcing's ``ApplicationRecorder`` (events in each
-checkpoint's sequence and in one global order, the notification id) plus snapshots, the log's
-readable head, cross-process wake-ups and transactions for the read models kept beside the log.
+append-only event table, snapshots, tracking records, purge permits and archive markers. A
+:class:`LedgerRecorder` is eventsourcing's ``ProcessRecorder`` (events in each checkpoint's
+sequence and in one global order, the notification id, ``subscribe()``, tracking records in
+the same database) plus snapshots, the log's readable head, cross-process wake-ups and
+transactions for the read models kept beside the log.
 A :class:`SQLTransaction` holds the statements on the ledger's own tables that the layers above
 need (a run's checkpoints, chain reads, archive markers, the purge): portable SQL here, and
 what differs between backends as a statement or method each backend provides, so that nothing
@@ -19,22 +20,29 @@ from __future__ import annotations
 
 import contextlib
 import re
+import threading
+import time
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 from uuid import UUID
 
 from eventsourcing.persistence import (
     ApplicationRecorder,
+    IntegrityError,
     InterfaceError,
     Notification,
     OperationalError,
     PersistenceError,
+    ProcessRecorder,
     StoredEvent,
     Subscription,
+    Tracking,
+    WaitInterruptedError,
 )
 
 from ledger.chain import ChainRow
 from ledger.errors import InvalidInput, StoreUnavailable
+from ledger.store.subscription import FIRST_RETRY, LogSubscription
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -48,6 +56,7 @@ __all__ = [
     "EVENTS_TABLE",
     "PURGE_PERMITS_TABLE",
     "SNAPSHOTS_TABLE",
+    "TRACKING_TABLE",
     "LedgerRecorder",
     "LogHead",
     "LogListener",
@@ -63,6 +72,11 @@ SNAPSHOTS_TABLE = "ckl_snapshots"
 # owner role may write permits), and archived runs are listed so that they stay archived.
 PURGE_PERMITS_TABLE = "ckl_purge_permits"
 ARCHIVES_TABLE = "ckl_archives"
+# eventsourcing's tracking records (``Tracking(application_name, notification_id)``), one row
+# per application holding its newest position (eventsourcing's "single-row tracking"). The
+# columns keep the names of the projections' former ``ckl_view_tracking`` table, whose rows
+# the schema migration moves here.
+TRACKING_TABLE = "ckl_tracking"
 
 _IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 # The projections' tables are found, not imported (ledger never imports projections): every
@@ -98,6 +112,21 @@ _INSERT_MARKER = (
     f"INSERT INTO {ARCHIVES_TABLE} (run_id, archived_at, events, checkpoints, file_sha256, heads)"
     " VALUES (%s, %s, %s, %s, %s, %s)"
 )
+# A run's checkpoints are found by their Created event (version 1), through the run_id column
+# and its partial index (the state is opaque to the store).
+_RUN_CHECKPOINTS = (
+    f"SELECT originator_id FROM {EVENTS_TABLE} WHERE originator_version = 1 AND run_id = %s "
+    "ORDER BY originator_id"
+)
+_SELECT_TRACKING = f"SELECT position FROM {TRACKING_TABLE} WHERE name = %s"
+# Moves forward only: a position at or below the recorded one updates nothing and returns no
+# row, which insert_tracking reports as eventsourcing's IntegrityError.
+_INSERT_TRACKING = (
+    f"INSERT INTO {TRACKING_TABLE} (name, position) VALUES (%s, %s) "
+    f"ON CONFLICT (name) DO UPDATE SET position = excluded.position "
+    f"WHERE {TRACKING_TABLE}.position < excluded.position RETURNING position"
+)
+_RESET_TRACKING = f"UPDATE {TRACKING_TABLE} SET position = 0 WHERE name = %s"
 _DROP_PERMIT = f"DELETE FROM {PURGE_PERMITS_TABLE} WHERE originator_id = %s"
 _PURGE_EVENTS = f"DELETE FROM {EVENTS_TABLE} WHERE originator_id = %s"
 _PURGE_SNAPSHOTS = f"DELETE FROM {SNAPSHOTS_TABLE} WHERE originator_id = %s"
@@ -193,9 +222,9 @@ class SQLTransaction(ABC):
     def key(self, checkpoint_id: UUID) -> object:
         """A checkpoint id as this backend binds it in the ledger's tables."""
 
-    @abstractmethod
     def run_checkpoint_ids(self, run_id: str) -> list[UUID]:
-        """The ids of the checkpoints of ``run_id``, in id order (a scan of Created events)."""
+        """The ids of the checkpoints of ``run_id``, in id order (an index of Created events)."""
+        return [_uuid(r[0]) for r in self.query(_RUN_CHECKPOINTS, (run_id,))]
 
     @abstractmethod
     def _insert_purge_permit(self, key: object) -> None:
@@ -230,6 +259,39 @@ class SQLTransaction(ABC):
         else:
             rows = self.query(_SELECT_PAGE, (self.key(after[0]), after[1], limit))
         return [ChainRow(_uuid(r[0]), int(r[1]), str(r[2]), bytes(r[3]), _hash(r[4])) for r in rows]
+
+    # ------------------------------------------------------------ tracking
+
+    tracking_inserted: bool = False
+    """Set by :meth:`insert_tracking`: the recorder wakes its ``wait``-ers after the commit."""
+
+    def max_tracking_id(self, application_name: str, *, for_update: bool = False) -> int | None:
+        """The application's recorded position (``None``: none recorded).
+
+        ``for_update=True`` also keeps the row from other writers that read it so until this
+        transaction ends: of two followers of one application, the second waits and then sees
+        what the first recorded.
+        """
+        read = self.query_for_update if for_update else self.query
+        rows = read(_SELECT_TRACKING, (application_name,))
+        return int(rows[0][0]) if rows else None
+
+    def insert_tracking(self, tracking: Tracking) -> None:
+        """Record that ``tracking.application_name`` has processed up to its notification id.
+
+        Raises:
+            eventsourcing.persistence.IntegrityError: the application's recorded position is
+                already at or after it (positions only move forward).
+        """
+        name, position = tracking.application_name, tracking.notification_id
+        if not self.query(_INSERT_TRACKING, (name, position)):
+            msg = f"tracking of {name!r} is already at or after position {position}"
+            raise IntegrityError(msg)
+        self.tracking_inserted = True
+
+    def reset_tracking(self, application_name: str) -> None:
+        """Move the application's recorded position back to 0, to rebuild what it derives."""
+        self.execute(_RESET_TRACKING, (application_name,))
 
     # ------------------------------------------------------------ archives and purge
 
@@ -297,8 +359,21 @@ class LogListener(Protocol):
         ...
 
 
-class LedgerRecorder(ApplicationRecorder):
-    """eventsourcing's ``ApplicationRecorder`` plus snapshots, schema and housekeeping.
+class LedgerRecorder(ProcessRecorder):
+    """eventsourcing's ``ProcessRecorder`` plus snapshots, schema and housekeeping.
+
+    That is eventsourcing's ``ApplicationRecorder`` (``insert_events``, ``select_events``,
+    ``select_notifications``, ``max_notification_id``, ``subscribe``) and its
+    ``TrackingRecorder`` (``insert_tracking``, ``max_tracking_id``, ``has_tracking_id``,
+    ``wait``), with the tracking records in the same database, so that a read model kept
+    beside the log records its position in the transaction that updates it
+    (:meth:`SQLTransaction.insert_tracking`). eventsourcing's own recorder test cases run
+    against both backends (``tests/ledger/test_eventsourcing_recorders.py``).
+
+    States are opaque bytes to the store: nothing in it parses them. What the store needs to
+    know about an event beyond eventsourcing's fields, its run (for the archive guard), the
+    ``Ledger`` passes as ``insert_events(..., run_id=...)``; it is ``NULL`` for events written
+    by anything else.
 
     Every method raises eventsourcing's persistence errors (``IntegrityError`` when another
     writer already took an ``(originator_id, originator_version)``, ``OperationalError`` or
@@ -309,9 +384,42 @@ class LedgerRecorder(ApplicationRecorder):
 
     store: StoreURL
 
-    @abstractmethod
     def __init__(self, store: StoreURL, settings: LedgerSettings) -> None:
-        """Connect to ``store`` (``ledger.store.backends`` constructs every backend so)."""
+        """Connect to ``store`` (``ledger.store.backends`` constructs every backend so).
+
+        Backends call this first: it keeps what following the log and waiting on tracking
+        need (the poll interval, the in-process wake-ups).
+        """
+        self.store = store
+        self.poll_interval = settings.poll_interval
+        # Subscriptions to wake when this recorder appends (an in-process wake-up: on SQLite
+        # the only one besides polling), and wait()-ers to wake when it records tracking.
+        self._append_wakers: set[threading.Event] = set()
+        self._tracking_moved = threading.Condition()
+        self._tracking_generation = 0
+
+    @abstractmethod
+    def insert_events(
+        self,
+        stored_events: Sequence[StoredEvent],
+        *,
+        run_id: str | None = None,
+        tracking: Tracking | None = None,
+        **kwargs: Any,  # noqa: ANN401  (eventsourcing's signature)
+    ) -> Sequence[int]:
+        """Append events atomically (with ``tracking``, if given, in the same transaction).
+
+        Args:
+            stored_events: the events, in the order their positions will follow.
+            run_id: the run the events belong to (the ``Ledger`` passes it; the archive guard
+                refuses a Created event of an archived run by it). ``None``: no run.
+            tracking: a tracking record to insert atomically with the events
+                (eventsourcing's ``ProcessRecorder``).
+            kwargs: other keywords of eventsourcing's interface, ignored.
+
+        Returns:
+            The events' positions, ascending.
+        """
 
     @abstractmethod
     def create_tables(self) -> None:
@@ -382,9 +490,91 @@ class LedgerRecorder(ApplicationRecorder):
     def subscribe(
         self, gt: int | None = None, topics: Sequence[str] = ()
     ) -> Subscription[ApplicationRecorder]:
-        """Not offered by the recorder: live streams live in ``streams/``."""
-        msg = "subscribe to the ledger through streams.run_stream, not the recorder"
-        raise NotImplementedError(msg)
+        """The log after position ``gt`` (of ``topics``, if given): catch up, then follow.
+
+        A :class:`~ledger.store.subscription.LogSubscription`: woken by LISTEN/NOTIFY on
+        PostgreSQL (reading only below the visible horizon, so it never skips an event that
+        commits later), polling every ``poll_interval`` on SQLite, and at once by this
+        recorder's own appends on both. ``stop()`` or leaving its ``with`` block releases its
+        connection.
+        """
+        return LogSubscription(self, gt, topics, poll_interval=self.poll_interval)
+
+    def wake_on_append(self, event: threading.Event) -> None:
+        """Set ``event`` after each append through this recorder commits (until forgotten)."""
+        self._append_wakers.add(event)
+
+    def forget_waker(self, event: threading.Event) -> None:
+        """Stop setting ``event`` on appends."""
+        self._append_wakers.discard(event)
+
+    def _appended(self) -> None:
+        """After an append committed: wake this process's subscriptions."""
+        for event in list(self._append_wakers):
+            event.set()
+
+    # ------------------------------------------------------------ tracking
+
+    def insert_tracking(self, tracking: Tracking) -> None:
+        """Record a tracking object in a transaction of its own.
+
+        Raises:
+            eventsourcing.persistence.IntegrityError: the application's position is already
+                at or after ``tracking.notification_id``.
+        """
+        with self.transaction() as tx:
+            tx.insert_tracking(tracking)
+
+    def max_tracking_id(self, application_name: str) -> int | None:
+        """The newest position recorded for ``application_name`` (``None``: none yet)."""
+        with self.transaction(readonly=True) as tx:
+            return tx.max_tracking_id(application_name)
+
+    def wait(
+        self,
+        application_name: str,
+        notification_id: int | None,
+        timeout: float = 1.0,
+        interrupt: threading.Event | None = None,
+    ) -> None:
+        """Block until ``application_name`` has recorded ``notification_id`` (or later).
+
+        Signal-driven, not eventsourcing's polling with a 100 ms back-off: tracking recorded
+        through this recorder (any of its transactions) wakes the waiter at once. Tracking
+        recorded by another process is seen by looking again after 1 ms, doubling up to
+        ``poll_interval``; so is ``interrupt``.
+
+        Raises:
+            TimeoutError: not recorded within ``timeout`` seconds.
+            eventsourcing.persistence.WaitInterruptedError: ``interrupt`` was set first.
+        """
+        deadline = time.monotonic() + timeout
+        delay = FIRST_RETRY
+        while True:
+            with self._tracking_moved:
+                generation = self._tracking_generation
+            if self.has_tracking_id(application_name, notification_id):
+                return
+            if interrupt is not None and interrupt.is_set():
+                raise WaitInterruptedError
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                msg = (
+                    f"timed out waiting for notification {notification_id} from application "
+                    f"{application_name!r} to be processed"
+                )
+                raise TimeoutError(msg)
+            with self._tracking_moved:
+                if self._tracking_generation == generation:  # nothing recorded since the read
+                    self._tracking_moved.wait(min(delay, remaining))
+            delay = min(delay * 2, self.poll_interval)
+
+    def _committed(self, tx: SQLTransaction) -> None:
+        """After ``tx`` committed: wake the ``wait``-ers if it recorded tracking."""
+        if tx.tracking_inserted:
+            with self._tracking_moved:
+                self._tracking_generation += 1
+                self._tracking_moved.notify_all()
 
     @staticmethod
     def _notification(row: Any, originator_id: UUID) -> Notification:  # noqa: ANN401

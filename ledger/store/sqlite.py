@@ -6,7 +6,6 @@ SQLite's shared-cache mode reports table locks as errors rather than waiting on 
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 import time
@@ -22,6 +21,7 @@ from eventsourcing.persistence import (
     OperationalError,
     PersistenceError,
     StoredEvent,
+    Tracking,
 )
 
 from ledger.chain import chain_hash
@@ -31,6 +31,7 @@ from ledger.store.base import (
     EVENTS_TABLE,
     PURGE_PERMITS_TABLE,
     SNAPSHOTS_TABLE,
+    TRACKING_TABLE,
     LedgerRecorder,
     SQLTransaction,
 )
@@ -52,6 +53,7 @@ SCHEMA_TABLE = f"""CREATE TABLE IF NOT EXISTS {EVENTS_TABLE} (
         topic TEXT NOT NULL,
         state BLOB NOT NULL,
         event_hash BLOB,
+        run_id TEXT,
         UNIQUE (originator_id, originator_version)
 )"""
 
@@ -88,12 +90,20 @@ _SCHEMA = [
         restored_at TEXT
     )""",
     f"CREATE INDEX IF NOT EXISTS {ARCHIVES_TABLE}_run_idx ON {ARCHIVES_TABLE} (run_id)",
+    f"""CREATE TABLE IF NOT EXISTS {TRACKING_TABLE} (
+        name TEXT PRIMARY KEY,
+        position INTEGER NOT NULL
+    ) WITHOUT ROWID""",
 ]
 
-# Schema version 2 (PRAGMA user_version): hash chains, purge permits, archive markers. A store
-# written by version 1 gets the column (its old rows stay unchained) and the new triggers.
-_SCHEMA_VERSION = 2
+# Schema versions (PRAGMA user_version). 2: hash chains, purge permits, archive markers (a
+# store written by version 1 gets the column, its old rows stay unchained, and the triggers).
+# 3: the run id is a column (the archive guard parsed the state as JSON before), backfilled
+# from each checkpoint's Created event; eventsourcing's tracking table, which takes over the
+# projections' ckl_view_tracking row.
+_SCHEMA_VERSION = 3
 _ARCHIVED_MESSAGE = "ckl_archives: the run is archived"
+_LEGACY_TRACKING = "ckl_view_tracking"
 _MIGRATE = [
     f"DROP TRIGGER IF EXISTS {EVENTS_TABLE}_no_delete",
     # Only a purge (ledger.archive) deletes, and only rows whose checkpoint it listed in the
@@ -103,17 +113,33 @@ _MIGRATE = [
                          WHERE originator_id = OLD.originator_id)
         BEGIN SELECT RAISE(ABORT, '{EVENTS_TABLE} is append-only: DELETE refused'); END""",
     # An archived run stays archived: its checkpoints cannot be created again (unless the
-    # archive is imported back with --restore, which marks the archive restored).
-    f"""CREATE TRIGGER IF NOT EXISTS {EVENTS_TABLE}_not_archived BEFORE INSERT ON {EVENTS_TABLE}
-        WHEN NEW.originator_version = 1 AND EXISTS (
-            SELECT 1 FROM {ARCHIVES_TABLE} WHERE restored_at IS NULL
-               AND run_id = json_extract(CAST(NEW.state AS TEXT), '$.run_id'))
+    # archive is imported back with --restore, which marks the archive restored). The run is
+    # the row's run_id column: the state is opaque to the store.
+    f"DROP TRIGGER IF EXISTS {EVENTS_TABLE}_not_archived",
+    f"""CREATE TRIGGER {EVENTS_TABLE}_not_archived BEFORE INSERT ON {EVENTS_TABLE}
+        WHEN NEW.originator_version = 1 AND NEW.run_id IS NOT NULL AND EXISTS (
+            SELECT 1 FROM {ARCHIVES_TABLE} WHERE restored_at IS NULL AND run_id = NEW.run_id)
         BEGIN SELECT RAISE(ABORT, '{_ARCHIVED_MESSAGE}'); END""",
+    # A run's checkpoints (archive, audit) by index; only Created events are indexed, so a
+    # yield's append updates no more indexes than before.
+    f"""CREATE INDEX IF NOT EXISTS {EVENTS_TABLE}_run_idx ON {EVENTS_TABLE} (run_id)
+        WHERE originator_version = 1""",
+]
+# Schema 3's backfill of old rows: the run id from the checkpoint's Created event, parsed once
+# here (the Ledger wrote every old row as JSON); past the UPDATE trigger, dropped meanwhile.
+_BACKFILL_RUN_IDS = [
+    f"DROP TRIGGER IF EXISTS {EVENTS_TABLE}_no_update",
+    f"""UPDATE {EVENTS_TABLE} SET run_id = (
+            SELECT json_extract(CAST(c.state AS TEXT), '$.run_id') FROM {EVENTS_TABLE} AS c
+            WHERE c.originator_id = {EVENTS_TABLE}.originator_id AND c.originator_version = 1
+              AND json_valid(CAST(c.state AS TEXT)))
+        WHERE run_id IS NULL""",
+    _SCHEMA[1],  # the UPDATE trigger again
 ]
 
 _INSERT = (
-    f"INSERT INTO {EVENTS_TABLE} (originator_id, originator_version, topic, state, event_hash) "
-    "VALUES (?, ?, ?, ?, ?)"
+    f"INSERT INTO {EVENTS_TABLE} (originator_id, originator_version, topic, state, event_hash,"
+    " run_id) VALUES (?, ?, ?, ?, ?, ?)"
 )
 _PREVIOUS = (
     f"SELECT event_hash FROM {EVENTS_TABLE} WHERE originator_id = ? AND originator_version = ?"
@@ -122,11 +148,6 @@ _ARCHIVED_CHECKPOINT = (
     f"SELECT run_id FROM {ARCHIVES_TABLE} WHERE restored_at IS NULL AND instr(heads, ?) > 0"
 )
 _COLUMNS = "notification_id, originator_id, originator_version, topic, state"
-# A run's checkpoints are found by their Created event (version 1), its run id read in SQL.
-_RUN_CHECKPOINTS = (
-    f"SELECT originator_id FROM {EVENTS_TABLE} WHERE originator_version = 1 "
-    "AND json_extract(CAST(state AS TEXT), '$.run_id') = %s ORDER BY originator_id"
-)
 _PURGE_PERMIT = f"INSERT INTO {PURGE_PERMITS_TABLE} (originator_id) VALUES (%s)"
 _VIEW_TABLES = (
     "SELECT m.name FROM sqlite_master AS m, pragma_table_info(m.name) AS c "
@@ -137,13 +158,6 @@ _VIEW_TABLES = (
 
 def _as_uuid(value: UUID | str) -> UUID:
     return value if isinstance(value, UUID) else UUID(value)
-
-
-def _run_id_of(state: bytes) -> str:
-    try:
-        return str(json.loads(state)["run_id"])
-    except (ValueError, KeyError, TypeError):
-        return "?"
 
 
 def _translate(exc: sqlite3.Error) -> PersistenceError:
@@ -179,9 +193,6 @@ class _SQLiteTransaction(SQLTransaction):
     def key(self, checkpoint_id: UUID) -> object:
         return str(checkpoint_id)  # TEXT column
 
-    def run_checkpoint_ids(self, run_id: str) -> list[UUID]:
-        return [UUID(r[0]) for r in self.query(_RUN_CHECKPOINTS, (run_id,))]
-
     def _insert_purge_permit(self, key: object) -> None:
         self.execute(_PURGE_PERMIT, (key,))
 
@@ -204,7 +215,7 @@ class SQLiteLedgerRecorder(LedgerRecorder):
                 store.display,
                 sqlite_path=f"file:ckl-{name or uuid4().hex}?mode=memory&cache=shared",
             )
-        self.store = store
+        super().__init__(store, settings)
         self._path = store.sqlite_path
         self._uri = store.kind == "memory"
         self._synchronous = "FULL" if settings.durability == "full" else "NORMAL"
@@ -300,19 +311,47 @@ class SQLiteLedgerRecorder(LedgerRecorder):
             columns = {row[1] for row in conn.execute(f"PRAGMA table_info({EVENTS_TABLE})")}
             if "event_hash" not in columns:
                 conn.execute(f"ALTER TABLE {EVENTS_TABLE} ADD COLUMN event_hash BLOB")
+            if "run_id" not in columns:
+                conn.execute(f"ALTER TABLE {EVENTS_TABLE} ADD COLUMN run_id TEXT")
+                for statement in _BACKFILL_RUN_IDS:
+                    conn.execute(statement)
             for statement in _MIGRATE:
                 conn.execute(statement)
+            self._take_over_legacy_tracking(conn)
             conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
 
-    def insert_events(self, stored_events: Sequence[StoredEvent], **_: object) -> Sequence[int]:
+    @staticmethod
+    def _take_over_legacy_tracking(conn: sqlite3.Connection) -> None:
+        """Move the projections' former tracking rows into the tracking table (schema 3)."""
+        found = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (_LEGACY_TRACKING,)
+        ).fetchone()
+        if found is None:
+            return
+        conn.execute(
+            f"INSERT INTO {TRACKING_TABLE} (name, position) SELECT name, position"
+            f" FROM {_LEGACY_TRACKING} WHERE true ON CONFLICT (name) DO NOTHING"
+        )
+        conn.execute(f"DROP TABLE {_LEGACY_TRACKING}")
+
+    def insert_events(
+        self,
+        stored_events: Sequence[StoredEvent],
+        *,
+        run_id: str | None = None,
+        tracking: Tracking | None = None,
+        **_: Any,  # noqa: ANN401  (eventsourcing's signature)
+    ) -> Sequence[int]:
         """Append events atomically, each chained to its predecessor; their notification ids.
 
         Raises:
             RunArchived: a checkpoint of an archived run would be written again.
-            IntegrityError: the version is taken, or its predecessor does not exist.
+            IntegrityError: the version is taken, or its predecessor does not exist, or
+                ``tracking`` is not after the application's recorded position.
         """
         ids: list[int] = []
         written: dict[UUID, tuple[int, bytes]] = {}  # this batch's own heads
+        tx: _SQLiteTransaction | None = None
         with self._transaction(write=True) as conn:
             for event in stored_events:
                 oid = _as_uuid(event.originator_id)
@@ -327,14 +366,21 @@ class SQLiteLedgerRecorder(LedgerRecorder):
                 digest = chain_hash(prev, oid, version, event.topic, event.state)
                 try:
                     cursor = conn.execute(
-                        _INSERT, (str(oid), version, event.topic, event.state, digest)
+                        _INSERT, (str(oid), version, event.topic, event.state, digest, run_id)
                     )
                 except sqlite3.IntegrityError as exc:
                     if _ARCHIVED_MESSAGE in str(exc):
-                        raise RunArchived(_run_id_of(event.state)) from exc
+                        raise RunArchived(run_id or "?") from exc
                     raise
                 written[oid] = (version, digest)
                 ids.append(int(cursor.lastrowid or 0))
+            if tracking is not None:
+                tx = _SQLiteTransaction(conn)
+                tx.insert_tracking(tracking)
+        if ids and self._append_wakers:
+            self._appended()
+        if tx is not None:
+            self._committed(tx)
         return ids
 
     @staticmethod
@@ -444,7 +490,9 @@ class SQLiteLedgerRecorder(LedgerRecorder):
     ) -> Iterator[SQLTransaction]:
         """A transaction; a write one (``BEGIN IMMEDIATE``) admits one writer at a time."""
         with self._transaction(write=not readonly) as conn:
-            yield _SQLiteTransaction(conn)
+            tx = _SQLiteTransaction(conn)
+            yield tx
+        self._committed(tx)
 
     def close(self) -> None:
         """Close the idle connections; one still lent to a thread closes when it comes back.

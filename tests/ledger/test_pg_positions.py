@@ -123,7 +123,8 @@ def _append_in(
     ids = []
     for e in events:
         row = conn.execute(
-            recorder._appender.insert_one, (e.originator_id, e.originator_version, e.topic, e.state)
+            recorder._appender.insert_one,
+            (e.originator_id, e.originator_version, e.topic, e.state, None),  # run_id: none
         ).fetchone()
         assert row is not None
         ids.append(int(row[0]))
@@ -176,7 +177,8 @@ def test_two_appends_in_one_transaction_keep_their_positions_unique(
         third = list(
             tx.conn.execute(
                 _recorder(ledger)._appender.insert_many,
-                chained_params(tx.conn, [_yielded(ledger, oid, 5), _yielded(ledger, oid, 6)]),
+                # The run id first (none here), then the chained arrays.
+                (None, *chained_params(tx.conn, [_yielded(ledger, oid, v) for v in (5, 6)])),
             ).fetchall()
         )
         tx.commit()

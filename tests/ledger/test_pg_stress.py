@@ -121,7 +121,7 @@ class _Writer:
         )
         self.conn.execute(
             self.recorder._appender.insert_one,
-            (stored.originator_id, stored.originator_version, stored.topic, stored.state),
+            (stored.originator_id, stored.originator_version, stored.topic, stored.state, None),
         )
         time.sleep(self.rand.uniform(0, 0.03))  # others commit meanwhile, after this one's id
         if self.rand.random() < 0.75:

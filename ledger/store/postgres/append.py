@@ -34,8 +34,14 @@ __all__ = ["PostgresAppender", "append_error", "append_sql", "chained_params"]
 
 _APPEND_ONE = b"ckl_append_one"
 """Name of the one-event append, prepared once on each pooled connection."""
-# uuid and bytea binary, bigint binary (8 bytes, big-endian), topic as text.
-_APPEND_ONE_FORMATS = (pq.Format.BINARY, pq.Format.BINARY, pq.Format.TEXT, pq.Format.BINARY)
+# uuid and bytea binary, bigint binary (8 bytes, big-endian), topic and run id as text.
+_APPEND_ONE_FORMATS = (
+    pq.Format.BINARY,
+    pq.Format.BINARY,
+    pq.Format.TEXT,
+    pq.Format.BINARY,
+    pq.Format.TEXT,
+)
 
 
 def _uuid(value: UUID | str) -> UUID:
@@ -70,7 +76,7 @@ def append_sql() -> tuple[str, str]:
         f"AND notification_id < x.base + {POSITIONS_PER_TRANSACTION}), x.base) AS last "
         f"FROM (SELECT {XID} * {POSITIONS_PER_TRANSACTION} AS base) AS x) AS block"
     )
-    columns = "notification_id, originator_id, originator_version, topic, state, event_hash"
+    columns = "notification_id, originator_id, originator_version, topic, state, event_hash, run_id"
     # ledger.chain.chain_hash in SQL; the previous hash is one probe of the primary key. No
     # previous row gives NULL, which the insert trigger refuses (a version never skips one).
     previous = (
@@ -82,17 +88,18 @@ def append_sql() -> tuple[str, str]:
         f"INSERT INTO {EVENTS_TABLE} ({columns}) "
         "SELECT block.last + 1, e.oid, e.v, e.topic, e.state, "
         f"sha256({previous} || uuid_send(e.oid) || int8send(e.v) "
-        "|| convert_to(e.topic, 'UTF8') || '\\x00'::bytea || e.state) "
+        "|| convert_to(e.topic, 'UTF8') || '\\x00'::bytea || e.state), e.run_id "
         f"FROM {block}, (SELECT %s::uuid AS oid, %s::bigint AS v, %s::text AS topic, "
-        "%s::bytea AS state) AS e "
+        "%s::bytea AS state, %s::text AS run_id) AS e "
         "RETURNING notification_id"
     )
     # Several events: their hashes are computed in Python (chained_params), from the previous
-    # hashes read in the same transaction, and bound as one more array.
+    # hashes read in the same transaction, and bound as one more array; the run id, one for
+    # all, is the first parameter.
     many = (
         f"INSERT INTO {EVENTS_TABLE} ({columns}) "
         "SELECT block.last + e.ordinal, e.originator_id, e.originator_version, e.topic, e.state, "
-        f"e.event_hash FROM {block}, "
+        f"e.event_hash, %s::text FROM {block}, "
         "unnest(%s::uuid[], %s::bigint[], %s::text[], %s::bytea[], %s::bytea[]) "
         "WITH ORDINALITY AS e(originator_id, originator_version, topic, state, event_hash, "
         "ordinal) RETURNING notification_id"
@@ -169,7 +176,7 @@ class PostgresAppender:
         self._insert_one_pq = numbered(self.insert_one)
         self._prepared: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
 
-    def one(self, conn: psycopg.Connection[Any], e: StoredEvent) -> int:
+    def one(self, conn: psycopg.Connection[Any], e: StoredEvent, run_id: str | None) -> int:
         """The one-event append, sent to libpq directly; its position.
 
         The hot path of every yield: psycopg's cursor (query conversion, adapters, its
@@ -184,6 +191,7 @@ class PostgresAppender:
             e.originator_version.to_bytes(8, "big", signed=True),
             e.topic.encode(),
             e.state,
+            None if run_id is None else run_id.encode(),
         )
         if conn not in self._prepared:
             self._prepare_one(conn)
@@ -207,8 +215,8 @@ class PostgresAppender:
         self._prepared.add(conn)
 
     def many(
-        self, conn: psycopg.Connection[Any], events: Sequence[StoredEvent]
+        self, conn: psycopg.Connection[Any], events: Sequence[StoredEvent], run_id: str | None
     ) -> list[tuple[Any, ...]]:
         """The multi-row append, each event chained in Python (inside the caller's transaction)."""
-        params = chained_params(conn, events)
+        params = (run_id, *chained_params(conn, events))
         return conn.execute(self.insert_many, params, prepare=True).fetchall()

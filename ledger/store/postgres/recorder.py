@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 import psycopg
-from eventsourcing.persistence import Notification, StoredEvent
+from eventsourcing.persistence import Notification, StoredEvent, Tracking
 from psycopg import pq
 
 from ledger.errors import InvalidInput
@@ -42,11 +42,6 @@ __all__ = ["PostgresLedgerRecorder"]
 _COLUMNS = "notification_id, originator_id, originator_version, topic, state"
 _SNAPSHOT_READ = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"
 _LOCK_APPENDS = f"LOCK TABLE {EVENTS_TABLE} IN SHARE ROW EXCLUSIVE MODE"
-# A run's checkpoints are found by their Created event (version 1), its run id read in SQL.
-_RUN_CHECKPOINTS = (
-    f"SELECT originator_id FROM {EVENTS_TABLE} WHERE originator_version = 1 "
-    "AND convert_from(state, 'UTF8')::jsonb ->> 'run_id' = %s ORDER BY originator_id"
-)
 # Tied to this transaction: a permit left behind by a crash opens nothing later.
 _PURGE_PERMIT = (
     f"INSERT INTO {PURGE_PERMITS_TABLE} (originator_id, txid) VALUES (%s, pg_current_xact_id())"
@@ -92,9 +87,6 @@ class _PostgresTransaction(SQLTransaction):
     def key(self, checkpoint_id: UUID) -> object:
         return checkpoint_id  # uuid column
 
-    def run_checkpoint_ids(self, run_id: str) -> list[UUID]:
-        return [r[0] for r in self.query(_RUN_CHECKPOINTS, (run_id,))]  # uuid: UUID
-
     def _insert_purge_permit(self, key: object) -> None:
         self.execute(_PURGE_PERMIT, (key,))
 
@@ -106,7 +98,7 @@ class PostgresLedgerRecorder(LedgerRecorder):
     """The ledger's event and snapshot tables in one PostgreSQL database."""
 
     def __init__(self, store: StoreURL, settings: LedgerSettings) -> None:
-        self.store = store
+        super().__init__(store, settings)
         self.channel = CHANNEL
         self._connect_timeout = settings.connect_timeout
         synchronous_commit = "on" if settings.durability == "full" else "off"
@@ -159,12 +151,23 @@ class PostgresLedgerRecorder(LedgerRecorder):
         with self._conn() as conn:
             create_schema(conn, self.store.display)
 
-    def insert_events(self, stored_events: Sequence[StoredEvent], **_: object) -> Sequence[int]:
+    def insert_events(
+        self,
+        stored_events: Sequence[StoredEvent],
+        *,
+        run_id: str | None = None,
+        tracking: Tracking | None = None,
+        **_: Any,  # noqa: ANN401  (eventsourcing's signature)
+    ) -> Sequence[int]:
         """Append events atomically in one round trip; their positions, ascending.
 
         Raises:
             InvalidInput: more than ``MAX_EVENTS_PER_TRANSACTION`` events (nothing is written).
+            IntegrityError: a version is taken or skipped, or ``tracking`` is not after the
+                application's recorded position.
         """
+        if tracking is not None:
+            return self._insert_tracked(stored_events, run_id, tracking)
         if not stored_events:
             return []
         if len(stored_events) > MAX_EVENTS_PER_TRANSACTION:
@@ -177,21 +180,47 @@ class PostgresLedgerRecorder(LedgerRecorder):
             pool = self._pool
             conn = pool.take()
             try:
-                position = self._appender.one(conn, stored_events[0])
+                position = self._appender.one(conn, stored_events[0], run_id)
             except psycopg.Error as exc:
                 raise append_error(exc) from exc
             finally:
                 pool.give(conn)
             self._notifier.announce()
+            if self._append_wakers:
+                self._appended()
             return [position]
         with self._conn() as conn:
             try:
                 with conn.transaction():
-                    rows = self._appender.many(conn, stored_events)
+                    rows = self._appender.many(conn, stored_events, run_id)
             except psycopg.Error as exc:
                 raise append_error(exc) from exc
         self._notifier.announce()
+        if self._append_wakers:
+            self._appended()
         # Ordinals follow the input order, so sorting restores it whatever RETURNING's order.
+        return sorted(int(r[0]) for r in rows)
+
+    def _insert_tracked(
+        self, stored_events: Sequence[StoredEvent], run_id: str | None, tracking: Tracking
+    ) -> list[int]:
+        """Events and a tracking record in one transaction (eventsourcing's process recorder)."""
+        if len(stored_events) > MAX_EVENTS_PER_TRANSACTION:
+            return list(self.insert_events(stored_events))  # refused there, nothing written
+        rows: list[tuple[Any, ...]] = []
+        with self._conn() as conn:
+            try:
+                with conn.transaction():
+                    if stored_events:
+                        rows = self._appender.many(conn, stored_events, run_id)
+                    tx = _PostgresTransaction(conn)
+                    tx.insert_tracking(tracking)
+            except psycopg.Error as exc:
+                raise append_error(exc) from exc
+        if rows:
+            self._notifier.announce()
+            self._appended()
+        self._committed(tx)
         return sorted(int(r[0]) for r in rows)
 
     def _select(
@@ -213,7 +242,8 @@ class PostgresLedgerRecorder(LedgerRecorder):
             + (" DESC" if desc else "")
             + " LIMIT %s"
         )
-        params = (oid, gt or 0, lte if lte is not None else 2**62, limit)
+        # gt=None is no lower bound: version 0 (eventsourcing's first version) included.
+        params = (oid, gt if gt is not None else -(2**63), lte if lte is not None else 2**62, limit)
         with self._conn() as conn:
             rows = conn.execute(query, params, prepare=True).fetchall()
         return [StoredEvent(oid, int(r[0]), r[1], bytes(r[2])) for r in rows]
@@ -314,11 +344,13 @@ class PostgresLedgerRecorder(LedgerRecorder):
         with self._conn() as conn, conn.transaction():
             if snapshot:  # the first statement of the transaction, as PostgreSQL requires
                 conn.execute(_SNAPSHOT_READ)
+            tx = _PostgresTransaction(conn)
             if pipeline:
                 with conn.pipeline():
-                    yield _PostgresTransaction(conn)
+                    yield tx
             else:
-                yield _PostgresTransaction(conn)
+                yield tx
+        self._committed(tx)
 
     def listener(self) -> PostgresListener:
         """A new LISTEN connection on the event channel."""

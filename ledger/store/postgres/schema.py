@@ -2,8 +2,11 @@
 
 Version 2: positions are ``xid * 65536 + ordinal`` (version 1: a bigserial, handed out under an
 advisory lock; ``_migrate_from_1``). Version 3: hash chains (``event_hash``), purge permits
-and archive markers (``ledger.chain``, ``ledger.archive``). The schema is created once, under
-an advisory lock (:func:`create_schema`), so many processes may open a new store together.
+and archive markers (``ledger.chain``, ``ledger.archive``). Version 4: the run id is a column
+(the insert guard parsed the state as JSON before; ``_migrate_to_4`` backfills it), and
+eventsourcing's tracking table, which takes over the projections' ``ckl_view_tracking`` rows.
+The schema is created once, under an advisory lock (:func:`create_schema`), so many processes
+may open a new store together.
 """
 
 from __future__ import annotations
@@ -13,7 +16,13 @@ from typing import TYPE_CHECKING, Any
 
 from eventsourcing.persistence import ProgrammingError
 
-from ledger.store.base import ARCHIVES_TABLE, EVENTS_TABLE, PURGE_PERMITS_TABLE, SNAPSHOTS_TABLE
+from ledger.store.base import (
+    ARCHIVES_TABLE,
+    EVENTS_TABLE,
+    PURGE_PERMITS_TABLE,
+    SNAPSHOTS_TABLE,
+    TRACKING_TABLE,
+)
 from ledger.store.postgres.positions import POSITIONS_PER_TRANSACTION, XID
 
 if TYPE_CHECKING:
@@ -29,7 +38,7 @@ __all__ = [
     "schema_version",
 ]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 ARCHIVED_SQLSTATE = "CK001"
 """Raised by the insert trigger for a write to an archived run (``ledger.errors.RunArchived``)."""
 GAP_SQLSTATE = "CK002"
@@ -120,16 +129,26 @@ SCHEMA = [
     f"""CREATE OR REPLACE TRIGGER {EVENTS_TABLE}_append_only
         BEFORE UPDATE OR DELETE ON {EVENTS_TABLE}
         FOR EACH ROW EXECUTE FUNCTION ckl_guard_events()""",
+    # Schema 4. The run an event belongs to, as the Ledger says (NULL: not the Ledger's).
+    f"ALTER TABLE {EVENTS_TABLE} ADD COLUMN IF NOT EXISTS run_id text",
+    # A run's checkpoints (archive, audit) by index; only Created events are indexed, so a
+    # yield's append updates no more indexes than before.
+    f"""CREATE INDEX IF NOT EXISTS {EVENTS_TABLE}_run_idx ON {EVENTS_TABLE} (run_id)
+        WHERE originator_version = 1""",
+    f"""CREATE TABLE IF NOT EXISTS {TRACKING_TABLE} (
+        name text PRIMARY KEY,
+        position bigint NOT NULL
+    )""",
     # Runs for Created events (version 1) and for rows whose hash came out NULL (no previous
     # version): an archived run stays archived, and a version never skips its predecessor.
+    # The run is the row's run_id column: the state is opaque to the store.
     f"""CREATE OR REPLACE FUNCTION ckl_guard_insert() RETURNS trigger
         LANGUAGE plpgsql AS $$
         DECLARE archived text;
         BEGIN
             IF NEW.originator_version = 1 THEN
                 SELECT a.run_id INTO archived FROM {ARCHIVES_TABLE} AS a
-                WHERE a.restored_at IS NULL
-                  AND a.run_id = convert_from(NEW.state, 'UTF8')::jsonb ->> 'run_id'
+                WHERE a.restored_at IS NULL AND a.run_id = NEW.run_id
                 LIMIT 1;
             ELSE
                 SELECT a.run_id INTO archived FROM {ARCHIVES_TABLE} AS a
@@ -196,6 +215,36 @@ def _migrate_from_1(conn: psycopg.Connection[Any]) -> None:
         raise ProgrammingError(msg)
 
 
+_LEGACY_TRACKING = "ckl_view_tracking"
+
+
+def _migrate_to_4(conn: psycopg.Connection[Any]) -> None:
+    """Schema 3 (or older) → 4, inside the schema transaction, after ``SCHEMA`` ran.
+
+    Old rows get their run id from their checkpoint's Created event, parsed once here (the
+    Ledger wrote every old row as JSON, and the old insert guard parsed every Created event),
+    past the append-only trigger, which is disabled for this transaction's UPDATE only
+    (``ALTER TABLE`` holds appends off until the migration commits). The projections' former
+    tracking table hands its rows to the tracking table and goes, so that a projections process
+    of older code fails rather than tracking in a table nobody reads (stop them first).
+    """
+    conn.execute(f"ALTER TABLE {EVENTS_TABLE} DISABLE TRIGGER {EVENTS_TABLE}_append_only")
+    conn.execute(
+        f"UPDATE {EVENTS_TABLE} AS e SET run_id = c.run_id FROM ("
+        f"SELECT originator_id, convert_from(state, 'UTF8')::jsonb ->> 'run_id' AS run_id"
+        f" FROM {EVENTS_TABLE} WHERE originator_version = 1) AS c"
+        " WHERE e.originator_id = c.originator_id AND e.run_id IS NULL"
+    )
+    conn.execute(f"ALTER TABLE {EVENTS_TABLE} ENABLE TRIGGER {EVENTS_TABLE}_append_only")
+    row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (_LEGACY_TRACKING,)).fetchone()
+    if row and row[0]:
+        conn.execute(
+            f"INSERT INTO {TRACKING_TABLE} (name, position) SELECT name, position"
+            f" FROM {_LEGACY_TRACKING} ON CONFLICT (name) DO NOTHING"
+        )
+        conn.execute(f"DROP TABLE {_LEGACY_TRACKING}")
+
+
 def create_schema(conn: psycopg.Connection[Any], display: str) -> None:
     """Create (or migrate) the schema once: a cheap check, then DDL under an advisory lock.
 
@@ -223,6 +272,8 @@ def create_schema(conn: psycopg.Connection[Any], display: str) -> None:
             conn.execute(statement)
         if found == 1:
             _migrate_from_1(conn)
+        if found is not None:
+            _migrate_to_4(conn)
         conn.execute(
             "INSERT INTO ckl_schema (version) VALUES (%s) "
             "ON CONFLICT (singleton) DO UPDATE SET version = EXCLUDED.version",
