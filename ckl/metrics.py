@@ -58,7 +58,6 @@ from ledger import (
     StoreUnavailable,
     Yielded,
 )
-from ledger.store import EVENTS_TABLE
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -291,20 +290,8 @@ class LedgerMetrics:
         return positions
 
     def _events_between(self, after: int, upto: int) -> int:
-        """Events with ``after < position <= upto``, counted up to ``LAG_COUNT_CAP``.
-
-        Counted, not subtracted: positions are not dense (PostgreSQL hands each transaction a
-        block of them), so ``upto - after`` is not a number of events.
-        """
-        if upto <= after:
-            return 0
-        with self.ledger.recorder.transaction(readonly=True) as tx:
-            rows = tx.query(
-                f"SELECT count(*) FROM (SELECT 1 FROM {EVENTS_TABLE}"
-                " WHERE notification_id > %s AND notification_id <= %s LIMIT %s) AS behind",
-                (after, upto, LAG_COUNT_CAP),
-            )
-        return int(rows[0][0])
+        """Events with ``after < position <= upto``, counted up to ``LAG_COUNT_CAP``."""
+        return self.ledger.recorder.count_events_between(after, upto, LAG_COUNT_CAP)
 
     def _checkpoint_counts(self) -> dict[str, int]:
         return {} if self.projections is None else self.projections.checkpoint_counts()

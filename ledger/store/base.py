@@ -127,6 +127,10 @@ _INSERT_TRACKING = (
     f"WHERE {TRACKING_TABLE}.position < excluded.position RETURNING position"
 )
 _RESET_TRACKING = f"UPDATE {TRACKING_TABLE} SET position = 0 WHERE name = %s"
+_COUNT_BETWEEN = (
+    f"SELECT count(*) FROM (SELECT 1 FROM {EVENTS_TABLE}"
+    " WHERE notification_id > %s AND notification_id <= %s LIMIT %s) AS behind"
+)
 _DROP_PERMIT = f"DELETE FROM {PURGE_PERMITS_TABLE} WHERE originator_id = %s"
 _PURGE_EVENTS = f"DELETE FROM {EVENTS_TABLE} WHERE originator_id = %s"
 _PURGE_SNAPSHOTS = f"DELETE FROM {SNAPSHOTS_TABLE} WHERE originator_id = %s"
@@ -462,6 +466,18 @@ class LedgerRecorder(ProcessRecorder):
     @abstractmethod
     def count_events(self, originator_id: UUID | None = None) -> int:
         """How many events the store holds (of one checkpoint, or in all)."""
+
+    def count_events_between(self, after: int, upto: int, cap: int) -> int:
+        """Events with ``after < position <= upto``, counted up to ``cap`` (a lag, not a total).
+
+        Counted, not subtracted: positions are not dense (PostgreSQL hands each transaction a
+        block of them), so ``upto - after`` is not a number of events.
+        """
+        if upto <= after:
+            return 0
+        with self.transaction(readonly=True) as tx:
+            rows = tx.query(_COUNT_BETWEEN, (after, upto, cap))
+        return int(rows[0][0])
 
     @abstractmethod
     def close(self) -> None:
