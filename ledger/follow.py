@@ -213,7 +213,7 @@ class LogFollower:
         gives. Without it, the caller's thread runs the steps itself, and looks again after
         1 ms, doubling up to ``poll_interval``, while ``position`` is not readable yet: on
         PostgreSQL a committed event may wait above the visible horizon for an older
-        transaction to end, which nothing signals (``ledger.postgres``).
+        transaction to end, which nothing signals (``ledger.store.postgres``).
 
         Raises:
             InvalidInput: ``position`` is not an int ≥ 0 or ``timeout`` not finite seconds ≥ 0.

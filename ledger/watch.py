@@ -11,7 +11,7 @@ costs one query and a missed one is impossible to act on wrongly. Sources:
 * other processes on either backend: a poll of the log's head every ``poll_interval`` seconds
   (on PostgreSQL only a safety net);
 * on PostgreSQL, the visible horizon moving: committed events may wait above it for an older
-  transaction to end (``ledger.postgres``), and that end sends no notification when the older
+  transaction to end (``ledger.store.postgres``), and that end sends no notification when the older
   transaction appended nothing. While the head says events are held back, the watcher looks
   again after 1 ms, doubling up to ``poll_interval``, and wakes everyone when the head moves.
 

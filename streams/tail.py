@@ -3,7 +3,7 @@
 Catch-up and live are one loop reading the log by global position, so there is no seam to
 fall into: no gap and no duplicate, in the log's order, whoever writes. (On PostgreSQL the
 log is read only up to the visible horizon, below which positions are final, so reading
-"after my position" never passes an event that commits later; see ``ledger.postgres``.)
+"after my position" never passes an event that commits later; see ``ledger.store.postgres``.)
 
 Slow subscribers: the stream is **pull-based**. Each subscription has its own reader thread,
 which reads at most ``batch_size`` events, hands them to the subscriber one by one, and reads
