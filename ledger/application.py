@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import random
+import socket
 import threading
 import time
+import traceback
 from collections import OrderedDict
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Self, TypeVar
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from eventsourcing.persistence import (
     IntegrityError,
@@ -43,30 +46,47 @@ from ledger._mapper import EventMapper
 from ledger.checkpoint import (
     CheckpointState,
     CheckpointToken,
+    Fence,
+    Lease,
     apply,
     check_token,
+    decide_cancel,
+    decide_claim,
     decide_complete,
     decide_fail,
+    decide_heartbeat,
+    decide_release,
     decide_reset,
     decide_retry,
     decide_yield,
+    retry_due_at,
 )
-from ledger.checks import check_aware, check_count, check_run_id
+from ledger.checks import check_aware, check_count, check_name, check_run_id, check_seconds
 from ledger.errors import (
     CheckpointNotFound,
     InvalidInput,
+    InvalidTransition,
+    LeaseLost,
     LedgerError,
     PayloadTooLarge,
+    RunNotFound,
     StoreUnavailable,
 )
 from ledger.events import CheckpointEvent, Created, Snapshot
 from ledger.settings import LedgerSettings
-from ledger.store import LedgerRecorder, open_recorder, parse_store_url
+from ledger.store import (
+    CommandAlreadyRecorded,
+    LedgerRecorder,
+    open_recorder,
+    parse_store_url,
+)
 from ledger.watch import LogWatcher
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
     from types import TracebackType
+
+    Decide = Callable[[CheckpointState, datetime, str], CheckpointEvent | None]
 
 __all__ = ["Ledger", "Recorded"]
 
@@ -132,10 +152,17 @@ class Ledger:
     open the same store; they coordinate through the store alone.
     """
 
-    def __init__(self, settings: LedgerSettings, recorder: LedgerRecorder) -> None:
+    def __init__(
+        self,
+        settings: LedgerSettings,
+        recorder: LedgerRecorder,
+        *,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
         """Wrap an opened recorder; most callers want :meth:`Ledger.open`."""
         self.settings = settings
         self.recorder = recorder
+        self._clock = recorder.database_now if clock is None else clock
         self.mapper = EventMapper()
         self._cache: OrderedDict[UUID, CheckpointState] = OrderedDict()
         self._tokens: dict[UUID, CheckpointToken] = {}
@@ -148,8 +175,17 @@ class Ledger:
     # ---------------------------------------------------------------- opening and closing
 
     @classmethod
-    def open(cls, store: str | None = None, *, settings: LedgerSettings | None = None) -> Ledger:
+    def open(
+        cls,
+        store: str | None = None,
+        *,
+        settings: LedgerSettings | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ) -> Ledger:
         """Open a ledger on ``store``, else ``$CKL_STORE``, else ``./checkpoints.db``.
+
+        ``clock`` replaces the ledger's clock (see :meth:`now`), for tests and simulations
+        that need time under control: it must return timezone-aware datetimes.
 
         Raises:
             InvalidStoreURL: the URL names no known backend.
@@ -167,7 +203,7 @@ class Ledger:
         except PersistenceError as exc:
             display = parse_store_url(settings.store).display
             raise StoreUnavailable(display, "open", str(exc)) from exc
-        return cls(settings, recorder)
+        return cls(settings, recorder, clock=clock)
 
     @property
     def store_display(self) -> str:
@@ -231,6 +267,7 @@ class Ledger:
         *,
         total_batches: int | None = None,
         metadata: JSONObjectInput | None = None,
+        command_id: str | None = None,
     ) -> CheckpointToken:
         """Create the checkpoint of ``(run_id, batch_index)`` and return its token.
 
@@ -256,13 +293,15 @@ class Ledger:
             self.settings.max_metadata_bytes,
             "CKL_MAX_METADATA_BYTES",
         )
+        cid = uuid4().hex if command_id is None else check_name(command_id, "command_id")
         token = CheckpointToken.for_batch(run_id, batch_index)
         if self._get_cached(token.checkpoint_id) is not None:
             return token
         event = Created(
             originator_id=token.checkpoint_id,
             originator_version=1,
-            timestamp=datetime.now(UTC),
+            timestamp=self.now(),
+            command_id=cid,
             run_id=run_id,
             batch_index=batch_index,
             total_batches=total_batches,
@@ -278,17 +317,37 @@ class Ledger:
         cursor: CursorInput,
         items_processed: int,
         accumulated_results: JSONObjectInput | None = None,
+        *,
+        attempt: int | None = None,
+        lease: Lease | None = None,
+        command_id: str | None = None,
     ) -> CheckpointState:
         """Record progress on an open checkpoint; the yield is durable when this returns.
 
         Yields never change the checkpoint's status. Repeating the latest yield unchanged is
-        a no-op. ``items_processed`` never decreases within one attempt.
+        a no-op, and so is re-sending a command whose ``command_id`` is already stored.
+        ``items_processed`` never decreases within one attempt. Under a ``lease`` the yield
+        renews it, in the same append.
+
+        Args:
+            token: the checkpoint.
+            cursor: where to resume (an int offset, a str key, or a JSON object/array).
+            items_processed: items done so far in this attempt.
+            accumulated_results: what to carry forward to a resumed attempt.
+            attempt: the attempt the write is issued under (fencing); ``None``: the current.
+            lease: the lease from ``claim_checkpoint``/``claim_next``; implies its attempt.
+            command_id: the command's id (generated when ``None``): re-sending the same id
+                after a lost acknowledgement returns the recorded outcome.
 
         Raises:
             CheckpointNotFound: no such checkpoint.
-            InvalidInput: bad cursor, items_processed or accumulated_results.
+            InvalidInput: bad cursor, items_processed, accumulated_results, attempt, lease or
+                command_id.
             ProgressWentBackwards: items_processed below what this attempt recorded.
             PayloadTooLarge: cursor or accumulated_results over their limits.
+            StaleAttempt: ``attempt`` was superseded (``LeaseLost``: the lease was).
+            CheckpointClaimed: another owner holds a live lease and no lease was given.
+            CheckpointCancelled: an operator cancelled the checkpoint.
             InvalidTransition: the checkpoint is completed, or failed and not retried.
         """
         check_token(token)
@@ -317,25 +376,46 @@ class Ledger:
                 self.settings.max_accumulated_results_bytes,
                 "CKL_MAX_ACCUMULATED_RESULTS_BYTES",
             )
+        fence = _fence(token, attempt, lease)
         return self._command(
-            token, lambda s, now: decide_yield(s, now, cur, items_processed, results)
+            token,
+            lambda s, now, cid: decide_yield(
+                s, now, cur, items_processed, results, command_id=cid, fence=fence
+            ),
+            command_id,
         )
 
-    def complete_checkpoint(self, token: CheckpointToken, result: object = None) -> CheckpointState:
+    def complete_checkpoint(
+        self,
+        token: CheckpointToken,
+        result: object = None,
+        *,
+        attempt: int | None = None,
+        lease: Lease | None = None,
+        command_id: str | None = None,
+    ) -> CheckpointState:
         """Mark the checkpoint completed with its ``result``: the durable confirmation.
 
-        The same result again is a no-op.
+        The same result again is a no-op. A completion under a lease ends the lease.
+        ``attempt``, ``lease`` and ``command_id`` as for :meth:`checkpoint_yield`.
 
         Raises:
             ConflictingCommand: already completed with a different result.
             InvalidTransition: the checkpoint failed (retry or reset it first).
+            StaleAttempt, LeaseLost, CheckpointClaimed, CheckpointCancelled: as for
+                :meth:`checkpoint_yield`.
             PayloadTooLarge: result over ``max_result_bytes``.
         """
         check_token(token)
         value = _json_payload(
             _value_adapter, result, "result", self.settings.max_result_bytes, "CKL_MAX_RESULT_BYTES"
         )
-        return self._command(token, lambda s, now: decide_complete(s, now, value))
+        fence = _fence(token, attempt, lease)
+        return self._command(
+            token,
+            lambda s, now, cid: decide_complete(s, now, value, command_id=cid, fence=fence),
+            command_id,
+        )
 
     def fail_checkpoint(
         self,
@@ -344,22 +424,34 @@ class Ledger:
         transient: bool = False,
         *,
         error_type: str | None = None,
+        attempt: int | None = None,
+        lease: Lease | None = None,
+        command_id: str | None = None,
     ) -> CheckpointState:
         """Mark the current attempt failed; a transient failure may be retried.
 
-        ``error`` is an exception (its class name becomes the error type) or a message
-        (error type ``"Error"`` unless ``error_type`` is given). Messages longer than
-        ``max_error_message_chars`` are truncated, never refused. The same failure again is a
-        no-op.
+        ``error`` is an exception (its class name becomes the error type, its traceback is
+        kept) or a message (error type ``"Error"`` unless ``error_type`` is given). Messages
+        and tracebacks longer than ``max_error_message_chars`` are truncated, never refused.
+        The host and process id are recorded with the failure. The same failure again is a
+        no-op. A failure under a lease ends the lease. ``attempt``, ``lease`` and
+        ``command_id`` as for :meth:`checkpoint_yield`.
 
         Raises:
             ConflictingCommand: already failed with a different error.
             InvalidTransition: the checkpoint is completed.
+            StaleAttempt, LeaseLost, CheckpointClaimed, CheckpointCancelled: as for
+                :meth:`checkpoint_yield`.
         """
         check_token(token)
+        trace: str | None = None
         if isinstance(error, BaseException):
             kind = error_type or type(error).__qualname__
             message = str(error) or repr(error)
+            if error.__traceback__ is not None:
+                trace = self._truncate(
+                    _scrub("".join(traceback.format_exception(error))), keep_end=True
+                )
         elif isinstance(error, str):
             kind, message = error_type or "Error", error
         else:
@@ -372,34 +464,218 @@ class Ledger:
             raise InvalidInput("error_type", "must be a str of 1 to 200 characters")
         message = self._truncate(_scrub(message))
         kind = _scrub(kind)
-        return self._command(token, lambda s, now: decide_fail(s, now, kind, message, transient))
+        fence = _fence(token, attempt, lease)
+        context = {"traceback": trace, "host": _HOST, "pid": os.getpid()}
+        return self._command(
+            token,
+            lambda s, now, cid: decide_fail(
+                s, now, kind, message, transient, context, command_id=cid, fence=fence
+            ),
+            command_id,
+        )
 
-    def retry_checkpoint(self, token: CheckpointToken) -> CheckpointState:
+    def retry_checkpoint(
+        self, token: CheckpointToken, *, command_id: str | None = None
+    ) -> CheckpointState:
         """Start the next attempt after a transient failure; it resumes from the last cursor.
 
-        A retry already applied is a no-op.
+        A retry already applied is a no-op. The retried attempt's writes are fenced: a worker
+        still writing under the failed attempt gets ``StaleAttempt``.
 
         Raises:
             InvalidTransition: not failed, or failed permanently (reset it instead).
         """
         check_token(token)
-        return self._command(token, decide_retry)
+        return self._command(
+            token, lambda s, now, cid: decide_retry(s, now, command_id=cid), command_id
+        )
 
-    def reset_checkpoint(self, token: CheckpointToken, reason: str) -> CheckpointState:
+    def reset_checkpoint(
+        self, token: CheckpointToken, reason: str, *, command_id: str | None = None
+    ) -> CheckpointState:
         """Operator action: clear cursor, progress and results; a fresh attempt starts.
 
-        Allowed in any state. The same reset repeated with nothing in between is a no-op.
+        Allowed in any state. The same reset repeated with nothing in between is a no-op. The
+        worker of the superseded attempt is fenced: its next write gets ``StaleAttempt`` (or
+        ``LeaseLost`` under a lease), so it cannot record pre-reset results.
 
         Raises:
             InvalidInput: the reason is empty or not a str.
         """
         check_token(token)
-        if not isinstance(reason, str) or not reason.strip():
-            raise InvalidInput("reason", "say why the checkpoint is reset (a non-empty str)")
-        if len(reason) > 4096:  # noqa: PLR2004
-            raise InvalidInput("reason", "must be at most 4096 characters")
-        text = _scrub(reason)
-        return self._command(token, lambda s, now: decide_reset(s, now, text))
+        text = _reason(reason, "reset")
+        return self._command(
+            token, lambda s, now, cid: decide_reset(s, now, text, command_id=cid), command_id
+        )
+
+    def cancel_checkpoint(
+        self, token: CheckpointToken, reason: str, *, command_id: str | None = None
+    ) -> CheckpointState:
+        """Operator action: stop the checkpoint for good (a reset can still reopen it).
+
+        Allowed while open or failed. The worker learns it at its next write, which raises
+        ``CheckpointCancelled``; a cancelled checkpoint counts as settled. The same cancel
+        again is a no-op.
+
+        Raises:
+            InvalidInput: the reason is empty or not a str.
+            InvalidTransition: the checkpoint is completed.
+            ConflictingCommand: already cancelled for another reason.
+        """
+        check_token(token)
+        text = _reason(reason, "cancelled")
+        return self._command(
+            token, lambda s, now, cid: decide_cancel(s, now, text, command_id=cid), command_id
+        )
+
+    # ---------------------------------------------------------------- leases
+
+    def claim_checkpoint(
+        self, token: CheckpointToken, owner: str, ttl: float, *, command_id: str | None = None
+    ) -> Lease:
+        """Take the checkpoint's lease for ``ttl`` seconds, on the ledger's clock.
+
+        An open, unowned checkpoint is claimed and its attempt goes on. A transiently failed
+        one is retried by the claim (next attempt, from the last cursor). One whose lease
+        expired is taken over: the takeover is an event naming the previous owner, a new
+        attempt resumes from the last cursor, and the previous owner's writes are refused
+        from then on (``LeaseLost``). Re-claiming one's own lease renews it.
+
+        Args:
+            token: the checkpoint.
+            owner: who claims (1 to 200 printable characters; unique per worker process, e.g.
+                ``f"{socket.gethostname()}:{os.getpid()}"``).
+            ttl: seconds the lease lasts unless renewed by a write or a heartbeat.
+            command_id: the command's id (see :meth:`checkpoint_yield`).
+
+        Raises:
+            CheckpointClaimed: another owner's lease is live (its owner and expiry attached).
+            CheckpointCancelled: the checkpoint was cancelled.
+            InvalidTransition: completed, or failed permanently.
+            InvalidInput: bad owner or ttl.
+        """
+        check_token(token)
+        name = check_name(owner, "owner")
+        seconds = _ttl(ttl)
+        lease_id = uuid4().hex
+        state = self._command(
+            token,
+            lambda s, now, cid: decide_claim(s, now, name, seconds, lease_id, command_id=cid),
+            command_id,
+        )
+        if state.owner != name or state.lease_id is None:
+            # The claim was applied before (a re-sent command id), and lost since.
+            raise LeaseLost(str(token), name, state.owner, state.attempt, state.attempt)
+        return Lease.of(state)
+
+    def heartbeat(self, lease: Lease, *, command_id: str | None = None) -> Lease:
+        """Renew ``lease`` without recording progress; returns it with its new expiry.
+
+        Raises:
+            LeaseLost: the lease was taken over, released, reset, retried or ended.
+            CheckpointCancelled: the checkpoint was cancelled.
+        """
+        held = _check_lease(lease)
+        state = self._command(
+            held.token,
+            lambda s, now, cid: decide_heartbeat(s, now, held, command_id=cid),
+            command_id,
+        )
+        return Lease.of(state)
+
+    def release(self, lease: Lease, *, command_id: str | None = None) -> CheckpointState:
+        """Give ``lease`` up: the checkpoint stays as it is and another worker may claim it.
+
+        Releasing twice, or after a complete or fail under the lease, is a no-op.
+
+        Raises:
+            LeaseLost: the lease had been taken over, reset or retried.
+        """
+        held = _check_lease(lease)
+        return self._command(
+            held.token,
+            lambda s, now, cid: decide_release(s, now, held, command_id=cid),
+            command_id,
+        )
+
+    def claim_next(
+        self,
+        run_id: str,
+        owner: str,
+        ttl: float,
+        *,
+        retry_delay: float = 1.0,
+        max_retry_delay: float = 60.0,
+        command_id: str | None = None,
+    ) -> Lease | None:
+        """Claim the run's next batch that needs a worker, or return ``None`` if none does now.
+
+        In batch order, the first checkpoint that is open and unclaimed, open with an expired
+        lease (a takeover), or transiently failed and past its back-off (``retry_delay``
+        doubling with each attempt in a row that made no progress, up to ``max_retry_delay``,
+        with jitter). ``None`` also while the remaining batches are leased to others, back
+        off, or settled: check :func:`run_is_settled` to tell which. Reads each checkpoint of
+        the run from the store (one query each), so it suits runs of up to thousands of
+        batches.
+
+        Raises:
+            RunNotFound: the run has no checkpoints (create them first).
+            InvalidInput: bad run id, owner, ttl or delays.
+        """
+        check_run_id(run_id)
+        name = check_name(owner, "owner")
+        seconds = _ttl(ttl)
+        check_seconds(retry_delay, "retry_delay")
+        check_seconds(max_retry_delay, "max_retry_delay")
+        cid = None if command_id is None else check_name(command_id, "command_id")
+        states = self.run_states(run_id)
+        if not states:
+            raise RunNotFound(run_id)
+        if cid is not None:
+            for state in states.values():
+                if cid in state.recent_commands and state.owner == name:
+                    return Lease.of(state)  # this claim was applied before
+        now = self.now()
+        for index in sorted(states):
+            state = states[index]
+            if not _claimable(state, now, retry_delay, max_retry_delay):
+                continue
+            try:
+                return self.claim_checkpoint(state.token, name, seconds, command_id=cid)
+            except InvalidTransition:
+                continue  # claimed, settled or cancelled meanwhile: try the next one
+        return None
+
+    def run_states(self, run_id: str) -> dict[int, CheckpointState]:
+        """The current state of every checkpoint of ``run_id``, by batch index, from the store."""
+        check_run_id(run_id)
+
+        def read_ids() -> list[UUID]:
+            with self.recorder.transaction(readonly=True) as tx:
+                return tx.run_checkpoint_ids(run_id)
+
+        ids = self._store_call("read run", read_ids)
+        states: dict[int, CheckpointState] = {}
+        for oid in ids:
+            cached = self._get_cached(oid)
+            if cached is not None:
+                state = self._refresh(cached)
+            else:
+                loaded = self._load_from_store(oid)
+                if loaded is None:
+                    continue
+                self._put_cached(loaded)
+                state = loaded
+            states[state.token.batch_index] = state
+        return states
+
+    def now(self) -> datetime:
+        """The ledger's clock: the database server's on PostgreSQL, this machine's on SQLite.
+
+        Every event time and lease expiry comes from it, so workers whose clocks are skewed
+        agree on who holds a lease and on the order of events.
+        """
+        return self._clock()
 
     # ---------------------------------------------------------------- queries
 
@@ -526,33 +802,48 @@ class Ledger:
 
     # ---------------------------------------------------------------- internals
 
-    def _truncate(self, message: str) -> str:
+    def _truncate(self, message: str, *, keep_end: bool = False) -> str:
         limit = self.settings.max_error_message_chars
         if len(message) <= limit:
             return message
         marker = f"… [truncated {len(message) - limit} chars]"
-        return message[: max(0, limit - len(marker))] + marker
+        room = max(0, limit - len(marker))
+        if keep_end:  # a traceback's last frames are where it failed
+            return marker + "\n" + message[len(message) - room + 1 :]
+        return message[:room] + marker
 
-    def _command(
-        self,
-        token: CheckpointToken,
-        decide: Callable[[CheckpointState, datetime], CheckpointEvent | None],
+    def _command(  # noqa: C901  (the write path's one loop, kept whole to be read as one)
+        self, token: CheckpointToken, decide: Decide, command_id: str | None
     ) -> CheckpointState:
-        state = self._get_cached(token.checkpoint_id)
+        """Decide and append one command, exactly once whatever is lost on the wire.
+
+        ``command_id`` given by the caller may have been sent before; a generated one may be
+        re-sent by the append's own retry after a lost acknowledgement. Either way the
+        command is found (in the state's recent ids, else by the store's unique index) and
+        its outcome returned instead of deciding it again.
+        """
+        resent = command_id is not None
+        cid = uuid4().hex if command_id is None else check_name(command_id, "command_id")
+        oid = token.checkpoint_id
+        state = self._get_cached(oid)
         fresh = state is None
         if state is None:
             state = self._load(token)
         conflicts = 0
         for _ in range(self.settings.conflict_retries + 1):
+            if cid in state.recent_commands:
+                return state  # applied before: its outcome, nothing written
             # Never write a timestamp before the checkpoint's last one, whatever the clocks say.
-            now = max(datetime.now(UTC), state.updated_at)
+            now = max(self.now(), state.updated_at)
             try:
-                event = decide(state, now)
+                event = decide(state, now, cid)
             except LedgerError:
-                if fresh:
-                    raise
-                state, fresh = self._refresh(state), True
-                continue
+                if not fresh:
+                    state, fresh = self._refresh(state), True
+                    continue
+                if resent and self._command_stored(oid, cid):
+                    return self._refresh(state)
+                raise
             if event is None:
                 if fresh:
                     return state
@@ -560,28 +851,48 @@ class Ledger:
                 continue
             try:
                 return self._append(state, event)
+            except CommandAlreadyRecorded:
+                return self._refresh(state)  # stored long ago, past the recent ids
             except IntegrityError:
-                # Another writer appended this version first: reload and decide again, after a
-                # short random pause that grows with each loss, so that a writer needing two
-                # round trips (reload, append) is not starved by one needing a single one.
+                # Another writer appended this version first, or our own append landed and
+                # its acknowledgement was lost (the retry then meets its own row): reload and
+                # look again, after a short random pause that grows with each loss, so that a
+                # writer needing two round trips (reload, append) is not starved.
+                resent = True
                 conflicts += 1
                 time.sleep(random.uniform(0, min(0.05, 0.0005 * 2**conflicts)))  # noqa: S311
                 state, fresh = self._refresh(state), True
+            except StoreUnavailable as exc:
+                raise StoreUnavailable(
+                    exc.store, exc.operation, exc.detail, command_id=cid
+                ) from exc.__cause__
         raise StoreUnavailable(
             self.store_display,
             "append",
             f"checkpoint {token} kept changing under {self.settings.conflict_retries} retries "
             "(too many writers on one checkpoint)",
+            command_id=cid,
         )
+
+    def _command_stored(self, oid: UUID, command_id: str) -> bool:
+        """True if the store holds an event of this command (an index lookup)."""
+        found = self._store_call(
+            "find command", lambda: self.recorder.find_command(oid, command_id)
+        )
+        return found is not None
 
     def _append(self, state: CheckpointState | None, event: CheckpointEvent) -> CheckpointState:
         stored = self.mapper.to_stored_event(event)
-        # The store keeps the run as a column (its archive guard reads it; states are opaque).
+        # The store keeps the run as a column (its archive guard reads it; states are opaque),
+        # and the command id, whose unique index makes a command's second append impossible.
         run_id = (
             event.run_id if isinstance(event, Created) else state.token.run_id if state else None
         )
         ids = self._store_call(
-            "append", lambda: self.recorder.insert_events([stored], run_id=run_id)
+            "append",
+            lambda: self.recorder.insert_events(
+                [stored], run_id=run_id, command_ids=[event.command_id]
+            ),
         )
         new_state = apply(state, event)
         self._put_cached(new_state)
@@ -692,3 +1003,56 @@ class Ledger:
 def _scrub(text: str) -> str:
     """Text safe to store: lone surrogates (from odd bytes decoded leniently) replaced."""
     return text.encode("utf-8", "replace").decode("utf-8")
+
+
+_HOST = socket.gethostname()
+
+
+def _fence(token: CheckpointToken, attempt: object, lease: object) -> Fence | None:
+    """The fence of a write's ``attempt=`` and ``lease=``, checked before anything is written."""
+    if attempt is not None:
+        check_count(attempt, "attempt", minimum=1)
+    if lease is not None:
+        held = _check_lease(lease)
+        if held.token != token:
+            raise InvalidInput("lease", f"the lease is for {held.token}, not {token}")
+        if attempt is not None and attempt != held.attempt:
+            raise InvalidInput(
+                "attempt", f"{attempt} is not the lease's attempt {held.attempt}; give one of them"
+            )
+        return Fence.of(None, held)
+    return Fence.of(attempt if isinstance(attempt, int) else None, None)
+
+
+def _check_lease(lease: object) -> Lease:
+    if not isinstance(lease, Lease):
+        raise InvalidInput(
+            "lease",
+            f"expected a Lease (from claim_checkpoint or claim_next), got {type(lease).__name__}",
+        )
+    check_token(lease.token)
+    return lease
+
+
+def _ttl(ttl: object) -> float:
+    seconds = check_seconds(ttl, "ttl")
+    if seconds <= 0:
+        raise InvalidInput("ttl", "a lease must last more than 0 seconds")
+    return float(seconds)
+
+
+def _reason(reason: object, action: str) -> str:
+    if not isinstance(reason, str) or not reason.strip():
+        raise InvalidInput("reason", f"say why the checkpoint is {action} (a non-empty str)")
+    if len(reason) > 4096:  # noqa: PLR2004
+        raise InvalidInput("reason", "must be at most 4096 characters")
+    return _scrub(reason)
+
+
+def _claimable(state: CheckpointState, now: datetime, delay: float, max_delay: float) -> bool:
+    """True when ``claim_next`` should try the checkpoint now."""
+    if state.status == "open":
+        return not state.lease_is_live(now)
+    if state.status == "failed" and state.error is not None and state.error.transient:
+        return retry_due_at(state, delay, max_delay) <= now
+    return False

@@ -17,6 +17,7 @@ __all__ = [
     "RUN_ID_MAX_CHARS",
     "check_aware",
     "check_count",
+    "check_name",
     "check_run_id",
     "check_seconds",
     "check_text",
@@ -103,3 +104,20 @@ def check_aware(moment: object, field: str) -> datetime:
     if not isinstance(moment, datetime) or moment.tzinfo is None:
         raise InvalidInput(field, "use a timezone-aware datetime (e.g. with tz=UTC)")
     return moment
+
+
+def check_name(value: object, field: str, *, max_length: int = 200) -> str:
+    """The value if it is a name: a str of 1 to ``max_length`` printable characters.
+
+    Names are what workers and clients choose (an owner, a command id, an idempotency key):
+    they are shown in tables and logs, so control characters are refused, not escaped.
+
+    Raises:
+        InvalidInput: it is not.
+    """
+    text = check_text(value, field)
+    if not 1 <= len(text) <= max_length:
+        raise InvalidInput(field, f"must be 1 to {max_length} characters, got {len(text)}")
+    if not text.isprintable():
+        raise InvalidInput(field, "must not contain control characters")
+    return text

@@ -10,7 +10,11 @@ LedgerError                          `except LedgerError` catches everything we 
 ├── CheckpointNotFound (LookupError)
 │   └── RunNotFound                  no checkpoint was ever created for the run
 ├── InvalidTransition                command not allowed in the checkpoint's state
-│   └── ConflictingCommand           same command repeated with a different payload
+│   ├── ConflictingCommand           same command repeated with a different payload
+│   ├── StaleAttempt                 a write for an attempt a reset, retry or takeover superseded
+│   │   └── LeaseLost                the writer's lease was taken over, released or reset
+│   ├── CheckpointClaimed            another owner holds a live lease on the checkpoint
+│   └── CheckpointCancelled          an operator cancelled the checkpoint
 ├── CheckpointFailedError            what awaiters of a failed checkpoint receive
 ├── AwaitTimeout (TimeoutError)      the wait gave up; the checkpoint may still finish
 ├── StoreUnavailable                 the store failed; the driver error is __cause__
@@ -39,6 +43,8 @@ __all__ = [
     "ArchiveError",
     "ArchiveFileInvalid",
     "AwaitTimeout",
+    "CheckpointCancelled",
+    "CheckpointClaimed",
     "CheckpointFailedError",
     "CheckpointNotFound",
     "ConflictingCommand",
@@ -47,6 +53,7 @@ __all__ = [
     "InvalidInput",
     "InvalidStoreURL",
     "InvalidTransition",
+    "LeaseLost",
     "LedgerError",
     "PayloadTooLarge",
     "PlotUnavailable",
@@ -54,6 +61,7 @@ __all__ = [
     "RunArchived",
     "RunNotFinished",
     "RunNotFound",
+    "StaleAttempt",
     "StoreUnavailable",
     "TamperDetected",
 ]
@@ -190,6 +198,108 @@ class ConflictingCommand(InvalidTransition):
         )
 
 
+class StaleAttempt(InvalidTransition):
+    """A write for an attempt that a reset, retry or takeover superseded; nothing was written.
+
+    The worker that gets it must stop working on the batch: another attempt owns it now.
+
+    Attributes:
+        checkpoint: the checkpoint id.
+        attempt: the attempt the write was issued under.
+        current: the checkpoint's attempt now.
+    """
+
+    def __init__(self, checkpoint: str, attempt: int, current: int, hint: str = "") -> None:
+        super().__init__(
+            checkpoint,
+            f"at attempt {current}",
+            f"a write for attempt {attempt}",
+            hint or "that attempt was superseded by a reset, retry or takeover; stop working on it",
+        )
+        self.attempt, self.current = attempt, current
+
+    def __reduce__(self) -> tuple[type[Self], tuple[str, int, int, str]]:  # type: ignore[override]
+        return type(self), (self.checkpoint, self.attempt, self.current, self.hint)
+
+
+class LeaseLost(StaleAttempt):
+    """The writer's lease is no longer the checkpoint's: taken over, released, reset or retried.
+
+    Attributes:
+        checkpoint: the checkpoint id.
+        owner: the owner the lost lease was given to.
+        current_owner: who holds the checkpoint's lease now (``None``: nobody).
+        attempt: the lease's attempt.
+        current: the checkpoint's attempt now.
+    """
+
+    def __init__(
+        self, checkpoint: str, owner: str, current_owner: str | None, attempt: int, current: int
+    ) -> None:
+        holder = f"now held by {current_owner!r}" if current_owner else "no longer held"
+        super().__init__(
+            checkpoint,
+            attempt,
+            current,
+            f"the lease of {owner!r} was lost ({holder}); stop working on the batch",
+        )
+        self.owner, self.current_owner = owner, current_owner
+
+    def __reduce__(  # type: ignore[override]
+        self,
+    ) -> tuple[type[Self], tuple[str, str, str | None, int, int]]:
+        return type(self), (
+            self.checkpoint,
+            self.owner,
+            self.current_owner,
+            self.attempt,
+            self.current,
+        )
+
+
+class CheckpointClaimed(InvalidTransition):
+    """Another owner holds a live lease on the checkpoint; nothing was written.
+
+    Attributes:
+        checkpoint: the checkpoint id.
+        owner: the lease's owner.
+        expires_at: when the lease expires unless renewed (ISO 8601, the ledger's clock).
+    """
+
+    def __init__(self, checkpoint: str, owner: str, expires_at: str) -> None:
+        super().__init__(
+            checkpoint,
+            f"claimed by {owner!r} until {expires_at}",
+            "this command",
+            "wait for the lease to be released or to expire, or claim another batch",
+        )
+        self.owner, self.expires_at = owner, expires_at
+
+    def __reduce__(self) -> tuple[type[Self], tuple[str, str, str]]:  # type: ignore[override]
+        return type(self), (self.checkpoint, self.owner, self.expires_at)
+
+
+class CheckpointCancelled(InvalidTransition):
+    """An operator cancelled the checkpoint; no more work is recorded for it.
+
+    Attributes:
+        checkpoint: the checkpoint id.
+        reason: the operator's reason.
+    """
+
+    def __init__(self, checkpoint: str, reason: str) -> None:
+        super().__init__(
+            checkpoint,
+            f"cancelled ({reason})",
+            "this command",
+            "stop working on the batch; an operator may reset it to redo it",
+        )
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[type[Self], tuple[str, str]]:  # type: ignore[override]
+        return type(self), (self.checkpoint, self.reason)
+
+
 class CheckpointFailedError(LedgerError):
     """The awaited checkpoint failed.
 
@@ -240,20 +350,35 @@ class AwaitTimeout(LedgerError, TimeoutError):
 class StoreUnavailable(LedgerError):
     """The store could not be reached or failed; the driver's error is ``__cause__``.
 
-    Nothing is half-written: an event is either committed or not. After this error a command
-    may be repeated safely, because repeating an applied command is a no-op.
+    Nothing is half-written: an event is either committed or not, and when the failure came
+    during a command it is not known which. Repeat the command with the same ``command_id``
+    (this error's attribute): if its event was committed, the repeat returns that outcome
+    and writes nothing; if not, it applies the command once.
+
+    Attributes:
+        store: the store URL, password masked.
+        operation: what the ledger was doing.
+        detail: the driver's message.
+        command_id: the id of the command whose outcome is unknown (``None`` for a read).
     """
 
-    def __init__(self, store: str, operation: str, detail: str) -> None:
+    def __init__(
+        self, store: str, operation: str, detail: str, command_id: str | None = None
+    ) -> None:
+        repeat = (
+            f"repeat the command with command_id={command_id!r} (it then applies at most once)"
+            if command_id
+            else "repeat the command (repeating an applied command is safe)"
+        )
         super().__init__(
             f"store {store} is unavailable during {operation}: {detail}; "
-            "check that the database is running and reachable, then repeat the command "
-            "(repeating an applied command is safe)"
+            f"check that the database is running and reachable, then {repeat}"
         )
         self.store, self.operation, self.detail = store, operation, detail
+        self.command_id = command_id
 
-    def __reduce__(self) -> tuple[type[Self], tuple[str, str, str]]:
-        return type(self), (self.store, self.operation, self.detail)
+    def __reduce__(self) -> tuple[type[Self], tuple[str, str, str, str | None]]:
+        return type(self), (self.store, self.operation, self.detail, self.command_id)
 
 
 class TamperDetected(LedgerError):

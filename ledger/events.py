@@ -1,9 +1,12 @@
 """The immutable facts of a checkpoint's life, as frozen pydantic models.
 
 One event per accepted command: ``Created``, ``Yielded``, ``Completed``, ``Failed``, ``Retried``,
-``Reset``. Each carries the checkpoint id (``originator_id``), its position in the checkpoint's
-own sequence (``originator_version``, from 1) and the time it was decided (``timestamp``, UTC).
-Events are validated when built and when read back, and never change once stored.
+``Reset``, and for many workers ``Claimed``, ``LeaseRenewed``, ``Released`` and ``Cancelled``.
+Each carries the checkpoint id (``originator_id``), its position in the checkpoint's own
+sequence (``originator_version``, from 1), the time it was decided (``timestamp``, UTC, on the
+ledger's clock: the database's on PostgreSQL) and the id of the command that decided it
+(``command_id``; ``None`` only on events stored before command ids existed). Events are
+validated when built and when read back, and never change once stored.
 """
 
 from __future__ import annotations
@@ -22,10 +25,14 @@ from ledger._json import (
 
 __all__ = [
     "EVENT_TYPES",
+    "Cancelled",
     "CheckpointEvent",
+    "Claimed",
     "Completed",
     "Created",
     "Failed",
+    "LeaseRenewed",
+    "Released",
     "Reset",
     "Retried",
     "Snapshot",
@@ -33,11 +40,14 @@ __all__ = [
     "Yielded",
 ]
 
-Status: TypeAlias = Literal["open", "completed", "failed"]
+Status: TypeAlias = Literal["open", "completed", "failed", "cancelled"]
 
 RunId = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 NonNegative = Annotated[int, Field(ge=0)]
 Positive = Annotated[int, Field(ge=1)]
+CommandId = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+Owner = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+LeaseId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 
 
 class CheckpointEvent(BaseModel):
@@ -51,6 +61,8 @@ class CheckpointEvent(BaseModel):
     originator_id: UUID
     originator_version: Positive
     timestamp: datetime
+    command_id: CommandId | None = None
+    """The command that decided this event: a re-sent command finds it and writes nothing."""
 
 
 class Created(CheckpointEvent):
@@ -71,6 +83,8 @@ class Yielded(CheckpointEvent):
     cursor: StrictCursor
     items_processed: NonNegative
     accumulated_results: StrictJSONObject | None = None
+    lease_expires_at: datetime | None = None
+    """Set when the yield was made under a lease: the lease's new expiry (a yield renews it)."""
 
 
 class Completed(CheckpointEvent):
@@ -91,6 +105,12 @@ class Failed(CheckpointEvent):
     transient: bool
     cursor: StrictCursor | None = None
     items_processed: NonNegative = 0
+    traceback: str | None = None
+    """The exception's traceback, bounded like the message (``None`` for a failure by message)."""
+    host: str | None = None
+    """The host name of the process that recorded the failure."""
+    pid: int | None = None
+    """The process id that recorded the failure."""
 
 
 class Retried(CheckpointEvent):
@@ -108,6 +128,49 @@ class Reset(CheckpointEvent):
     reason: Annotated[str, StringConstraints(min_length=1, max_length=4096)]
 
 
+class Claimed(CheckpointEvent):
+    """A worker took the checkpoint's lease: until ``lease_expires_at`` no other worker may.
+
+    ``taken_over``: the lease of ``previous_owner`` had expired and this claim took it; the
+    previous owner's attempt is superseded (a new attempt resumes from the last cursor) and
+    its later writes are refused. ``retried``: the claim started the next attempt after a
+    transient failure (the retry and the claim in one event). Otherwise the attempt goes on.
+    """
+
+    topic: ClassVar[str] = "checkpoint.Claimed"
+    attempt: Positive
+    owner: Owner
+    lease_id: LeaseId
+    ttl: Annotated[float, Field(gt=0)]
+    lease_expires_at: datetime
+    previous_owner: Owner | None = None
+    taken_over: bool = False
+    retried: bool = False
+
+
+class LeaseRenewed(CheckpointEvent):
+    """The owner renewed its lease without progress (a heartbeat)."""
+
+    topic: ClassVar[str] = "checkpoint.LeaseRenewed"
+    lease_id: LeaseId
+    lease_expires_at: datetime
+
+
+class Released(CheckpointEvent):
+    """The owner gave its lease up; the checkpoint stays open and another worker may claim it."""
+
+    topic: ClassVar[str] = "checkpoint.Released"
+    lease_id: LeaseId
+
+
+class Cancelled(CheckpointEvent):
+    """An operator cancelled the checkpoint: terminal (a reset reopens it); writes are refused."""
+
+    topic: ClassVar[str] = "checkpoint.Cancelled"
+    attempt: Positive
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+
+
 class Snapshot(CheckpointEvent):
     """The checkpoint's whole state at ``originator_version``, so loading never replays it all.
 
@@ -119,5 +182,18 @@ class Snapshot(CheckpointEvent):
 
 
 EVENT_TYPES: dict[str, type[CheckpointEvent]] = {
-    cls.topic: cls for cls in (Created, Yielded, Completed, Failed, Retried, Reset, Snapshot)
+    cls.topic: cls
+    for cls in (
+        Created,
+        Yielded,
+        Completed,
+        Failed,
+        Retried,
+        Reset,
+        Claimed,
+        LeaseRenewed,
+        Released,
+        Cancelled,
+        Snapshot,
+    )
 }

@@ -57,7 +57,7 @@ def test_a_yield_event_built_on_the_fast_path_equals_a_validated_one() -> None:
         state = ledger.get_checkpoint(token)
     now = datetime.now(UTC)
 
-    event = decide_yield(state, now, {"page": 3}, 30, {"sum": 6})
+    event = decide_yield(state, now, {"page": 3}, 30, {"sum": 6}, command_id="c-1")
 
     assert isinstance(event, Yielded)
     assert_ordinary(event)
@@ -70,6 +70,8 @@ def test_a_yield_event_built_on_the_fast_path_equals_a_validated_one() -> None:
             "cursor": {"page": 3},
             "items_processed": 30,
             "accumulated_results": {"sum": 6},
+            "command_id": "c-1",
+            "lease_expires_at": None,
         }
     )
     assert event == validated

@@ -118,7 +118,9 @@ _SAMPLES: dict[str, LedgerError] = {
     "LedgerError": LedgerError("something went wrong"),
     "PayloadTooLarge": PayloadTooLarge("result", 70_000, 65_536, "CKL_MAX_RESULT_BYTES"),
     "ProgressWentBackwards": ProgressWentBackwards("run-1/0", 1, 10, 5),
-    "StoreUnavailable": StoreUnavailable("sqlite:///x.db", "append", "disk I/O error"),
+    "StoreUnavailable": StoreUnavailable(
+        "sqlite:///x.db", "append", "disk I/O error", command_id="3f2a"
+    ),
     "ArchiveError": ledger.errors.ArchiveError("run 'r' changed while it was archived"),
     "ArchiveFileInvalid": ledger.errors.ArchiveFileInvalid("r.jsonl", 3, "hash chain"),
     "ImportConflict": ledger.errors.ImportConflict("r", "c1", "differs at v2"),
@@ -128,6 +130,12 @@ _SAMPLES: dict[str, LedgerError] = {
     "FileNotWritable": ledger.errors.FileNotWritable("path", "out/r.jsonl", "No space left"),
     "RunNotFound": ledger.errors.RunNotFound("run-9"),
     "PlotUnavailable": ledger.errors.PlotUnavailable("No module named 'matplotlib'"),
+    "StaleAttempt": ledger.errors.StaleAttempt("run-1/0", 1, 2),
+    "LeaseLost": ledger.errors.LeaseLost("run-1/0", "host-a:12", "host-b:7", 1, 2),
+    "CheckpointClaimed": ledger.errors.CheckpointClaimed(
+        "run-1/0", "host-a:12", "2026-12-01T10:00:00+00:00"
+    ),
+    "CheckpointCancelled": ledger.errors.CheckpointCancelled("run-1/0", "input withdrawn"),
 }
 
 
