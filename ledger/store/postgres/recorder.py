@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from uuid import UUID
 
 import psycopg
-from eventsourcing.persistence import Notification, StoredEvent, Tracking
+from eventsourcing.persistence import Notification, OperationalError, StoredEvent, Tracking
 from psycopg import pq
 
 from ledger.errors import InvalidInput
@@ -164,7 +164,7 @@ class PostgresLedgerRecorder(LedgerRecorder):
             row = conn.execute(_SERVER_CLOCK, prepare=True).fetchone()
         if row is None:  # pragma: no cover  (a SELECT of one value returns one row)
             msg = "no row from SELECT clock_timestamp()"
-            raise psycopg.OperationalError(msg)
+            raise OperationalError(msg)
         found: datetime = row[0]
         return found
 
