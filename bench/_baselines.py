@@ -137,16 +137,17 @@ class PostgresRaw:
     ) -> Op:
         """Append one row with ``statement`` on this connection (``arrays``: ``unnest`` form).
 
-        ``run_id``, if given, is bound after the row (the ledger's own append takes the run id).
+        ``run_id``, if given, is bound after the row, and a new command id after it (the
+        ledger's own append takes both, and the ledger gives every command an id).
         """
         originator_id = uuid4()
         version = 0
-        extra = () if run_id is None else (run_id,)
 
         def op() -> Timing:
             nonlocal version
             version += 1
             row = (originator_id, version, _TOPIC, self.state)
+            extra = () if run_id is None else (run_id, uuid4().hex)
             params = tuple([value] for value in row) if arrays else (*row, *extra)
             return measure(lambda: self.conn.execute(statement, params, prepare=True).fetchall())
 

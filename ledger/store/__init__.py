@@ -10,16 +10,18 @@ One URL picks the backend (``ledger.store.url``); ``open_recorder(settings)`` re
 - ``pool``: the one connection pool both backends use
 - ``subscription``: eventsourcing's ``Subscription`` over either backend (``subscribe()``)
 - ``sqlite``: the SQLite backend (also ``memory://``)
-- ``postgres``: the PostgreSQL backend (schema, append, notify, recorder)
+- ``postgres``: the PostgreSQL backend (schema, append, notify, clock, recorder)
 """
 
 from ledger.store.backends import open_recorder
 from ledger.store.base import (
     ARCHIVES_TABLE,
+    COMMAND_INDEX,
     EVENTS_TABLE,
     PURGE_PERMITS_TABLE,
     SNAPSHOTS_TABLE,
     TRACKING_TABLE,
+    CommandAlreadyRecorded,
     LedgerRecorder,
     LogHead,
     LogListener,
@@ -31,10 +33,12 @@ from ledger.store.url import StoreURL, parse_store_url, redact_url
 
 __all__ = [
     "ARCHIVES_TABLE",
+    "COMMAND_INDEX",
     "EVENTS_TABLE",
     "PURGE_PERMITS_TABLE",
     "SNAPSHOTS_TABLE",
     "TRACKING_TABLE",
+    "CommandAlreadyRecorded",
     "LedgerRecorder",
     "LogHead",
     "LogListener",

@@ -23,6 +23,7 @@ import re
 import threading
 import time
 from abc import ABC, abstractmethod
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 from uuid import UUID
 
@@ -53,10 +54,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ARCHIVES_TABLE",
+    "COMMAND_INDEX",
     "EVENTS_TABLE",
     "PURGE_PERMITS_TABLE",
     "SNAPSHOTS_TABLE",
     "TRACKING_TABLE",
+    "CommandAlreadyRecorded",
     "LedgerRecorder",
     "LogHead",
     "LogListener",
@@ -77,6 +80,11 @@ ARCHIVES_TABLE = "ckl_archives"
 # columns keep the names of the projections' former ``ckl_view_tracking`` table, whose rows
 # the schema migration moves here.
 TRACKING_TABLE = "ckl_tracking"
+# Idempotent commands: the event that recorded a command carries its id in the command_id
+# column (NULL for events written before command ids, or by anything but the Ledger), and this
+# partial unique index keeps a checkpoint from recording one command twice. Both backends
+# report a refusal by it as CommandAlreadyRecorded (by this name on PostgreSQL).
+COMMAND_INDEX = f"{EVENTS_TABLE}_command_idx"
 
 _IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 # The projections' tables are found, not imported (ledger never imports projections): every
@@ -131,6 +139,11 @@ _COUNT_BETWEEN = (
     f"SELECT count(*) FROM (SELECT 1 FROM {EVENTS_TABLE}"
     " WHERE notification_id > %s AND notification_id <= %s LIMIT %s) AS behind"
 )
+# A probe of the command index (its WHERE command_id IS NOT NULL is implied by the equality).
+_FIND_COMMAND = (
+    f"SELECT originator_version, topic FROM {EVENTS_TABLE} "
+    "WHERE originator_id = %s AND command_id = %s"
+)
 _DROP_PERMIT = f"DELETE FROM {PURGE_PERMITS_TABLE} WHERE originator_id = %s"
 _PURGE_EVENTS = f"DELETE FROM {EVENTS_TABLE} WHERE originator_id = %s"
 _PURGE_SNAPSHOTS = f"DELETE FROM {SNAPSHOTS_TABLE} WHERE originator_id = %s"
@@ -158,6 +171,53 @@ def store_errors(store_display: str, operation: str) -> Iterator[None]:
         yield
     except (OperationalError, InterfaceError, PersistenceError) as exc:
         raise StoreUnavailable(store_display, operation, str(exc)) from exc
+
+
+class CommandAlreadyRecorded(IntegrityError):
+    """The checkpoint already has an event that recorded this command: nothing was written.
+
+    Raised by ``insert_events`` when (and only when) the command index refused a row; a
+    version another writer took first stays a plain ``IntegrityError``. The ``Ledger`` answers
+    both by reading the checkpoint again (:meth:`LedgerRecorder.find_command` says which event).
+
+    Attributes:
+        originator_id: the checkpoint.
+        command_id: the command's id.
+    """
+
+    def __init__(self, originator_id: UUID, command_id: str) -> None:
+        """The refusal of ``command_id`` on checkpoint ``originator_id``."""
+        super().__init__(
+            f"command {command_id!r} is already recorded on checkpoint {originator_id}"
+        )
+        self.originator_id = originator_id
+        self.command_id = command_id
+
+    def __reduce__(self) -> tuple[type[CommandAlreadyRecorded], tuple[UUID, str]]:
+        """Pickle by the attributes (a process pool hands errors back pickled)."""
+        return type(self), (self.originator_id, self.command_id)
+
+
+def aligned_command_ids(
+    stored_events: Sequence[StoredEvent], command_ids: Sequence[str | None] | None
+) -> Sequence[str | None]:
+    """The command id of each event (``None`` where it has none), checked against the events.
+
+    Raises:
+        InvalidInput: ``command_ids`` is given with another length than ``stored_events``, or
+            holds something other than a non-empty string or ``None`` (nothing is written).
+    """
+    if command_ids is None:
+        return [None] * len(stored_events)
+    if len(command_ids) != len(stored_events):
+        raise InvalidInput(
+            "command_ids",
+            f"{len(command_ids)} command ids for {len(stored_events)} events (one per event)",
+        )
+    for command_id in command_ids:
+        if command_id is not None and not (isinstance(command_id, str) and command_id):
+            raise InvalidInput("command_ids", f"{command_id!r} is not a non-empty string or None")
+    return command_ids
 
 
 def _uuid(value: Any) -> UUID:  # noqa: ANN401  (a driver value: str on SQLite, UUID on PostgreSQL)
@@ -408,6 +468,7 @@ class LedgerRecorder(ProcessRecorder):
         stored_events: Sequence[StoredEvent],
         *,
         run_id: str | None = None,
+        command_ids: Sequence[str | None] | None = None,
         tracking: Tracking | None = None,
         **kwargs: Any,  # noqa: ANN401  (eventsourcing's signature)
     ) -> Sequence[int]:
@@ -417,12 +478,23 @@ class LedgerRecorder(ProcessRecorder):
             stored_events: the events, in the order their positions will follow.
             run_id: the run the events belong to (the ``Ledger`` passes it; the archive guard
                 refuses a Created event of an archived run by it). ``None``: no run.
+            command_ids: the id of the command each event records, aligned with
+                ``stored_events`` (``None`` for an event without one; the argument ``None``:
+                none has one, as eventsourcing calls it). Stored in the ``command_id``
+                column, which is not part of the hash chain: the ``Ledger`` also puts the id
+                in the event's state, which the chain already covers.
             tracking: a tracking record to insert atomically with the events
                 (eventsourcing's ``ProcessRecorder``).
             kwargs: other keywords of eventsourcing's interface, ignored.
 
         Returns:
             The events' positions, ascending.
+
+        Raises:
+            CommandAlreadyRecorded: a checkpoint already recorded one of the commands (or the
+                batch names one twice for a checkpoint); nothing was written.
+            eventsourcing.persistence.IntegrityError: a version is taken or skipped.
+            InvalidInput: ``command_ids`` does not match ``stored_events``.
         """
 
     @abstractmethod
@@ -466,6 +538,29 @@ class LedgerRecorder(ProcessRecorder):
     @abstractmethod
     def count_events(self, originator_id: UUID | None = None) -> int:
         """How many events the store holds (of one checkpoint, or in all)."""
+
+    @abstractmethod
+    def _query(self, sql: str, params: Sequence[object]) -> list[tuple[Any, ...]]:
+        """The rows of one read statement run on its own: one round trip on PostgreSQL.
+
+        ``%s`` placeholders; UUIDs are bound as the backend keys checkpoints.
+        """
+
+    def find_command(self, originator_id: UUID, command_id: str) -> tuple[int, str] | None:
+        """The ``(originator_version, topic)`` of the event that recorded ``command_id``.
+
+        ``None`` if the checkpoint recorded no such command. One probe of the command index.
+        """
+        rows = self._query(_FIND_COMMAND, (originator_id, command_id))
+        return (int(rows[0][0]), str(rows[0][1])) if rows else None
+
+    def database_now(self) -> datetime:
+        """The store's clock, as an aware UTC datetime: the time every writer agrees on.
+
+        Here the machine's clock: a SQLite store is written by the processes of one machine,
+        which share it, so no query is needed. PostgreSQL overrides it with the server's.
+        """
+        return datetime.now(UTC)
 
     def count_events_between(self, after: int, upto: int, cap: int) -> int:
         """Events with ``after < position <= upto``, counted up to ``cap`` (a lag, not a total).

@@ -28,12 +28,15 @@ from ledger.chain import chain_hash
 from ledger.errors import RunArchived
 from ledger.store.base import (
     ARCHIVES_TABLE,
+    COMMAND_INDEX,
     EVENTS_TABLE,
     PURGE_PERMITS_TABLE,
     SNAPSHOTS_TABLE,
     TRACKING_TABLE,
+    CommandAlreadyRecorded,
     LedgerRecorder,
     SQLTransaction,
+    aligned_command_ids,
 )
 from ledger.store.pool import Pool
 from ledger.store.url import StoreURL
@@ -54,6 +57,7 @@ SCHEMA_TABLE = f"""CREATE TABLE IF NOT EXISTS {EVENTS_TABLE} (
         state BLOB NOT NULL,
         event_hash BLOB,
         run_id TEXT,
+        command_id TEXT,
         UNIQUE (originator_id, originator_version)
 )"""
 
@@ -100,9 +104,14 @@ _SCHEMA = [
 # store written by version 1 gets the column, its old rows stay unchained, and the triggers).
 # 3: the run id is a column (the archive guard parsed the state as JSON before), backfilled
 # from each checkpoint's Created event; eventsourcing's tracking table, which takes over the
-# projections' ckl_view_tracking row.
-_SCHEMA_VERSION = 3
+# projections' ckl_view_tracking row. 4: the command id is a column with a partial unique
+# index (idempotent commands; old rows keep NULL).
+_SCHEMA_VERSION = 4
 _ARCHIVED_MESSAGE = "ckl_archives: the run is archived"
+# What SQLite says when the command index refuses a row, and what the trigger below says too.
+_COMMAND_CLASH = (
+    f"UNIQUE constraint failed: {EVENTS_TABLE}.originator_id, {EVENTS_TABLE}.command_id"
+)
 _LEGACY_TRACKING = "ckl_view_tracking"
 _MIGRATE = [
     f"DROP TRIGGER IF EXISTS {EVENTS_TABLE}_no_delete",
@@ -124,6 +133,18 @@ _MIGRATE = [
     # yield's append updates no more indexes than before.
     f"""CREATE INDEX IF NOT EXISTS {EVENTS_TABLE}_run_idx ON {EVENTS_TABLE} (run_id)
         WHERE originator_version = 1""",
+    # Schema 4: one event per command on a checkpoint. Partial: events without a command id
+    # (old rows, eventsourcing's own writes) add no index entry.
+    f"""CREATE UNIQUE INDEX IF NOT EXISTS {COMMAND_INDEX} ON {EVENTS_TABLE}
+        (originator_id, command_id) WHERE command_id IS NOT NULL""",
+    # The new unique key is one more that INSERT OR REPLACE would resolve by deleting the
+    # older row past the DELETE trigger (as _no_replace says): refused before it gets there,
+    # with the message SQLite's own refusal by the index has.
+    f"DROP TRIGGER IF EXISTS {EVENTS_TABLE}_no_replace_command",
+    f"""CREATE TRIGGER {EVENTS_TABLE}_no_replace_command BEFORE INSERT ON {EVENTS_TABLE}
+        WHEN NEW.command_id IS NOT NULL AND EXISTS (SELECT 1 FROM {EVENTS_TABLE}
+             WHERE originator_id = NEW.originator_id AND command_id = NEW.command_id)
+        BEGIN SELECT RAISE(ABORT, '{_COMMAND_CLASH}'); END""",
 ]
 # Schema 3's backfill of old rows: the run id from the checkpoint's Created event, parsed once
 # here (the Ledger wrote every old row as JSON); past the UPDATE trigger, dropped meanwhile.
@@ -139,7 +160,7 @@ _BACKFILL_RUN_IDS = [
 
 _INSERT = (
     f"INSERT INTO {EVENTS_TABLE} (originator_id, originator_version, topic, state, event_hash,"
-    " run_id) VALUES (?, ?, ?, ?, ?, ?)"
+    " run_id, command_id) VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
 _PREVIOUS = (
     f"SELECT event_hash FROM {EVENTS_TABLE} WHERE originator_id = ? AND originator_version = ?"
@@ -315,6 +336,8 @@ class SQLiteLedgerRecorder(LedgerRecorder):
                 conn.execute(f"ALTER TABLE {EVENTS_TABLE} ADD COLUMN run_id TEXT")
                 for statement in _BACKFILL_RUN_IDS:
                     conn.execute(statement)
+            if "command_id" not in columns:  # schema 4; its index and trigger are in _MIGRATE
+                conn.execute(f"ALTER TABLE {EVENTS_TABLE} ADD COLUMN command_id TEXT")
             for statement in _MIGRATE:
                 conn.execute(statement)
             self._take_over_legacy_tracking(conn)
@@ -339,21 +362,28 @@ class SQLiteLedgerRecorder(LedgerRecorder):
         stored_events: Sequence[StoredEvent],
         *,
         run_id: str | None = None,
+        command_ids: Sequence[str | None] | None = None,
         tracking: Tracking | None = None,
         **_: Any,  # noqa: ANN401  (eventsourcing's signature)
     ) -> Sequence[int]:
         """Append events atomically, each chained to its predecessor; their notification ids.
 
+        The chain hashes what it always did (the command id is inside the event's state, which
+        it covers); ``command_ids`` only fills the indexed column.
+
         Raises:
             RunArchived: a checkpoint of an archived run would be written again.
+            CommandAlreadyRecorded: the checkpoint already recorded one of the commands.
             IntegrityError: the version is taken, or its predecessor does not exist, or
                 ``tracking`` is not after the application's recorded position.
+            InvalidInput: ``command_ids`` does not match ``stored_events``.
         """
+        commands = aligned_command_ids(stored_events, command_ids)
         ids: list[int] = []
         written: dict[UUID, tuple[int, bytes]] = {}  # this batch's own heads
         tx: _SQLiteTransaction | None = None
         with self._transaction(write=True) as conn:
-            for event in stored_events:
+            for event, command_id in zip(stored_events, commands, strict=True):
                 oid = _as_uuid(event.originator_id)
                 version = event.originator_version
                 prev: bytes | None = None
@@ -366,11 +396,14 @@ class SQLiteLedgerRecorder(LedgerRecorder):
                 digest = chain_hash(prev, oid, version, event.topic, event.state)
                 try:
                     cursor = conn.execute(
-                        _INSERT, (str(oid), version, event.topic, event.state, digest, run_id)
+                        _INSERT,
+                        (str(oid), version, event.topic, event.state, digest, run_id, command_id),
                     )
                 except sqlite3.IntegrityError as exc:
                     if _ARCHIVED_MESSAGE in str(exc):
                         raise RunArchived(run_id or "?") from exc
+                    if command_id is not None and _COMMAND_CLASH in str(exc):
+                        raise CommandAlreadyRecorded(oid, command_id) from exc
                     raise
                 written[oid] = (version, digest)
                 ids.append(int(cursor.lastrowid or 0))
@@ -479,6 +512,11 @@ class SQLiteLedgerRecorder(LedgerRecorder):
             params = (str(originator_id),)
         with self._transaction(write=False) as conn:
             return int(conn.execute(sql, params).fetchone()[0])
+
+    def _query(self, sql: str, params: Sequence[object]) -> list[tuple[Any, ...]]:
+        bound = tuple(str(p) if isinstance(p, UUID) else p for p in params)  # TEXT keys
+        with self._transaction(write=False) as conn:
+            return [tuple(r) for r in conn.execute(sql.replace("%s", "?"), bound)]
 
     @contextmanager
     def transaction(

@@ -124,7 +124,14 @@ def _append_in(
     for e in events:
         row = conn.execute(
             recorder._appender.insert_one,
-            (e.originator_id, e.originator_version, e.topic, e.state, None),  # run_id: none
+            (
+                e.originator_id,
+                e.originator_version,
+                e.topic,
+                e.state,
+                None,
+                None,
+            ),  # no run, no command
         ).fetchone()
         assert row is not None
         ids.append(int(row[0]))
@@ -177,8 +184,12 @@ def test_two_appends_in_one_transaction_keep_their_positions_unique(
         third = list(
             tx.conn.execute(
                 _recorder(ledger)._appender.insert_many,
-                # The run id first (none here), then the chained arrays.
-                (None, *chained_params(tx.conn, [_yielded(ledger, oid, v) for v in (5, 6)])),
+                # The run id first (none here), then the chained arrays, then the command ids.
+                (
+                    None,
+                    *chained_params(tx.conn, [_yielded(ledger, oid, v) for v in (5, 6)]),
+                    [None, None],
+                ),
             ).fetchall()
         )
         tx.commit()

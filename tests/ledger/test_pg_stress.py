@@ -121,7 +121,14 @@ class _Writer:
         )
         self.conn.execute(
             self.recorder._appender.insert_one,
-            (stored.originator_id, stored.originator_version, stored.topic, stored.state, None),
+            (
+                stored.originator_id,
+                stored.originator_version,
+                stored.topic,
+                stored.state,
+                None,
+                None,
+            ),
         )
         time.sleep(self.rand.uniform(0, 0.03))  # others commit meanwhile, after this one's id
         if self.rand.random() < 0.75:

@@ -4,6 +4,7 @@
 - ``schema``: the DDL, its version, and the migrations from older versions
 - ``append``: the append statements, chained parameters, and the libpq fast path
 - ``notify``: the notifier thread that announces appends, and the LISTEN listener
+- ``clock``: the server's time as the local clock plus a measured offset (``database_now``)
 - ``recorder``: :class:`PostgresLedgerRecorder`, over the one pool of ``ledger.store.pool``
 
 Imported only when a PostgreSQL store is opened (``ledger.store.backends``).

@@ -3,7 +3,9 @@
 An append is one statement in autocommit mode, so one round trip, commit included, and takes
 no lock (``ledger.store.postgres.positions`` says why no reader can skip an event anyway).
 Each row's ``event_hash`` chains it to the previous version of its checkpoint
-(``ledger.chain``): computed in SQL for one event, in Python for several.
+(``ledger.chain``): computed in SQL for one event, in Python for several. The ``command_id``
+column is not hashed: the ``Ledger`` puts the id in the event's state too, which the chain
+covers, so the column is an index of what the chain already protects.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from psycopg.generators import execute as _pq_execute
 
 from ledger.chain import chain_hash
 from ledger.errors import RunArchived
-from ledger.store.base import EVENTS_TABLE
+from ledger.store.base import COMMAND_INDEX, EVENTS_TABLE, CommandAlreadyRecorded
 from ledger.store.postgres._driver import results_check, translate
 from ledger.store.postgres.positions import POSITIONS_PER_TRANSACTION, XID
 from ledger.store.postgres.schema import ARCHIVED_SQLSTATE, GAP_SQLSTATE
@@ -30,16 +32,25 @@ if TYPE_CHECKING:
 
     from eventsourcing.persistence import StoredEvent
 
-__all__ = ["PostgresAppender", "append_error", "append_sql", "chained_params"]
+__all__ = [
+    "PostgresAppender",
+    "append_error",
+    "append_sql",
+    "chained_params",
+    "clashing_command",
+    "is_command_clash",
+]
 
 _APPEND_ONE = b"ckl_append_one"
 """Name of the one-event append, prepared once on each pooled connection."""
-# uuid and bytea binary, bigint binary (8 bytes, big-endian), topic and run id as text.
+# uuid and bytea binary, bigint binary (8 bytes, big-endian), topic, run id and command id
+# as text.
 _APPEND_ONE_FORMATS = (
     pq.Format.BINARY,
     pq.Format.BINARY,
     pq.Format.TEXT,
     pq.Format.BINARY,
+    pq.Format.TEXT,
     pq.Format.TEXT,
 )
 
@@ -76,7 +87,10 @@ def append_sql() -> tuple[str, str]:
         f"AND notification_id < x.base + {POSITIONS_PER_TRANSACTION}), x.base) AS last "
         f"FROM (SELECT {XID} * {POSITIONS_PER_TRANSACTION} AS base) AS x) AS block"
     )
-    columns = "notification_id, originator_id, originator_version, topic, state, event_hash, run_id"
+    columns = (
+        "notification_id, originator_id, originator_version, topic, state, event_hash, run_id,"
+        " command_id"
+    )
     # ledger.chain.chain_hash in SQL; the previous hash is one probe of the primary key. No
     # previous row gives NULL, which the insert trigger refuses (a version never skips one).
     previous = (
@@ -88,25 +102,30 @@ def append_sql() -> tuple[str, str]:
         f"INSERT INTO {EVENTS_TABLE} ({columns}) "
         "SELECT block.last + 1, e.oid, e.v, e.topic, e.state, "
         f"sha256({previous} || uuid_send(e.oid) || int8send(e.v) "
-        "|| convert_to(e.topic, 'UTF8') || '\\x00'::bytea || e.state), e.run_id "
+        "|| convert_to(e.topic, 'UTF8') || '\\x00'::bytea || e.state), e.run_id, e.command_id "
         f"FROM {block}, (SELECT %s::uuid AS oid, %s::bigint AS v, %s::text AS topic, "
-        "%s::bytea AS state, %s::text AS run_id) AS e "
+        "%s::bytea AS state, %s::text AS run_id, %s::text AS command_id) AS e "
         "RETURNING notification_id"
     )
     # Several events: their hashes are computed in Python (chained_params), from the previous
     # hashes read in the same transaction, and bound as one more array; the run id, one for
-    # all, is the first parameter.
+    # all, is the first parameter, the command ids the last array.
     many = (
         f"INSERT INTO {EVENTS_TABLE} ({columns}) "
         "SELECT block.last + e.ordinal, e.originator_id, e.originator_version, e.topic, e.state, "
-        f"e.event_hash, %s::text FROM {block}, "
-        "unnest(%s::uuid[], %s::bigint[], %s::text[], %s::bytea[], %s::bytea[]) "
+        f"e.event_hash, %s::text, e.command_id FROM {block}, "
+        "unnest(%s::uuid[], %s::bigint[], %s::text[], %s::bytea[], %s::bytea[], %s::text[]) "
         "WITH ORDINALITY AS e(originator_id, originator_version, topic, state, event_hash, "
-        "ordinal) RETURNING notification_id"
+        "command_id, ordinal) RETURNING notification_id"
     )
     return one, many
 
 
+_STORED_COMMANDS = (
+    f"SELECT e.originator_id, e.command_id FROM {EVENTS_TABLE} AS e "
+    "JOIN unnest(%s::uuid[], %s::text[]) AS w(oid, command_id) "
+    "ON e.originator_id = w.oid AND e.command_id = w.command_id"
+)
 _PREVIOUS_HASHES = (
     f"SELECT p.originator_id, p.originator_version, p.event_hash FROM {EVENTS_TABLE} AS p "
     "JOIN unnest(%s::uuid[], %s::bigint[]) AS w(oid, v) "
@@ -155,6 +174,39 @@ def chained_params(
     )
 
 
+def is_command_clash(exc: psycopg.Error) -> bool:
+    """True if the command index refused the row (by its name: not a version clash)."""
+    return (
+        isinstance(exc, psycopg.errors.UniqueViolation)
+        and exc.diag.constraint_name == COMMAND_INDEX
+    )
+
+
+def clashing_command(
+    conn: psycopg.Connection[Any], events: Sequence[StoredEvent], command_ids: Sequence[str | None]
+) -> CommandAlreadyRecorded:
+    """Which of a refused batch's commands the command index refused, asked on ``conn``.
+
+    Called once the failed append rolled back: the first event whose command is stored, or
+    the second of two events of the batch that name one command for one checkpoint. (Not
+    parsed from the error's detail, which the server's ``lc_messages`` translates.)
+    """
+    wanted = [
+        (_uuid(e.originator_id), command_id)
+        for e, command_id in zip(events, command_ids, strict=True)
+        if command_id is not None
+    ]
+    params = ([oid for oid, _ in wanted], [command_id for _, command_id in wanted])
+    stored = {(r[0], str(r[1])) for r in conn.execute(_STORED_COMMANDS, params)}
+    seen: set[tuple[UUID, str]] = set()
+    for key in wanted:
+        if key in stored or key in seen:
+            return CommandAlreadyRecorded(*key)
+        seen.add(key)
+    # The stored row went in the meantime (a purge): the first command stands for the batch.
+    return CommandAlreadyRecorded(*wanted[0])
+
+
 def append_error(exc: psycopg.Error) -> Exception:
     """What a failed append raises: our errors for our SQLSTATEs, else the store's."""
     if exc.sqlstate == ARCHIVED_SQLSTATE:
@@ -176,7 +228,13 @@ class PostgresAppender:
         self._insert_one_pq = numbered(self.insert_one)
         self._prepared: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
 
-    def one(self, conn: psycopg.Connection[Any], e: StoredEvent, run_id: str | None) -> int:
+    def one(
+        self,
+        conn: psycopg.Connection[Any],
+        e: StoredEvent,
+        run_id: str | None,
+        command_id: str | None = None,
+    ) -> int:
         """The one-event append, sent to libpq directly; its position.
 
         The hot path of every yield: psycopg's cursor (query conversion, adapters, its
@@ -192,6 +250,7 @@ class PostgresAppender:
             e.topic.encode(),
             e.state,
             None if run_id is None else run_id.encode(),
+            None if command_id is None else command_id.encode(),
         )
         if conn not in self._prepared:
             self._prepare_one(conn)
@@ -215,8 +274,12 @@ class PostgresAppender:
         self._prepared.add(conn)
 
     def many(
-        self, conn: psycopg.Connection[Any], events: Sequence[StoredEvent], run_id: str | None
+        self,
+        conn: psycopg.Connection[Any],
+        events: Sequence[StoredEvent],
+        run_id: str | None,
+        command_ids: Sequence[str | None],
     ) -> list[tuple[Any, ...]]:
         """The multi-row append, each event chained in Python (inside the caller's transaction)."""
-        params = (run_id, *chained_params(conn, events))
+        params = (run_id, *chained_params(conn, events), list(command_ids))
         return conn.execute(self.insert_many, params, prepare=True).fetchall()

@@ -2,17 +2,18 @@
 
 The pieces it is built from: ``schema`` (DDL and migrations), ``positions`` (the lock-free
 position scheme and the visible horizon every read stops at), ``append`` (the append
-statements and the libpq fast path) and ``notify`` (announcing appends to other processes).
+statements and the libpq fast path), ``notify`` (announcing appends to other processes) and
+``clock`` (the server's time without a round trip per call).
 """
 
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 from uuid import UUID
 
 import psycopg
-from eventsourcing.persistence import Notification, StoredEvent, Tracking
+from eventsourcing.persistence import Notification, OperationalError, StoredEvent, Tracking
 from psycopg import pq
 
 from ledger.errors import InvalidInput
@@ -20,19 +21,28 @@ from ledger.store.base import (
     EVENTS_TABLE,
     PURGE_PERMITS_TABLE,
     SNAPSHOTS_TABLE,
+    CommandAlreadyRecorded,
     LedgerRecorder,
     LogHead,
     SQLTransaction,
+    aligned_command_ids,
 )
 from ledger.store.pool import Pool
 from ledger.store.postgres._driver import translate
-from ledger.store.postgres.append import PostgresAppender, append_error
+from ledger.store.postgres.append import (
+    PostgresAppender,
+    append_error,
+    clashing_command,
+    is_command_clash,
+)
+from ledger.store.postgres.clock import ServerClock
 from ledger.store.postgres.notify import CHANNEL, PostgresListener, PostgresNotifier
 from ledger.store.postgres.positions import MAX_EVENTS_PER_TRANSACTION, VISIBLE_HORIZON
 from ledger.store.postgres.schema import create_schema, lock_key
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
+    from datetime import datetime
 
     from ledger.settings import LedgerSettings
     from ledger.store.url import StoreURL
@@ -51,8 +61,13 @@ _VIEW_TABLES = (
     "WHERE table_schema = current_schema() AND column_name = 'checkpoint_id' "
     "AND table_name LIKE 'ckl\\_view\\_%%' ORDER BY table_name"  # %% for psycopg
 )
+_SERVER_CLOCK = "SELECT clock_timestamp()"
 _IDLE = pq.TransactionStatus.IDLE
 _CONNECTION_OK = pq.ConnStatus.OK
+
+
+def _as_uuid(value: UUID | str) -> UUID:
+    return value if isinstance(value, UUID) else UUID(value)
 
 
 def _reusable(conn: psycopg.Connection[Any]) -> bool:
@@ -97,6 +112,9 @@ class _PostgresTransaction(SQLTransaction):
 class PostgresLedgerRecorder(LedgerRecorder):
     """The ledger's event and snapshot tables in one PostgreSQL database."""
 
+    clock_refresh: ClassVar[float] = 30.0
+    """Seconds between measurements of the server's clock (``database_now``)."""
+
     def __init__(self, store: StoreURL, settings: LedgerSettings) -> None:
         super().__init__(store, settings)
         self.channel = CHANNEL
@@ -121,9 +139,9 @@ class PostgresLedgerRecorder(LedgerRecorder):
         )
         self._appender = PostgresAppender()
         self._notifier = PostgresNotifier(self.store.url, self._connect_kwargs)
-        # Connect once now: a clear error at open, not at the first command.
-        with self._conn():
-            pass
+        # Connect once now (a clear error at open, not at the first command), and measure
+        # the server's clock on that connection.
+        self._clock = ServerClock(self._server_time, self.clock_refresh)
 
     def _connect(self) -> psycopg.Connection[Any]:
         try:
@@ -141,6 +159,24 @@ class PostgresLedgerRecorder(LedgerRecorder):
         finally:
             self._pool.give(conn)
 
+    def _server_time(self) -> datetime:
+        with self._conn() as conn:
+            row = conn.execute(_SERVER_CLOCK, prepare=True).fetchone()
+        if row is None:  # pragma: no cover  (a SELECT of one value returns one row)
+            msg = "no row from SELECT clock_timestamp()"
+            raise OperationalError(msg)
+        found: datetime = row[0]
+        return found
+
+    def database_now(self) -> datetime:
+        """The server's clock: the local clock plus the offset last measured from the server.
+
+        Measured at open and again on the first call ``clock_refresh`` seconds later (one
+        ``SELECT clock_timestamp()``, timed at the midpoint of its round trip); every other
+        call is local. If that query fails, the last offset stays.
+        """
+        return self._clock.now()
+
     def create_tables(self) -> None:
         """Create (or migrate) the schema once: a cheap check, then DDL under an advisory lock.
 
@@ -156,18 +192,22 @@ class PostgresLedgerRecorder(LedgerRecorder):
         stored_events: Sequence[StoredEvent],
         *,
         run_id: str | None = None,
+        command_ids: Sequence[str | None] | None = None,
         tracking: Tracking | None = None,
         **_: Any,  # noqa: ANN401  (eventsourcing's signature)
     ) -> Sequence[int]:
         """Append events atomically in one round trip; their positions, ascending.
 
         Raises:
-            InvalidInput: more than ``MAX_EVENTS_PER_TRANSACTION`` events (nothing is written).
+            InvalidInput: more than ``MAX_EVENTS_PER_TRANSACTION`` events, or ``command_ids``
+                does not match ``stored_events`` (nothing is written).
+            CommandAlreadyRecorded: the command index refused a row (by its name).
             IntegrityError: a version is taken or skipped, or ``tracking`` is not after the
                 application's recorded position.
         """
+        commands = aligned_command_ids(stored_events, command_ids)
         if tracking is not None:
-            return self._insert_tracked(stored_events, run_id, tracking)
+            return self._insert_tracked(stored_events, run_id, commands, tracking)
         if not stored_events:
             return []
         if len(stored_events) > MAX_EVENTS_PER_TRANSACTION:
@@ -177,23 +217,14 @@ class PostgresLedgerRecorder(LedgerRecorder):
                 f"for at most {MAX_EVENTS_PER_TRANSACTION} per transaction (append in batches)",
             )
         if len(stored_events) == 1:  # the hot path: no context manager, no sort
-            pool = self._pool
-            conn = pool.take()
-            try:
-                position = self._appender.one(conn, stored_events[0], run_id)
-            except psycopg.Error as exc:
-                raise append_error(exc) from exc
-            finally:
-                pool.give(conn)
-            self._notifier.announce()
-            if self._append_wakers:
-                self._appended()
-            return [position]
+            return [self._insert_one(stored_events[0], run_id, commands[0])]
         with self._conn() as conn:
             try:
                 with conn.transaction():
-                    rows = self._appender.many(conn, stored_events, run_id)
+                    rows = self._appender.many(conn, stored_events, run_id, commands)
             except psycopg.Error as exc:
+                if is_command_clash(exc):  # rolled back: conn may ask which command it was
+                    raise clashing_command(conn, stored_events, commands) from exc
                 raise append_error(exc) from exc
         self._notifier.announce()
         if self._append_wakers:
@@ -201,8 +232,29 @@ class PostgresLedgerRecorder(LedgerRecorder):
         # Ordinals follow the input order, so sorting restores it whatever RETURNING's order.
         return sorted(int(r[0]) for r in rows)
 
+    def _insert_one(self, event: StoredEvent, run_id: str | None, command_id: str | None) -> int:
+        """One event, one statement on a pooled connection in autocommit: one round trip."""
+        pool = self._pool
+        conn = pool.take()
+        try:
+            position = self._appender.one(conn, event, run_id, command_id)
+        except psycopg.Error as exc:
+            if command_id is not None and is_command_clash(exc):
+                raise CommandAlreadyRecorded(_as_uuid(event.originator_id), command_id) from exc
+            raise append_error(exc) from exc
+        finally:
+            pool.give(conn)
+        self._notifier.announce()
+        if self._append_wakers:
+            self._appended()
+        return position
+
     def _insert_tracked(
-        self, stored_events: Sequence[StoredEvent], run_id: str | None, tracking: Tracking
+        self,
+        stored_events: Sequence[StoredEvent],
+        run_id: str | None,
+        commands: Sequence[str | None],
+        tracking: Tracking,
     ) -> list[int]:
         """Events and a tracking record in one transaction (eventsourcing's process recorder)."""
         if len(stored_events) > MAX_EVENTS_PER_TRANSACTION:
@@ -212,10 +264,12 @@ class PostgresLedgerRecorder(LedgerRecorder):
             try:
                 with conn.transaction():
                     if stored_events:
-                        rows = self._appender.many(conn, stored_events, run_id)
+                        rows = self._appender.many(conn, stored_events, run_id, commands)
                     tx = _PostgresTransaction(conn)
                     tx.insert_tracking(tracking)
             except psycopg.Error as exc:
+                if is_command_clash(exc):
+                    raise clashing_command(conn, stored_events, commands) from exc
                 raise append_error(exc) from exc
         if rows:
             self._notifier.announce()
@@ -331,6 +385,10 @@ class PostgresLedgerRecorder(LedgerRecorder):
                     (originator_id,),
                 ).fetchone()
         return int(row[0]) if row else 0
+
+    def _query(self, sql: str, params: Sequence[object]) -> list[tuple[Any, ...]]:
+        with self._conn() as conn:  # autocommit: one round trip
+            return [tuple(r) for r in conn.execute(sql.encode(), tuple(params), prepare=True)]
 
     @contextmanager
     def transaction(

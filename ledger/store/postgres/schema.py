@@ -5,8 +5,9 @@ advisory lock; ``_migrate_from_1``). Version 3: hash chains (``event_hash``), pu
 and archive markers (``ledger.chain``, ``ledger.archive``). Version 4: the run id is a column
 (the insert guard parsed the state as JSON before; ``_migrate_to_4`` backfills it), and
 eventsourcing's tracking table, which takes over the projections' ``ckl_view_tracking`` rows.
-The schema is created once, under an advisory lock (:func:`create_schema`), so many processes
-may open a new store together.
+Version 5: the command id is a column with a partial unique index, ``COMMAND_INDEX``
+(idempotent commands; ``_migrate_to_5``). The schema is created once, under an advisory lock
+(:func:`create_schema`), so many processes may open a new store together.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from eventsourcing.persistence import ProgrammingError
 
 from ledger.store.base import (
     ARCHIVES_TABLE,
+    COMMAND_INDEX,
     EVENTS_TABLE,
     PURGE_PERMITS_TABLE,
     SNAPSHOTS_TABLE,
@@ -26,6 +28,8 @@ from ledger.store.base import (
 from ledger.store.postgres.positions import POSITIONS_PER_TRANSACTION, XID
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import psycopg
 
 __all__ = [
@@ -38,7 +42,7 @@ __all__ = [
     "schema_version",
 ]
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 ARCHIVED_SQLSTATE = "CK001"
 """Raised by the insert trigger for a write to an archived run (``ledger.errors.RunArchived``)."""
 GAP_SQLSTATE = "CK002"
@@ -64,6 +68,7 @@ SCHEMA = [
         state bytea NOT NULL,
         notification_id bigint NOT NULL,
         transaction_id xid8 NOT NULL DEFAULT pg_current_xact_id(),
+        command_id text,
         PRIMARY KEY (originator_id, originator_version),
         CONSTRAINT {EVENTS_TABLE}_position_in_transaction CHECK (
             notification_id < (transaction_id::text::bigint + 1) * {POSITIONS_PER_TRANSACTION}
@@ -216,6 +221,13 @@ def _migrate_from_1(conn: psycopg.Connection[Any]) -> None:
 
 
 _LEGACY_TRACKING = "ckl_view_tracking"
+# Schema 5, after SCHEMA and the migrations (a store made before has no column to index until
+# _migrate_to_5 added it). Partial: events without a command id (old rows, eventsourcing's own
+# writes) add no index entry.
+_COMMAND_INDEX_DDL = (
+    f"CREATE UNIQUE INDEX IF NOT EXISTS {COMMAND_INDEX} ON {EVENTS_TABLE} "
+    "(originator_id, command_id) WHERE command_id IS NOT NULL"
+)
 
 
 def _migrate_to_4(conn: psycopg.Connection[Any]) -> None:
@@ -245,6 +257,25 @@ def _migrate_to_4(conn: psycopg.Connection[Any]) -> None:
         conn.execute(f"DROP TABLE {_LEGACY_TRACKING}")
 
 
+def _migrate_to_5(conn: psycopg.Connection[Any]) -> None:
+    """Schema 4 (or older) → 5, inside the schema transaction: the command id column.
+
+    Nullable without a default, so adding it rewrites no row; old rows keep ``NULL`` (no
+    command id), which the partial index built afterwards (``_COMMAND_INDEX_DDL``) leaves out.
+    ``ALTER TABLE`` waits for appends in flight and holds new ones off until the migration
+    commits; appends of older code keep working afterwards (they leave the column ``NULL``).
+    """
+    conn.execute(f"ALTER TABLE {EVENTS_TABLE} ADD COLUMN IF NOT EXISTS command_id text")
+
+
+# Each migration, in order, with the version it brings a store up to (a store older than it).
+_MIGRATIONS: tuple[tuple[int, Callable[[psycopg.Connection[Any]], None]], ...] = (
+    (2, _migrate_from_1),
+    (4, _migrate_to_4),
+    (5, _migrate_to_5),
+)
+
+
 def create_schema(conn: psycopg.Connection[Any], display: str) -> None:
     """Create (or migrate) the schema once: a cheap check, then DDL under an advisory lock.
 
@@ -270,10 +301,10 @@ def create_schema(conn: psycopg.Connection[Any], display: str) -> None:
             raise ProgrammingError(msg)
         for statement in SCHEMA:
             conn.execute(statement)
-        if found == 1:
-            _migrate_from_1(conn)
-        if found is not None:
-            _migrate_to_4(conn)
+        for version, migrate in _MIGRATIONS:
+            if found is not None and found < version:
+                migrate(conn)
+        conn.execute(_COMMAND_INDEX_DDL)
         conn.execute(
             "INSERT INTO ckl_schema (version) VALUES (%s) "
             "ON CONFLICT (singleton) DO UPDATE SET version = EXCLUDED.version",
