@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 __all__ = ["Run", "render"]
 
 RAW_GOAL = 1.3
+LEASE_GOAL = 1.1
+"""A yield under a lease against one without (issue 12)."""
 TASKER_GOAL, TASKER_GOAL_AT = 40.0, 10_000  # issue #7: ours at least 40 times faster at 10k
 FLAT_GOAL = 1.1
 
@@ -58,6 +60,13 @@ def _raw_backend(backend: BackendResults, result: Comparison) -> list[str]:
         f"raw durable insert costs at least {micros(extra / (RAW_GOAL - 1))} µs: on a disk that ",
         "flushes faster than that, the same code misses it.",
     )
+    leased = result.ratio("yield-lease", "yield")
+    lease = text(
+        "A yield under a lease (fenced by it and renewing it in the same append, as a shared ",
+        f"run's worker writes): {times(leased.median)} a yield without one, goal ≤ ",
+        f"{LEASE_GOAL}× — {verdict(leased.median, LEASE_GOAL)}; the command id every command ",
+        "carries is in both, and adds no round trip.",
+    )
     return [
         f"### {backend.backend}",
         "",
@@ -70,6 +79,8 @@ def _raw_backend(backend: BackendResults, result: Comparison) -> list[str]:
         cost_table(result, "raw"),
         "",
         goal,
+        "",
+        lease,
         "",
         breakdown(result),
         "",
@@ -291,6 +302,15 @@ def _summary_rows(results: list[BackendResults], sizes: tuple[int, ...]) -> list
                     f"≤ {RAW_GOAL}×",
                     times_spread(ratio),
                     verdict(ratio.median, RAW_GOAL),
+                ]
+            )
+            leased = backend.raw.ratio("yield-lease", "yield")
+            rows.append(
+                [
+                    f"{backend.backend}: yield under a lease ÷ yield",
+                    f"≤ {LEASE_GOAL}×",
+                    times_spread(leased),
+                    verdict(leased.median, LEASE_GOAL),
                 ]
             )
         for kind, result in (("warm", backend.warm), ("cold", backend.cold)):

@@ -9,6 +9,7 @@ from bench._baselines import EventsourcingBaseline, PostgresRaw, SQLiteRaw, Task
 from bench._harness import Comparison, Variant, log, run_interleaved, timed
 from bench._workload import (
     Feed,
+    LeasedFeed,
     StoredFeed,
     cold_yield_op,
     open_ledger,
@@ -196,11 +197,13 @@ def run_sqlite(profile: Profile, workdir: Path) -> BackendResults:
         results.durability["raw"] = "journal_mode=wal, synchronous=FULL"
         results.durability["ledger"] = durability_of(ledger)
         feed = Feed(ledger.create_checkpoint("bench-raw", 0))
+        leased = LeasedFeed(ledger, ledger.create_checkpoint("bench-raw", 1))
         memory_feed = Feed(memory.create_checkpoint("bench-raw", 0))
         variants = [
             Variant("raw", timed(raw.insert), profile.batch),
             Variant("recorder", stored.insert_op(ledger.recorder), profile.batch),
             Variant("yield", warm_yield_op(ledger, feed), profile.batch),
+            Variant("yield-lease", warm_yield_op(ledger, leased), profile.batch),
             Variant("yield-memory", warm_yield_op(memory, memory_feed), profile.batch),
         ]
         results.raw = run_interleaved(
@@ -225,6 +228,7 @@ def run_postgres(profile: Profile, url: str) -> BackendResults:
         # The exact SQL the ledger runs to append one event.
         statement = ledger.recorder._appender.insert_one  # noqa: SLF001
         feed = Feed(ledger.create_checkpoint("bench-raw", 0))
+        leased = LeasedFeed(ledger, ledger.create_checkpoint("bench-raw", 1))
         variants = [
             Variant("raw", timed(raw.insert), profile.batch),
             *(Variant(name, op, profile.batch) for name, op in raw.part_ops().items()),
@@ -235,6 +239,7 @@ def run_postgres(profile: Profile, url: str) -> BackendResults:
             ),
             Variant("recorder", stored.insert_op(ledger.recorder), profile.batch),
             Variant("yield", warm_yield_op(ledger, feed), profile.batch),
+            Variant("yield-lease", warm_yield_op(ledger, leased), profile.batch),
         ]
         results.raw = run_interleaved(
             "PostgreSQL yield vs raw insert",

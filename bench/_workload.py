@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ITEMS_PER_YIELD",
     "Feed",
+    "LeasedFeed",
     "StoredFeed",
     "cold_yield_op",
     "open_ledger",
@@ -60,6 +61,30 @@ class Feed:
         cursor, items, results = yield_payload(self.step)
         ledger.checkpoint_yield(
             self.token, cursor=cursor, items_processed=items, accumulated_results=results
+        )
+
+
+class LeasedFeed(Feed):
+    """Successive yields of one checkpoint under a lease, as a shared run's worker makes them.
+
+    Each yield is fenced by the lease and renews it, in the same append: the difference from
+    :class:`Feed` is the lease's cost, which the issue bounds at 1.1 times.
+    """
+
+    def __init__(self, ledger: Ledger, token: CheckpointToken) -> None:
+        super().__init__(token)
+        self.lease = ledger.claim_checkpoint(token, "bench-worker", 3600.0)
+
+    def yield_on(self, ledger: Ledger) -> None:
+        """Record the next yield through ``ledger``, under the lease."""
+        self.step += 1
+        cursor, items, results = yield_payload(self.step)
+        ledger.checkpoint_yield(
+            self.token,
+            cursor=cursor,
+            items_processed=items,
+            accumulated_results=results,
+            lease=self.lease,
         )
 
 
