@@ -550,6 +550,19 @@ def _check_write(state: CheckpointState, now: datetime, fence: Fence | None) -> 
         raise CheckpointClaimed(token, state.owner or "?", _iso(state.lease_expires_at))
 
 
+def _failed_kind(state: CheckpointState) -> str:
+    if state.status != "failed" or state.error is None:
+        return state.status
+    return "failed (transient)" if state.error.transient else "failed permanently"
+
+
+def _after_failure(state: CheckpointState) -> str:
+    """What to do about a failed checkpoint: a retry keeps the progress, a reset loses it."""
+    if state.error is not None and state.error.transient:
+        return "retry it to resume from its last cursor (retry_checkpoint, or ckl retry)"
+    return "a permanent failure stops the batch; reset it to redo it from the start"
+
+
 def _iso(moment: datetime | None) -> str:
     return "never" if moment is None else moment.isoformat()
 
@@ -572,11 +585,9 @@ def decide_yield(
     if state.status != "open":
         raise InvalidTransition(
             str(state.token),
-            state.status,
+            _failed_kind(state),
             "checkpoint_yield",
-            "retry it after a transient failure, or reset it to redo it"
-            if state.status == "failed"
-            else "",
+            _after_failure(state) if state.status == "failed" else "",
         )
     if items_processed < state.items_processed:
         raise ProgressWentBackwards(
@@ -632,10 +643,7 @@ def decide_complete(
     _check_write(state, now, fence)
     if state.status == "failed":
         raise InvalidTransition(
-            str(state.token),
-            "failed",
-            "complete_checkpoint",
-            "retry it first if the failure was transient, or reset it to redo it",
+            str(state.token), _failed_kind(state), "complete_checkpoint", _after_failure(state)
         )
     return Completed.model_validate(
         {**_header(state, now, command_id), "attempt": state.attempt, "result": result}

@@ -415,8 +415,8 @@ class RunNotFinished(ArchiveError):
     def __init__(self, run_id: str, unfinished: int) -> None:
         super().__init__(
             f"run {run_id!r} is not finished: {unfinished} checkpoint(s) still open or "
-            "transiently failed; complete, fail permanently or reset them first (nothing was "
-            "archived)"
+            "transiently failed; complete, retry, cancel or fail them permanently first "
+            "(nothing was archived)"
         )
         self.run_id, self.unfinished = run_id, unfinished
 
