@@ -64,6 +64,7 @@ from ledger.checkpoint import (
 from ledger.checks import check_aware, check_count, check_name, check_run_id, check_seconds
 from ledger.errors import (
     CheckpointNotFound,
+    ConflictingCommand,
     InvalidInput,
     InvalidTransition,
     LeaseLost,
@@ -72,7 +73,20 @@ from ledger.errors import (
     RunNotFound,
     StoreUnavailable,
 )
-from ledger.events import CheckpointEvent, Created, Snapshot
+from ledger.events import (
+    Cancelled,
+    CheckpointEvent,
+    Claimed,
+    Completed,
+    Created,
+    Failed,
+    LeaseRenewed,
+    Released,
+    Reset,
+    Retried,
+    Snapshot,
+    Yielded,
+)
 from ledger.settings import LedgerSettings
 from ledger.store import (
     CommandAlreadyRecorded,
@@ -383,6 +397,7 @@ class Ledger:
                 s, now, cur, items_processed, results, command_id=cid, fence=fence
             ),
             command_id,
+            "checkpoint_yield",
         )
 
     def complete_checkpoint(
@@ -415,6 +430,7 @@ class Ledger:
             token,
             lambda s, now, cid: decide_complete(s, now, value, command_id=cid, fence=fence),
             command_id,
+            "complete_checkpoint",
         )
 
     def fail_checkpoint(
@@ -472,6 +488,7 @@ class Ledger:
                 s, now, kind, message, transient, context, command_id=cid, fence=fence
             ),
             command_id,
+            "fail_checkpoint",
         )
 
     def retry_checkpoint(
@@ -487,7 +504,10 @@ class Ledger:
         """
         check_token(token)
         return self._command(
-            token, lambda s, now, cid: decide_retry(s, now, command_id=cid), command_id
+            token,
+            lambda s, now, cid: decide_retry(s, now, command_id=cid),
+            command_id,
+            "retry_checkpoint",
         )
 
     def reset_checkpoint(
@@ -505,7 +525,10 @@ class Ledger:
         check_token(token)
         text = _reason(reason, "reset")
         return self._command(
-            token, lambda s, now, cid: decide_reset(s, now, text, command_id=cid), command_id
+            token,
+            lambda s, now, cid: decide_reset(s, now, text, command_id=cid),
+            command_id,
+            "reset_checkpoint",
         )
 
     def cancel_checkpoint(
@@ -525,7 +548,10 @@ class Ledger:
         check_token(token)
         text = _reason(reason, "cancelled")
         return self._command(
-            token, lambda s, now, cid: decide_cancel(s, now, text, command_id=cid), command_id
+            token,
+            lambda s, now, cid: decide_cancel(s, now, text, command_id=cid),
+            command_id,
+            "cancel_checkpoint",
         )
 
     # ---------------------------------------------------------------- leases
@@ -562,6 +588,7 @@ class Ledger:
             token,
             lambda s, now, cid: decide_claim(s, now, name, seconds, lease_id, command_id=cid),
             command_id,
+            "claim_checkpoint",
         )
         if state.owner != name or state.lease_id is None:
             # The claim was applied before (a re-sent command id), and lost since.
@@ -580,7 +607,11 @@ class Ledger:
             held.token,
             lambda s, now, cid: decide_heartbeat(s, now, held, command_id=cid),
             command_id,
+            "heartbeat",
         )
+        if state.lease_id != held.lease_id:
+            # The heartbeat was applied before (a re-sent command id), and the lease lost since.
+            raise LeaseLost(str(held.token), held.owner, state.owner, held.attempt, state.attempt)
         return Lease.of(state)
 
     def release(self, lease: Lease, *, command_id: str | None = None) -> CheckpointState:
@@ -596,6 +627,7 @@ class Ledger:
             held.token,
             lambda s, now, cid: decide_release(s, now, held, command_id=cid),
             command_id,
+            "release",
         )
 
     def claim_next(
@@ -813,14 +845,15 @@ class Ledger:
         return message[:room] + marker
 
     def _command(  # noqa: C901  (the write path's one loop, kept whole to be read as one)
-        self, token: CheckpointToken, decide: Decide, command_id: str | None
+        self, token: CheckpointToken, decide: Decide, command_id: str | None, name: str
     ) -> CheckpointState:
         """Decide and append one command, exactly once whatever is lost on the wire.
 
         ``command_id`` given by the caller may have been sent before; a generated one may be
         re-sent by the append's own retry after a lost acknowledgement. Either way the
         command is found (in the state's recent ids, else by the store's unique index) and
-        its outcome returned instead of deciding it again.
+        its outcome returned instead of deciding it again. An id found with an event of
+        another kind than ``name`` appends was given to another command: ``ConflictingCommand``.
         """
         resent = command_id is not None
         cid = uuid4().hex if command_id is None else check_name(command_id, "command_id")
@@ -831,8 +864,9 @@ class Ledger:
             state = self._load(token)
         conflicts = 0
         for _ in range(self.settings.conflict_retries + 1):
-            if cid in state.recent_commands:
-                return state  # applied before: its outcome, nothing written
+            topic = state.command_topic(cid)
+            if topic is not None:  # applied before: its outcome, nothing written
+                return _same_command(state, cid, topic, name)
             # Never write a timestamp before the checkpoint's last one, whatever the clocks say.
             now = max(self.now(), state.updated_at)
             try:
@@ -841,8 +875,9 @@ class Ledger:
                 if not fresh:
                     state, fresh = self._refresh(state), True
                     continue
-                if resent and self._command_stored(oid, cid):
-                    return self._refresh(state)
+                found = self._command_stored(oid, cid) if resent else None
+                if found is not None:
+                    return _same_command(self._refresh(state), cid, found, name)
                 raise
             if event is None:
                 if fresh:
@@ -852,7 +887,9 @@ class Ledger:
             try:
                 return self._append(state, event)
             except CommandAlreadyRecorded:
-                return self._refresh(state)  # stored long ago, past the recent ids
+                # Stored long ago, past the recent ids: the index refused it a second time.
+                found = self._command_stored(oid, cid) or ""
+                return _same_command(self._refresh(state), cid, found, name)
             except IntegrityError:
                 # Another writer appended this version first, or our own append landed and
                 # its acknowledgement was lost (the retry then meets its own row): reload and
@@ -874,12 +911,12 @@ class Ledger:
             command_id=cid,
         )
 
-    def _command_stored(self, oid: UUID, command_id: str) -> bool:
-        """True if the store holds an event of this command (an index lookup)."""
+    def _command_stored(self, oid: UUID, command_id: str) -> str | None:
+        """The topic of the event the store holds for this command, if any (an index lookup)."""
         found = self._store_call(
             "find command", lambda: self.recorder.find_command(oid, command_id)
         )
-        return found is not None
+        return None if found is None else found[1]
 
     def _append(self, state: CheckpointState | None, event: CheckpointEvent) -> CheckpointState:
         stored = self.mapper.to_stored_event(event)
@@ -1056,3 +1093,33 @@ def _claimable(state: CheckpointState, now: datetime, delay: float, max_delay: f
     if state.status == "failed" and state.error is not None and state.error.transient:
         return retry_due_at(state, delay, max_delay) <= now
     return False
+
+
+# The events each command may append: a command id found with another kind of event was
+# given to another command.
+_TOPICS: dict[str, frozenset[str]] = {
+    "checkpoint_yield": frozenset({Yielded.topic}),
+    "complete_checkpoint": frozenset({Completed.topic}),
+    "fail_checkpoint": frozenset({Failed.topic}),
+    "retry_checkpoint": frozenset({Retried.topic}),
+    "reset_checkpoint": frozenset({Reset.topic}),
+    "cancel_checkpoint": frozenset({Cancelled.topic}),
+    "claim_checkpoint": frozenset({Claimed.topic, LeaseRenewed.topic}),
+    "heartbeat": frozenset({LeaseRenewed.topic}),
+    "release": frozenset({Released.topic}),
+}
+
+
+def _same_command(
+    state: CheckpointState, command_id: str, topic: str, name: str
+) -> CheckpointState:
+    """The state, when ``command_id`` found with a ``topic`` event is this ``name`` command."""
+    if topic and topic not in _TOPICS[name]:
+        raise ConflictingCommand(
+            str(state.token),
+            state.status,
+            name,
+            f"command id {command_id!r} was already used for a {topic.removeprefix('checkpoint.')}"
+            " event on this checkpoint; give a new command a new id",
+        )
+    return state

@@ -178,6 +178,8 @@ class CheckpointState(BaseModel):
     cancel_reason: str | None = None
     recent_commands: tuple[str, ...] = ()
     """The ids of the latest commands applied (at most ``RECENT_COMMANDS``), newest last."""
+    recent_topics: tuple[str, ...] = ()
+    """The topic of the event each of ``recent_commands`` appended, in the same order."""
     taken_over_from: str | None = None
     """The owner whose expired lease the current lease took over (``None``: no takeover)."""
     unproductive_attempts: int = 0
@@ -222,6 +224,15 @@ class CheckpointState(BaseModel):
         """
         current = 0 if self.items_processed > self.attempt_started_items else 1
         return self.unproductive_attempts + current
+
+    def command_topic(self, command_id: str) -> str | None:
+        """The topic of the event ``command_id`` appended, if it is among the recent ones."""
+        for cid, topic in zip(
+            reversed(self.recent_commands), reversed(self.recent_topics), strict=False
+        ):
+            if cid == command_id:
+                return topic
+        return None
 
     def lease_is_live(self, now: datetime) -> bool:
         """True when someone holds the lease and it has not expired at ``now``."""
@@ -353,6 +364,7 @@ def apply(state: CheckpointState | None, event: CheckpointEvent) -> CheckpointSt
             created_at=event.timestamp,
             updated_at=event.timestamp,
             recent_commands=() if event.command_id is None else (event.command_id,),
+            recent_topics=() if event.command_id is None else (event.topic,),
         )
     if state is None:
         msg = f"event {event.topic} v{event.originator_version} has no Created before it"
@@ -363,10 +375,9 @@ def apply(state: CheckpointState | None, event: CheckpointEvent) -> CheckpointSt
         "last_event": event.topic,
     }
     if event.command_id is not None:
-        common["recent_commands"] = (
-            *state.recent_commands[1 - RECENT_COMMANDS :],
-            event.command_id,
-        )
+        keep = 1 - RECENT_COMMANDS
+        common["recent_commands"] = (*state.recent_commands[keep:], event.command_id)
+        common["recent_topics"] = (*state.recent_topics[keep:], event.topic)
     effect = _EFFECTS.get(type(event))
     if effect is None:
         msg = f"unknown event type {type(event).__name__}"
