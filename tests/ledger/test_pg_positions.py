@@ -222,11 +222,12 @@ def test_the_database_refuses_a_position_past_its_transactions_range(
     try:
         xid = tx.take_xid()
         # Version 2 at the last position of the range, copied by hand from version 1 (every
-        # column, whatever the schema adds); the recorder's next position is past the range.
+        # column, whatever the schema adds, but not its command: one event per command); the
+        # recorder's next position is past the range.
         tx.conn.execute("CREATE TEMP TABLE copy ON COMMIT DROP AS SELECT * FROM ckl_events")
         tx.conn.execute(
             "UPDATE copy SET originator_version = 2, notification_id = %s,"
-            " transaction_id = pg_current_xact_id()",
+            " transaction_id = pg_current_xact_id(), command_id = NULL",
             ((xid + 1) * P - 1,),
         )
         tx.conn.execute("INSERT INTO ckl_events SELECT * FROM copy")

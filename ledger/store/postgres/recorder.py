@@ -172,8 +172,8 @@ class PostgresLedgerRecorder(LedgerRecorder):
         """The server's clock: the local clock plus the offset last measured from the server.
 
         Measured at open and again on the first call ``clock_refresh`` seconds later (one
-        ``SELECT clock_timestamp()``, timed at the midpoint of its round trip); every other
-        call is local. If that query fails, the last offset stays.
+        ``SELECT clock_timestamp()`` three times, the quickest round trip's midpoint kept);
+        every other call is local. If a refresh fails, the last offset stays.
         """
         return self._clock.now()
 
