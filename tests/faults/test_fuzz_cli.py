@@ -144,7 +144,8 @@ def test_every_command_exits_cleanly_on_fuzzed_arguments(store: str, argv: list[
     out, err = stdout.getvalue(), stderr.getvalue()
     allowed = {0, 1, 2, 130} if fired else {0, 1, 2}
     assert code in allowed, (argv, code, err)
-    assert "Traceback" not in err + out, (argv, err)
+    # A crash prints its traceback to stderr; stdout may show a failure's recorded traceback.
+    assert "Traceback" not in err, (argv, err)
     if code in {1, 2}:  # refused: nothing written
         with Ledger.open(store) as ledger:
             assert ledger.count_events() == before, (argv, code, err)

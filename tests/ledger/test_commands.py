@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 import pytest
@@ -163,7 +163,7 @@ def test_get_checkpoint_as_of_a_version_or_a_moment(ledger: Ledger) -> None:
     assert ledger.get_checkpoint(token, as_of=events[3].timestamp).cursor == 30
     with pytest.raises(CheckpointNotFound):
         ledger.get_checkpoint(token, as_of=events[0].timestamp - timedelta(seconds=1))
-    assert ledger.get_checkpoint(token, as_of=datetime.now(UTC)).cursor == 50
+    assert ledger.get_checkpoint(token, as_of=ledger.now()).cursor == 50
 
 
 def test_unknown_token_is_not_found_and_nothing_is_written(ledger: Ledger) -> None:
