@@ -45,7 +45,7 @@ def test_the_many_workers_example_runs_in_three_processes(tmp_path: Path) -> Non
     script.write_text(_many_workers_example())
     env = {**os.environ, "CKL_STORE": f"sqlite:///{tmp_path / 'shared.db'}"}
     workers = [
-        subprocess.Popen(  # noqa: S603  (our own interpreter and script)
+        subprocess.Popen(
             [sys.executable, str(script)], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True
         )
         for _ in range(3)
