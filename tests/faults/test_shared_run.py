@@ -39,6 +39,7 @@ from tests.streams._support import Worker, processes_of
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from datetime import datetime
 
     from ledger import CheckpointEvent
 
@@ -129,6 +130,45 @@ def check_claims_fence_every_write(
     return owner_of
 
 
+def check_takeovers(
+    ledger: Ledger,
+    log: list[tuple[int, CheckpointEvent]],
+    paused: dict[str, dict[str, Any]],
+    stopped_at: datetime,
+) -> Counter[int]:
+    """Each batch completed once; each paused batch taken over once, fencing its old attempt.
+
+    Returns the completions by batch.
+    """
+    events: dict[int, list[CheckpointEvent]] = defaultdict(list)
+    for _, event in log:
+        token = ledger.token_for(event.originator_id)
+        assert token is not None
+        events[token.batch_index].append(event)
+    completions = Counter(
+        batch for batch, evs in events.items() for e in evs if isinstance(e, Completed)
+    )
+    assert completions == dict.fromkeys(range(BATCHES), 1)
+    for owner, where in paused.items():
+        batch_events = events[where["batch"]]
+        takeover = takeover_of(batch_events, owner)
+        # Another worker took it (the frozen w1 may take w0's batch over once it goes on).
+        assert takeover.owner != owner
+        assert takeover.attempt == where["attempt"] + 1
+        assert takeover.timestamp >= stopped_at  # not before: the heartbeat kept the lease
+        # Nothing of the fenced attempt landed after the takeover.
+        later = [e for e in batch_events if e.originator_version > takeover.originator_version]
+        assert all(getattr(e, "attempt", takeover.attempt) == takeover.attempt for e in later)
+        renewed = {e.lease_id for e in later if isinstance(e, LeaseRenewed)}
+        assert renewed <= {takeover.lease_id}
+        # The taker resumed from the fenced attempt's last cursor: no item redone.
+        cursors = [e.cursor for e in batch_events if isinstance(e, Yielded)]
+        assert cursors == list(range(EVERY, ITEMS + 1, EVERY)), cursors
+    # Only the paused batches were taken over.
+    assert sum(1 for _, e in log if isinstance(e, Claimed) and e.taken_over) == len(paused)
+    return completions
+
+
 def test_four_workers_share_a_run_through_a_kill_and_a_freeze(store_url: str) -> None:
     run_id = f"shared-{uuid4().hex[:8]}"
     started_at = time.monotonic()
@@ -178,34 +218,7 @@ def test_four_workers_share_a_run_through_a_kill_and_a_freeze(store_url: str) ->
             for pos, event in whole_log(ledger)
             if (token := ledger.token_for(event.originator_id)) and token.run_id == run_id
         ]
-        events: dict[int, list[CheckpointEvent]] = defaultdict(list)
-        for _, event in log:
-            token = ledger.token_for(event.originator_id)
-            assert token is not None
-            events[token.batch_index].append(event)
-        completions = Counter(
-            batch for batch, evs in events.items() for e in evs if isinstance(e, Completed)
-        )
-        assert completions == dict.fromkeys(range(BATCHES), 1)
-
-        for owner, paused in (("w0", killed), ("w1", frozen)):
-            batch_events = events[paused["batch"]]
-            takeover = takeover_of(batch_events, owner)
-            assert takeover.owner in {"w2", "w3"}
-            assert takeover.attempt == paused["attempt"] + 1
-            assert takeover.timestamp >= stopped_at  # not before: the heartbeat kept it
-            # Nothing of the fenced attempt landed after the takeover.
-            later = [e for e in batch_events if e.originator_version > takeover.originator_version]
-            assert all(getattr(e, "attempt", takeover.attempt) == takeover.attempt for e in later)
-            assert not [
-                e for e in later if isinstance(e, LeaseRenewed) and e.lease_id != takeover.lease_id
-            ]
-            # The taker resumed from the fenced attempt's last cursor: no item redone.
-            cursors = [e.cursor for e in batch_events if isinstance(e, Yielded)]
-            assert cursors == list(range(EVERY, ITEMS + 1, EVERY)), cursors
-        # Only the two paused batches were taken over.
-        assert sum(1 for _, e in log if isinstance(e, Claimed) and e.taken_over) == 2
-
+        completions = check_takeovers(ledger, log, {"w0": killed, "w1": frozen}, stopped_at)
         reported = {
             owner: [r["yielded"] for r in worker.reports if "yielded" in r]
             for owner, worker in zip(OWNERS, workers, strict=True)
