@@ -216,7 +216,7 @@ def test_four_workers_share_a_run_through_a_kill_and_a_freeze(store_url: str) ->
         log = [
             (pos, event)
             for pos, event in whole_log(ledger)
-            if (token := ledger.token_for(event.originator_id)) and token.run_id == run_id
+            if (found := ledger.token_for(event.originator_id)) and found.run_id == run_id
         ]
         completions = check_takeovers(ledger, log, {"w0": killed, "w1": frozen}, stopped_at)
         reported = {
@@ -236,7 +236,7 @@ def test_four_workers_share_a_run_through_a_kill_and_a_freeze(store_url: str) ->
             views.sync()
             timeline = views.timeline(run_id)
         shown = [
-            entry.event.previous_owner
+            str(entry.event.previous_owner)
             for entry in timeline
             if isinstance(entry.event, Claimed) and entry.event.taken_over
         ]
