@@ -1,21 +1,63 @@
-"""run_batches: the Effect seed's sequence as a helper, resumable after a crash.
+"""run_batches: the Effect seed's sequence as a helper, resumable, for one worker or many.
 
-For each batch, strictly in order: create → process (with yields) → save (complete) → confirm
-(await the durable completion) → progress. Progress is reported only after the confirmation, so
-it never runs ahead of a durable checkpoint. Restarted after a crash (even SIGKILL mid-batch),
-it skips completed batches and resumes the interrupted one from its last cursor. A transient
-failure is recorded, retried up to ``max_attempts`` times (each attempt resuming from the last
-cursor); a permanent one is recorded and stops the run: later batches are not started.
+Two modes, one contract for each batch: process (with yields) → save (complete) → confirm (await
+the durable completion) → progress. Progress is reported only after the confirmation, so it
+never runs ahead of a durable checkpoint.
+
+**Sequential** (the default, no ``owner``): one process does the batches strictly in order:
+create → process → complete → confirm → progress, then the next batch. Restarted after a crash
+(even SIGKILL mid-batch), it skips completed batches and resumes the interrupted one from its last
+cursor. A permanent failure is recorded and stops the run: later batches are not started.
+
+**Shared** (``owner="host:pid"``, the same call in N processes on N machines): every process
+creates all the checkpoints (idempotent), then claims the next batch that needs a worker
+(``claim_next``: unclaimed, lease expired, or transiently failed and past its back-off) and
+processes it under its lease. Each yield renews the lease; a heartbeat thread renews it every
+``lease_ttl / 3`` seconds while ``process`` runs, so a slow batch that rarely yields keeps it, and
+stops when the batch ends. A worker that dies stops renewing: once its lease expires another
+worker takes the batch over (a new attempt, resuming from the last cursor) and the dead
+worker's writes are refused from then on. When no batch can be claimed the process waits (woken
+by the log, and at the nearest lease expiry or retry time) and claims again; it returns once
+every batch of the run is settled, and a permanent failure anywhere stops its claims and is
+raised.
+
+Fencing, in both modes: every write is issued under the attempt it started with (``attempt=``,
+or ``lease=`` in shared mode). When a write is refused because that attempt is over —
+``StaleAttempt`` (an operator's reset or retry), ``LeaseLost`` (a takeover), or
+``CheckpointCancelled`` — ``run_batches`` abandons the attempt, records nothing of it, and never
+fails the checkpoint for it. Then in sequential mode it reads the checkpoint again and goes on
+from what it finds: a reset is the operator's word, so the batch is processed again from the
+reset state (no cursor, a new attempt); a cancelled batch is skipped. In shared mode it simply
+claims again: whoever holds the batch now finishes it.
+
+Retries count what matters: ``max_attempts`` counts attempts in a row that made no progress
+(``CheckpointState.stalled_attempts``), so a long batch that keeps moving between transient
+failures is never stopped. When a transient failure ends the ``max_attempts``-th attempt without
+progress, the batch is recorded as failed permanently (its error type kept, the message saying
+it gave up). Attempts are spaced by exponential back-off with jitter (``retry_delay`` doubling
+up to ``max_retry_delay``, see :func:`ledger.retry_due_at`): sequential mode sleeps until the
+retry is due, shared mode lets ``claim_next`` wait for it.
+
+Progress and the report: ``on_progress`` is called once per completed batch, after its durable
+completion was read back. In shared mode that includes batches other workers completed (read
+from the store, ``BatchProgress.completed_here`` False), so every process can show the whole
+run's progress; they are reported in the order this process confirms them. A cancelled batch
+is settled but has no result: ``RunReport.results`` holds ``None`` at its index and
+``RunReport.cancelled`` lists it; no progress is reported for it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 from ledger import (
+    CheckpointCancelled,
     CheckpointState,
     CheckpointToken,
     Cursor,
@@ -24,15 +66,24 @@ from ledger import (
     JSONObject,
     JSONObjectInput,
     JSONValue,
+    Lease,
+    LedgerError,
+    StaleAttempt,
+    StoreUnavailable,
     check_count,
+    check_name,
     check_run_id,
     check_seconds,
     failure_of,
+    retry_due_at,
+    run_is_settled,
 )
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from types import TracebackType
 
+    from ledger import Ledger
     from streams.coordinator import Coordinator
 
 __all__ = ["BatchContext", "BatchProgress", "RunReport", "run_batches"]
@@ -41,13 +92,23 @@ log = logging.getLogger("streams.batches")
 
 T = TypeVar("T")
 
+Outcome = Literal["completed", "failed", "abandoned"]
+"""How one attempt ended: completed, failed transiently (recorded), or fenced off (nothing)."""
+
+_RECHECK_FLOOR = 0.1
+"""Seconds a waiting shared worker leaves between two reads of the run, however often the log
+wakes it (other workers' yields do, many times a second)."""
+
 
 @dataclass
 class BatchContext(Generic[T]):
     """What ``process`` gets: the batch, where to resume, and how to save progress.
 
     The accessors are the tasker seed's ``BatchWorkerContext``: ``checkpoint_cursor``,
-    ``accumulated_results``, ``has_checkpoint()``, ``checkpoint_items_processed``.
+    ``accumulated_results``, ``has_checkpoint()``, ``checkpoint_items_processed``. Its writes are
+    fenced by the attempt it started under (``lease`` in shared mode): once that attempt is
+    superseded, ``checkpoint_yield`` raises ``StaleAttempt`` (or ``LeaseLost``), and
+    ``process`` should let it propagate: ``run_batches`` abandons the attempt.
     """
 
     run_id: str
@@ -57,6 +118,10 @@ class BatchContext(Generic[T]):
     token: CheckpointToken
     state: CheckpointState
     _coordinator: Coordinator = field(repr=False)
+    lease: Lease | None = None
+    """The lease this attempt holds (shared mode), ``None`` in sequential mode."""
+    _renewed: float = field(default_factory=time.monotonic, repr=False)
+    """When the lease was last renewed (``time.monotonic``), for the heartbeat."""
 
     @property
     def attempt(self) -> int:
@@ -88,32 +153,56 @@ class BatchContext(Generic[T]):
         items_processed: int,
         accumulated_results: JSONObjectInput | None = None,
     ) -> CheckpointState:
-        """Save progress; durable when it returns."""
-        self.state = self._coordinator.checkpoint_yield(
-            self.token, cursor, items_processed, accumulated_results
-        )
+        """Save progress; durable when it returns. Under a lease it renews the lease.
+
+        Raises:
+            StaleAttempt: this attempt was superseded (``LeaseLost``: its lease was taken).
+            CheckpointCancelled: an operator cancelled the checkpoint.
+        """
+        if self.lease is not None:
+            self.state = self._coordinator.checkpoint_yield(
+                self.token, cursor, items_processed, accumulated_results, lease=self.lease
+            )
+            self._renewed = time.monotonic()
+        else:
+            self.state = self._coordinator.checkpoint_yield(
+                self.token, cursor, items_processed, accumulated_results, attempt=self.attempt
+            )
         return self.state
+
+    @property
+    def _fence_attempt(self) -> int | None:
+        """The ``attempt=`` of this attempt's writes (``None`` under a lease, which implies it)."""
+        return None if self.lease is not None else self.attempt
 
 
 @dataclass(frozen=True)
 class BatchProgress:
-    """Reported after each batch's completion is confirmed."""
+    """Reported after each batch's completion is confirmed (read back from the store)."""
 
     run_id: str
     batch_index: int
     completed: int
+    """Batches confirmed so far, this one included (as this process has seen them)."""
     total: int
     result: JSONValue
     resumed: bool
     """True when the batch was already completed before this call (a restart)."""
+    completed_here: bool = True
+    """True when this process completed it; False in shared mode for another worker's batch."""
 
 
 @dataclass(frozen=True)
 class RunReport:
-    """The outcome of :func:`run_batches`: every batch's confirmed result, in order."""
+    """The outcome of :func:`run_batches`: every batch's confirmed result, in batch order."""
 
     run_id: str
     results: list[JSONValue]
+    """One per batch, in batch order; ``None`` for a cancelled batch."""
+    cancelled: tuple[int, ...] = ()
+    """Indexes of the batches an operator cancelled (settled, without a result)."""
+    completed_here: tuple[int, ...] = ()
+    """Indexes of the batches this call completed (the others were done before or elsewhere)."""
 
 
 def run_batches(
@@ -122,85 +211,435 @@ def run_batches(
     batches: Sequence[T],
     process: Callable[[BatchContext[T]], object],
     *,
+    owner: str | None = None,
+    lease_ttl: float = 30.0,
     transient: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError),
     max_attempts: int = 3,
+    retry_delay: float = 1.0,
+    max_retry_delay: float = 60.0,
     on_progress: Callable[[BatchProgress], None] | None = None,
     confirm_timeout: float = 30.0,
 ) -> RunReport:
-    """Process ``batches`` of ``run_id`` in order, checkpointed, resumable.
+    """Process ``batches`` of ``run_id``, checkpointed, resumable, alone or shared.
 
     Args:
         coordinator: the coordinator (and through it the ledger) to record with.
         run_id: the run; the same id resumes the same run.
-        batches: one item per batch (whatever ``process`` needs: a range, a file name…).
+        batches: one item per batch (whatever ``process`` needs: a range, a file name…);
+            in shared mode every process passes the same batches.
         process: does one batch; may call ``ctx.checkpoint_yield`` as it goes and should
             resume from ``ctx.checkpoint_cursor``; its return value is the batch's result.
+        owner: ``None`` for the sequential mode; a name unique to this worker process (e.g.
+            ``f"{socket.gethostname()}:{os.getpid()}"``) to share the run with other workers.
+        lease_ttl: seconds a shared worker's lease lasts unless renewed (by a yield or the
+            heartbeat, every ``lease_ttl / 3``): how long a dead worker's batch waits.
         transient: exception types that are worth retrying; any other is permanent.
-        max_attempts: attempts per batch before a transient failure stops the run.
-        on_progress: called after each confirmed completion.
-        confirm_timeout: seconds to wait for the completion to be confirmed.
+        max_attempts: attempts in a row without progress before a transient failure is
+            recorded as permanent.
+        retry_delay: seconds before the first retry; doubles with each attempt without
+            progress, with jitter.
+        max_retry_delay: the longest back-off.
+        on_progress: called after each confirmed completion (see the module docstring).
+        confirm_timeout: seconds to wait for a completion to be confirmed.
+
+    Returns:
+        The run's report, once every batch is completed or cancelled.
 
     Raises:
-        CheckpointFailedError: a batch failed permanently, or transiently ``max_attempts``
-            times; its error is the ``__cause__`` when it happened in this call.
-        InvalidInput: bad arguments (checked before anything is written).
+        CheckpointFailedError: a batch failed permanently (or gave up after ``max_attempts``
+            attempts without progress); its error is the ``__cause__`` when it happened in
+            this call.
+        InvalidInput: bad arguments, or (shared mode) a run of another number of batches;
+            checked before anything is written.
+        CheckpointClaimed: sequential mode met a batch leased by a shared worker.
     """
     check_run_id(run_id)
     _check_arguments(batches, process, transient, max_attempts, on_progress, confirm_timeout)
-    total = len(batches)
-    results: list[JSONValue] = []
-    for index, batch in enumerate(batches):
-        token = coordinator.create_checkpoint(run_id, index, total_batches=total)
-        state = coordinator.get_checkpoint(token)
-        resumed = state.status == "completed"
-        if not resumed:
-            _run_one(coordinator, token, batch, process, transient, max_attempts)
-        # Confirm: the durable completion, read back, before any progress is reported.
-        result = coordinator.await_checkpoint(token, timeout=confirm_timeout)
-        results.append(result)
-        progress = BatchProgress(run_id, index, len(results), total, result, resumed)
-        log.info("run %s: batch %d confirmed (%d/%d)", run_id, index, len(results), total)
-        if on_progress is not None:
-            on_progress(progress)
-    return RunReport(run_id, results)
+    if owner is not None:
+        check_name(owner, "owner")
+    ttl = check_seconds(lease_ttl, "lease_ttl")
+    if ttl <= 0:
+        raise InvalidInput("lease_ttl", "a lease must last more than 0 seconds")
+    job = _Job(
+        coordinator,
+        run_id,
+        batches,
+        process,
+        transient,
+        max_attempts,
+        check_seconds(retry_delay, "retry_delay"),
+        check_seconds(max_retry_delay, "max_retry_delay"),
+        on_progress,
+        confirm_timeout,
+    )
+    if owner is None:
+        return job.run_sequential()
+    return job.run_shared(owner, float(ttl))
 
 
-def _run_one(  # noqa: PLR0917
-    coordinator: Coordinator,
-    token: CheckpointToken,
-    batch: T,
-    process: Callable[[BatchContext[T]], object],
-    transient: tuple[type[BaseException], ...],
-    max_attempts: int,
-) -> None:
-    state = coordinator.get_checkpoint(token)
-    while True:
-        failure = failure_of(state)
-        if failure is not None:
-            if not _worth_retrying(state, max_attempts):
+@dataclass(frozen=True)
+class _Job(Generic[T]):
+    """One ``run_batches`` call: its arguments, and the two ways of running them."""
+
+    coordinator: Coordinator
+    run_id: str
+    batches: Sequence[T]
+    process: Callable[[BatchContext[T]], object]
+    transient: tuple[type[BaseException], ...]
+    max_attempts: int
+    retry_delay: float
+    max_retry_delay: float
+    on_progress: Callable[[BatchProgress], None] | None
+    confirm_timeout: float
+
+    @property
+    def ledger(self) -> Ledger:
+        return self.coordinator.ledger
+
+    # ------------------------------------------------------------------ sequential
+
+    def run_sequential(self) -> RunReport:
+        total = len(self.batches)
+        results: list[JSONValue] = []
+        cancelled: list[int] = []
+        here: list[int] = []
+        confirmed = 0
+        for index, batch in enumerate(self.batches):
+            token = self.coordinator.create_checkpoint(self.run_id, index, total_batches=total)
+            state = self.coordinator.get_checkpoint(token)
+            resumed = state.status == "completed"
+            if not resumed:
+                state = self._finish_here(token, batch, state)
+            if state.status == "cancelled":
+                log.warning("%s: cancelled (%s); skipped", token, state.cancel_reason)
+                results.append(None)
+                cancelled.append(index)
+                continue
+            # Confirm: the durable completion, read back, before any progress is reported.
+            result = self.coordinator.await_checkpoint(token, timeout=self.confirm_timeout)
+            results.append(result)
+            confirmed += 1
+            if not resumed:
+                here.append(index)
+            self._progress(index, confirmed, result, resumed=resumed, here=not resumed)
+        return RunReport(self.run_id, results, tuple(cancelled), tuple(here))
+
+    def _finish_here(
+        self, token: CheckpointToken, batch: T, state: CheckpointState
+    ) -> CheckpointState:
+        """Run attempts of one batch until it is completed or cancelled; its final state.
+
+        Raises:
+            CheckpointFailedError: it failed permanently (now or before).
+        """
+        while state.status not in {"completed", "cancelled"}:
+            if state.status == "failed":
+                failure = failure_of(state)
+                if failure is not None and not failure.transient:
+                    raise failure
+                self._sleep_until_due(state)
+                state = self.coordinator.retry_checkpoint(token)
+                log.info("%s: attempt %d resumes from %r", token, state.attempt, state.cursor)
+            ctx = self._context(token, batch, state, None)
+            if self._attempt(ctx) == "abandoned":
+                # The attempt was superseded (an operator's reset) or cancelled: go on from
+                # what the store says now.
+                state = self.coordinator.get_checkpoint(token)
+                log.warning(
+                    "%s: going on from the current state: %s, attempt %d, cursor %r",
+                    token,
+                    state.status,
+                    state.attempt,
+                    state.cursor,
+                )
+            else:
+                state = self.coordinator.get_checkpoint(token)
+        return state
+
+    def _sleep_until_due(self, state: CheckpointState) -> None:
+        due = retry_due_at(state, self.retry_delay, self.max_retry_delay)
+        pause = (due - self.ledger.now()).total_seconds()
+        if pause > 0:
+            log.info("%s: next attempt in %.2fs", state.token, pause)
+            time.sleep(pause)
+
+    # ------------------------------------------------------------------ shared
+
+    def run_shared(self, owner: str, ttl: float) -> RunReport:
+        total = len(self.batches)
+        self._check_run_size(total)
+        for index in range(total):
+            self.coordinator.create_checkpoint(self.run_id, index, total_batches=total)
+        reported: set[int] = set()
+        here: list[int] = []
+        done_before: set[int] | None = None
+        wake = threading.Event()
+        unwatch = self.ledger.watch(wake.set)
+        try:
+            while True:
+                wake.clear()  # before the read: anything appended after it wakes the wait
+                states = self.coordinator.run_states(self.run_id)
+                if done_before is None:
+                    done_before = {i for i, s in states.items() if s.status == "completed"}
+                self._report_others(states, reported, done_before)
+                self._raise_permanent_failure(states)
+                if run_is_settled(states):
+                    break
+                lease = self.coordinator.claim_next(
+                    self.run_id,
+                    owner,
+                    ttl,
+                    retry_delay=self.retry_delay,
+                    max_retry_delay=self.max_retry_delay,
+                )
+                if lease is None:
+                    _wait(wake, self._pause(states, ttl))
+                    continue
+                index = lease.token.batch_index
+                if self._run_leased(lease) == "completed":
+                    result = self.coordinator.await_checkpoint(
+                        lease.token, timeout=self.confirm_timeout
+                    )
+                    reported.add(index)
+                    here.append(index)
+                    self._progress(index, len(reported), result, resumed=False, here=True)
+        finally:
+            unwatch()
+        results = [
+            states[i].result if states[i].status == "completed" else None for i in range(total)
+        ]
+        cancelled = tuple(i for i in range(total) if states[i].status == "cancelled")
+        return RunReport(self.run_id, results, cancelled, tuple(sorted(here)))
+
+    def _check_run_size(self, total: int) -> None:
+        """Refuse, before writing, to share a run that was created with other batches."""
+        for state in self.coordinator.run_states(self.run_id).values():
+            if state.total_batches != total or state.token.batch_index >= total:
+                raise InvalidInput(
+                    "batches",
+                    f"run {self.run_id!r} has {state.total_batches} batches, got {total}; "
+                    "every worker of a shared run must pass the same batches",
+                )
+
+    def _run_leased(self, lease: Lease) -> Outcome:
+        index = lease.token.batch_index
+        state = self.coordinator.get_checkpoint(lease.token)
+        if lease.taken_over:
+            log.warning(
+                "%s: %s took it over from %r (attempt %d, resuming from %r)",
+                lease.token,
+                lease.owner,
+                lease.previous_owner,
+                lease.attempt,
+                state.cursor,
+            )
+        else:
+            log.info("%s: claimed by %s (attempt %d)", lease.token, lease.owner, lease.attempt)
+        ctx = self._context(lease.token, self.batches[index], state, lease)
+        try:
+            return self._attempt(ctx)
+        except BaseException:
+            # Interrupted (KeyboardInterrupt, SystemExit, a permanent failure raised): give the
+            # lease back so that nobody waits for it to expire. A lease the attempt already
+            # ended (complete, fail) or lost makes the release a no-op or a LeaseLost.
+            with contextlib.suppress(LedgerError):
+                self.coordinator.release(ctx.lease or lease)
+            raise
+
+    def _report_others(
+        self, states: dict[int, CheckpointState], reported: set[int], done_before: set[int]
+    ) -> None:
+        """Progress for the batches found completed in the store that were not reported yet."""
+        for index in sorted(states):
+            state = states[index]
+            if state.status == "completed" and index not in reported:
+                reported.add(index)
+                self._progress(
+                    index, len(reported), state.result, resumed=index in done_before, here=False
+                )
+
+    @staticmethod
+    def _raise_permanent_failure(states: dict[int, CheckpointState]) -> None:
+        for index in sorted(states):
+            failure = failure_of(states[index])
+            if failure is not None and not failure.transient:
+                log.error("%s: failed permanently; no more claims", states[index].token)
                 raise failure
-            state = coordinator.retry_checkpoint(token)
-            log.info("%s: attempt %d resumes from %r", token, state.attempt, state.cursor)
-        ctx = BatchContext(
+
+    def _pause(self, states: dict[int, CheckpointState], ttl: float) -> float:
+        """Seconds until something may be claimable: a lease expiring, a retry falling due."""
+        now = self.ledger.now()
+        waits = [ttl]
+        for state in states.values():
+            if state.status == "open":
+                if state.lease_is_live(now) and state.lease_expires_at is not None:
+                    waits.append((state.lease_expires_at - now).total_seconds())
+                elif not state.lease_is_live(now):
+                    waits.append(0.0)  # claimable, and another worker won it: look again
+            elif state.status == "failed" and not state.is_settled:
+                due = retry_due_at(state, self.retry_delay, self.max_retry_delay)
+                waits.append((due - now).total_seconds())
+        return max(_RECHECK_FLOOR, min(waits))
+
+    # ------------------------------------------------------------------ one attempt
+
+    def _context(
+        self, token: CheckpointToken, batch: T, state: CheckpointState, lease: Lease | None
+    ) -> BatchContext[T]:
+        return BatchContext(
             token.run_id,
             token.batch_index,
             state.total_batches or 0,
             batch,
             token,
             state,
-            coordinator,
+            self.coordinator,
+            lease,
         )
+
+    def _attempt(self, ctx: BatchContext[T]) -> Outcome:
+        """Run ``process`` once under the context's fence, and record how it ended.
+
+        Raises:
+            CheckpointFailedError: it failed permanently (recorded), with its error as cause.
+        """
         try:
-            result = process(ctx)
-        except Exception as exc:
-            state = coordinator.fail_checkpoint(token, exc, isinstance(exc, transient))
-            log.warning("%s: attempt %d failed: %r", token, state.attempt, exc)
-            failure = failure_of(state)
-            if failure is not None and not _worth_retrying(state, max_attempts):
-                raise failure from exc
-            continue
-        coordinator.complete_checkpoint(token, result)
-        return
+            with _Heartbeat(ctx) if ctx.lease is not None else contextlib.nullcontext():
+                result = self.process(ctx)
+        except (StaleAttempt, CheckpointCancelled) as exc:
+            _abandon(ctx, exc)
+            return "abandoned"
+        except Exception as exc:  # noqa: BLE001  (process's own error is recorded, not lost)
+            return self._record_failure(ctx, exc)
+        try:
+            self.coordinator.complete_checkpoint(
+                ctx.token,
+                result,
+                attempt=ctx._fence_attempt,  # noqa: SLF001
+                lease=ctx.lease,
+            )
+        except (StaleAttempt, CheckpointCancelled) as exc:
+            _abandon(ctx, exc)
+            return "abandoned"
+        return "completed"
+
+    def _record_failure(self, ctx: BatchContext[T], exc: Exception) -> Outcome:
+        transient = isinstance(exc, self.transient)
+        state = self.coordinator.get_checkpoint(ctx.token)
+        error: BaseException = exc
+        progressed = state.items_processed > state.attempt_started_items
+        if transient and not progressed and state.stalled_attempts >= self.max_attempts:
+            transient, error = False, _gave_up(exc, state.stalled_attempts)
+        try:
+            state = self.coordinator.fail_checkpoint(
+                ctx.token,
+                error,
+                transient,
+                error_type=type(exc).__qualname__,
+                attempt=ctx._fence_attempt,  # noqa: SLF001
+                lease=ctx.lease,
+            )
+        except (StaleAttempt, CheckpointCancelled) as fenced:
+            _abandon(ctx, fenced)
+            return "abandoned"
+        log.warning(
+            "%s: attempt %d failed (%s): %r",
+            ctx.token,
+            ctx.attempt,
+            "transient" if transient else "permanent",
+            exc,
+        )
+        failure = failure_of(state)
+        if failure is not None and not transient:
+            raise failure from exc
+        return "failed"
+
+    def _progress(
+        self, index: int, completed: int, result: JSONValue, *, resumed: bool, here: bool
+    ) -> None:
+        total = len(self.batches)
+        log.info("run %s: batch %d confirmed (%d/%d)", self.run_id, index, completed, total)
+        if self.on_progress is not None:
+            self.on_progress(
+                BatchProgress(self.run_id, index, completed, total, result, resumed, here)
+            )
+
+
+class _GaveUp(Exception):
+    """The error recorded when a batch runs out of attempts without progress."""
+
+
+def _gave_up(exc: Exception, attempts: int) -> _GaveUp:
+    """The error to record instead of ``exc`` when the batch gives up."""
+    msg = f"gave up after {attempts} attempts without progress; last error: {exc}"
+    # With the last error's traceback: where the batch failed, the last time.
+    return _GaveUp(msg).with_traceback(exc.__traceback__)
+
+
+def _abandon(ctx: BatchContext[Any], exc: LedgerError) -> None:
+    log.warning(
+        "%s: attempt %d abandoned, nothing more of it is recorded: %s", ctx.token, ctx.attempt, exc
+    )
+
+
+def _wait(wake: threading.Event, timeout: float) -> None:
+    """Wait for ``wake`` or ``timeout``, but at least ``_RECHECK_FLOOR`` seconds."""
+    started = time.monotonic()
+    wake.wait(timeout)
+    spent = time.monotonic() - started
+    if spent < _RECHECK_FLOOR:
+        time.sleep(_RECHECK_FLOOR - spent)
+
+
+class _Heartbeat:
+    """Renews a context's lease while ``process`` runs, unless its yields already did.
+
+    It wakes ``ttl / 3`` after the last renewal (a yield or its own heartbeat). A lost lease
+    ends it: the attempt learns at its next write, which is refused.
+    """
+
+    def __init__(self, ctx: BatchContext[Any]) -> None:
+        self.ctx = ctx
+        self.stop = threading.Event()
+        self.thread = threading.Thread(
+            target=self._run, name=f"ckl-heartbeat-{ctx.token}", daemon=True
+        )
+
+    def __enter__(self) -> None:
+        self.thread.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop.set()
+        self.thread.join()
+
+    def _run(self) -> None:
+        ctx = self.ctx
+        assert ctx.lease is not None  # noqa: S101  (only started for a leased attempt)
+        interval = ctx.lease.ttl / 3
+        while True:
+            pause = ctx._renewed + interval - time.monotonic()  # noqa: SLF001
+            if pause > 0:
+                if self.stop.wait(pause):
+                    return
+                continue
+            try:
+                ctx.lease = ctx._coordinator.heartbeat(ctx.lease)  # noqa: SLF001
+                ctx._renewed = time.monotonic()  # noqa: SLF001
+            except (StaleAttempt, CheckpointCancelled) as exc:
+                log.warning("%s: heartbeat stopped: %s", ctx.token, exc)
+                return
+            except StoreUnavailable as exc:
+                log.warning("%s: heartbeat failed (%s); trying again", ctx.token, exc)
+                if self.stop.wait(min(interval, 1.0)):
+                    return
+            except Exception:  # a dying heartbeat only lets the lease expire: the attempt is fenced
+                log.exception("%s: heartbeat stopped", ctx.token)
+                return
 
 
 def _check_arguments(  # noqa: PLR0917
@@ -224,7 +663,3 @@ def _check_arguments(  # noqa: PLR0917
     if on_progress is not None and not callable(on_progress):
         raise InvalidInput("on_progress", "expected a callable or None")
     check_seconds(confirm_timeout, "confirm_timeout")
-
-
-def _worth_retrying(state: CheckpointState, max_attempts: int) -> bool:
-    return state.error is not None and state.error.transient and state.attempt < max_attempts

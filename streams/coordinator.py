@@ -1,9 +1,11 @@
 """Coordinator: the Effect seed's ``CheckpointCoordinator``, in Python, over the ledger.
 
 One object for a worker: the seed's create / complete / fail / await / find / pending, plus the
-ledger's yield, retry and reset. Unlike the seed's in-memory ``Deferred``, every signal is a
-durable event, so an awaiter in another process, or one that starts after the fact, still gets
-the outcome.
+ledger's yield, retry, reset and cancel, and its leases (claim, heartbeat, release, claim_next)
+for workers that share a run. Each command passes the ledger's keywords through unchanged:
+``attempt=`` and ``lease=`` (fencing) on the writes, ``command_id=`` on every command. Unlike the
+seed's in-memory ``Deferred``, every signal is a durable event, so an awaiter in another process,
+or one that starts after the fact, still gets the outcome.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ if TYPE_CHECKING:
         CursorInput,
         JSONObjectInput,
         JSONValue,
+        Lease,
         Ledger,
     )
 
@@ -44,10 +47,15 @@ class Coordinator:
         *,
         total_batches: int | None = None,
         metadata: JSONObjectInput | None = None,
+        command_id: str | None = None,
     ) -> CheckpointToken:
         """The seed's ``createCheckpoint``: idempotent, returns the token."""
         return self.ledger.create_checkpoint(
-            run_id, batch_index, total_batches=total_batches, metadata=metadata
+            run_id,
+            batch_index,
+            total_batches=total_batches,
+            metadata=metadata,
+            command_id=command_id,
         )
 
     def checkpoint_yield(
@@ -56,27 +64,113 @@ class Coordinator:
         cursor: CursorInput,
         items_processed: int,
         accumulated_results: JSONObjectInput | None = None,
+        *,
+        attempt: int | None = None,
+        lease: Lease | None = None,
+        command_id: str | None = None,
     ) -> CheckpointState:
-        """Save progress on an open checkpoint (durable when it returns)."""
-        return self.ledger.checkpoint_yield(token, cursor, items_processed, accumulated_results)
+        """Save progress on an open checkpoint (durable when it returns), fenced if asked."""
+        return self.ledger.checkpoint_yield(
+            token,
+            cursor,
+            items_processed,
+            accumulated_results,
+            attempt=attempt,
+            lease=lease,
+            command_id=command_id,
+        )
 
-    def complete_checkpoint(self, token: CheckpointToken, result: object = None) -> CheckpointState:
+    def complete_checkpoint(
+        self,
+        token: CheckpointToken,
+        result: object = None,
+        *,
+        attempt: int | None = None,
+        lease: Lease | None = None,
+        command_id: str | None = None,
+    ) -> CheckpointState:
         """The seed's ``completeCheckpoint``: the durable signal awaiters receive."""
-        return self.ledger.complete_checkpoint(token, result)
+        return self.ledger.complete_checkpoint(
+            token, result, attempt=attempt, lease=lease, command_id=command_id
+        )
 
     def fail_checkpoint(
-        self, token: CheckpointToken, error: BaseException | str, transient: bool = False
+        self,
+        token: CheckpointToken,
+        error: BaseException | str,
+        transient: bool = False,
+        *,
+        error_type: str | None = None,
+        attempt: int | None = None,
+        lease: Lease | None = None,
+        command_id: str | None = None,
     ) -> CheckpointState:
         """The seed's ``failCheckpoint``: awaiters receive a ``CheckpointFailedError``."""
-        return self.ledger.fail_checkpoint(token, error, transient)
+        return self.ledger.fail_checkpoint(
+            token,
+            error,
+            transient,
+            error_type=error_type,
+            attempt=attempt,
+            lease=lease,
+            command_id=command_id,
+        )
 
-    def retry_checkpoint(self, token: CheckpointToken) -> CheckpointState:
+    def retry_checkpoint(
+        self, token: CheckpointToken, *, command_id: str | None = None
+    ) -> CheckpointState:
         """Next attempt after a transient failure, resuming from the last cursor."""
-        return self.ledger.retry_checkpoint(token)
+        return self.ledger.retry_checkpoint(token, command_id=command_id)
 
-    def reset_checkpoint(self, token: CheckpointToken, reason: str) -> CheckpointState:
+    def reset_checkpoint(
+        self, token: CheckpointToken, reason: str, *, command_id: str | None = None
+    ) -> CheckpointState:
         """Operator reset: cursor and results cleared, a fresh attempt."""
-        return self.ledger.reset_checkpoint(token, reason)
+        return self.ledger.reset_checkpoint(token, reason, command_id=command_id)
+
+    def cancel_checkpoint(
+        self, token: CheckpointToken, reason: str, *, command_id: str | None = None
+    ) -> CheckpointState:
+        """Operator cancel: terminal; the worker learns it at its next write."""
+        return self.ledger.cancel_checkpoint(token, reason, command_id=command_id)
+
+    def claim_checkpoint(
+        self, token: CheckpointToken, owner: str, ttl: float, *, command_id: str | None = None
+    ) -> Lease:
+        """Take the checkpoint's lease for ``ttl`` seconds (or take an expired one over)."""
+        return self.ledger.claim_checkpoint(token, owner, ttl, command_id=command_id)
+
+    def heartbeat(self, lease: Lease, *, command_id: str | None = None) -> Lease:
+        """Renew ``lease`` without progress; the lease with its new expiry."""
+        return self.ledger.heartbeat(lease, command_id=command_id)
+
+    def release(self, lease: Lease, *, command_id: str | None = None) -> CheckpointState:
+        """Give ``lease`` up; another worker may claim the checkpoint at once."""
+        return self.ledger.release(lease, command_id=command_id)
+
+    def claim_next(
+        self,
+        run_id: str,
+        owner: str,
+        ttl: float,
+        *,
+        retry_delay: float = 1.0,
+        max_retry_delay: float = 60.0,
+        command_id: str | None = None,
+    ) -> Lease | None:
+        """Claim the run's next batch that needs a worker, or ``None`` if none does now."""
+        return self.ledger.claim_next(
+            run_id,
+            owner,
+            ttl,
+            retry_delay=retry_delay,
+            max_retry_delay=max_retry_delay,
+            command_id=command_id,
+        )
+
+    def run_states(self, run_id: str) -> dict[int, CheckpointState]:
+        """Every checkpoint of ``run_id`` by batch index, read from the store."""
+        return self.ledger.run_states(run_id)
 
     def await_checkpoint(self, token: CheckpointToken, timeout: float | None = None) -> JSONValue:
         """The seed's ``awaitCheckpoint``: the result, or ``CheckpointFailedError`` / timeout."""

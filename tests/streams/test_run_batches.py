@@ -7,9 +7,10 @@ uninterrupted run's results, which :func:`reference_results` computes on a fresh
 
 from __future__ import annotations
 
+import math
 import os
 import signal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from uuid import uuid4
 
 import pytest
@@ -21,10 +22,12 @@ from ledger import (
     Completed,
     Created,
     Failed,
+    InvalidInput,
     JSONValue,
     Ledger,
     Retried,
     Yielded,
+    retry_due_at,
 )
 from streams import BatchContext, BatchProgress, Coordinator, run_batches
 from tests.streams._support import log_of, workers
@@ -132,24 +135,87 @@ def test_a_transient_failure_mid_batch_resumes_from_the_last_cursor(coord: Coord
     assert_progress_never_ran_ahead(coord.ledger, run_id, 3)
 
 
-def test_transient_failures_stop_the_run_after_max_attempts(coord: Coordinator) -> None:
+def test_attempts_that_make_progress_are_not_counted(coord: Coordinator) -> None:
     run_id = f"run-{uuid4().hex}"
 
-    def always_down(ctx: BatchContext[int], cursor: int) -> None:
+    def down_after_each_yield(ctx: BatchContext[int], cursor: int) -> None:
         raise TimeoutError(f"attempt {ctx.attempt} at {cursor}")
 
+    # Every attempt fails, but each one moves the cursor on: max_attempts=2 never stops it.
+    job = SumBatch(ITEMS, CHUNK, after_yield=down_after_each_yield)
+    report = run_batches(coord, run_id, [0], job, max_attempts=2, retry_delay=0)
+
+    assert report.results == [expected_result(0)]
+    events = events_of(coord.ledger, run_id, 0)
+    yields = [(e.attempt, e.cursor) for e in events if isinstance(e, Yielded)]
+    assert yields == [(1, 5), (2, 10), (3, 15), (4, 20)]
+    assert [e.transient for e in events if isinstance(e, Failed)] == [True] * 4
+
+
+def test_attempts_without_progress_give_up_after_max_attempts(coord: Coordinator) -> None:
+    run_id = f"run-{uuid4().hex}"
+
+    def down(ctx: BatchContext[int]) -> None:
+        if ctx.attempt > 1:  # attempt 1 makes progress; the next ones fail at once
+            raise TimeoutError(f"attempt {ctx.attempt} found it down")
+
+    def down_mid_batch(ctx: BatchContext[int], cursor: int) -> None:
+        if cursor == ITEMS // 2:
+            raise TimeoutError("went down")
+
+    job = SumBatch(ITEMS, CHUNK, on_start=down, after_yield=down_mid_batch)
     with pytest.raises(CheckpointFailedError) as raised:
-        run_batches(
-            coord, run_id, [0, 1], SumBatch(ITEMS, CHUNK, after_yield=always_down), max_attempts=2
-        )
+        run_batches(coord, run_id, [0, 1], job, max_attempts=3, retry_delay=0)
 
     error = raised.value
-    assert (error.error_type, error.transient, error.attempt) == ("TimeoutError", True, 2)
+    # Attempt 1 progressed, so it is not counted: 2, 3 and 4 made none, and 4 gave up.
+    assert (error.error_type, error.transient, error.attempt) == ("TimeoutError", False, 4)
+    assert error.message == (
+        "gave up after 3 attempts without progress; last error: attempt 4 found it down"
+    )
     assert isinstance(error.__cause__, TimeoutError)
     assert coord.find_checkpoint(run_id, 1) is None
-    # Each attempt resumed where the previous one got to.
-    yields = [e for e in events_of(coord.ledger, run_id, 0) if isinstance(e, Yielded)]
-    assert [(e.attempt, e.cursor) for e in yields] == [(1, 5), (2, 10)]
+    events = events_of(coord.ledger, run_id, 0)
+    failures = [(e.attempt, e.transient) for e in events if isinstance(e, Failed)]
+    assert failures == [(1, True), (2, True), (3, True), (4, False)]
+    last = events[-1]
+    assert isinstance(last, Failed)
+    assert last.traceback is not None
+    assert "attempt 4 found it down" in last.traceback
+    state = coord.get_checkpoint(CheckpointToken.for_batch(run_id, 0))
+    assert (state.stalled_attempts, state.cursor) == (3, ITEMS // 2)
+
+    # Run again: a permanent failure is durable; nothing is retried or written.
+    before = coord.ledger.count_events()
+    with pytest.raises(CheckpointFailedError):
+        run_batches(coord, run_id, [0, 1], SumBatch(ITEMS, CHUNK), retry_delay=0)
+    assert coord.ledger.count_events() == before
+
+
+def test_attempts_back_off_with_jitter(coord: Coordinator) -> None:
+    run_id, delay = f"run-{uuid4().hex}", 0.2
+
+    def down_twice(ctx: BatchContext[int]) -> None:
+        if ctx.attempt < 3:
+            raise ConnectionError("not yet")
+
+    job = SumBatch(ITEMS, CHUNK, on_start=down_twice)
+    report = run_batches(coord, run_id, [0], job, retry_delay=delay, max_retry_delay=10)
+
+    assert report.results == [expected_result(0)]
+    token = CheckpointToken.for_batch(run_id, 0)
+    events = events_of(coord.ledger, run_id, 0)
+    retried = [e for e in events if isinstance(e, Retried)]
+    assert len(retried) == 2
+    gaps = []
+    for retry in retried:
+        failed = coord.ledger.get_checkpoint(token, as_of=retry.originator_version - 1)
+        # Not before it was due, and the due time is the ledger's back-off for that state.
+        assert retry.timestamp >= retry_due_at(failed, delay, 10)
+        gaps.append((retry.timestamp - failed.updated_at).total_seconds())
+    # The jitter keeps each pause in [0.5, 1) of the delay, which doubles without progress.
+    assert delay * 0.5 <= gaps[0] < delay * 2
+    assert 2 * delay * 0.5 <= gaps[1]
 
 
 def test_a_permanent_failure_stops_the_run_and_starts_no_later_batch(coord: Coordinator) -> None:
@@ -233,3 +299,89 @@ def test_a_run_killed_mid_batch_resumes_from_its_last_cursor_and_redoes_nothing(
         yielded = [e.cursor for e in events_of(ledger, run_id, 2) if isinstance(e, Yielded)]
         assert yielded == [5, 10, 15, 20]
         assert_progress_never_ran_ahead(ledger, run_id, batches)
+
+
+@pytest.mark.parametrize("at", [ITEMS // 2, ITEMS], ids=["mid-batch", "before-complete"])
+def test_a_reset_while_process_runs_restarts_the_batch_from_the_reset_state(
+    coord: Coordinator, at: int
+) -> None:
+    run_id = f"run-{uuid4().hex}"
+    starts: list[tuple[int, int, object]] = []
+
+    def on_start(ctx: BatchContext[int]) -> None:
+        starts.append((ctx.batch, ctx.attempt, ctx.checkpoint_cursor))
+
+    def operator_resets(ctx: BatchContext[int], cursor: int) -> None:
+        if ctx.batch == 1 and ctx.attempt == 1 and cursor == at:
+            # `ckl reset` from another process: another Ledger on the same store.
+            with Ledger.open(coord.ledger.settings.store) as operator:
+                operator.reset_checkpoint(ctx.token, "bad input file, replaced")
+
+    job = SumBatch(ITEMS, CHUNK, on_start=on_start, after_yield=operator_resets)
+    report = run_batches(coord, run_id, [0, 1, 2], job)
+
+    assert report.results == [expected_result(b) for b in range(3)]
+    # The reset is the operator's word: batch 1 starts over, from no cursor, as attempt 2.
+    assert starts == [(0, 1, None), (1, 1, None), (1, 2, None), (2, 1, None)]
+    events = events_of(coord.ledger, run_id, 1)
+    kinds = [type(e).__name__ for e in events]
+    reset_at = kinds.index("Reset")
+    before = [(e.attempt, e.cursor) for e in events[:reset_at] if isinstance(e, Yielded)]
+    assert before == [(1, c) for c in range(CHUNK, at + 1, CHUNK)]
+    # Nothing of attempt 1 was recorded after the reset: no yield, no completion, no failure.
+    after = events[reset_at + 1 :]
+    assert [type(e) for e in after] == [Yielded] * 4 + [Completed]
+    assert {getattr(e, "attempt", None) for e in after} == {2}
+    assert_progress_never_ran_ahead(coord.ledger, run_id, 3)
+
+
+def test_a_cancelled_batch_is_abandoned_and_skipped(coord: Coordinator) -> None:
+    run_id = f"run-{uuid4().hex}"
+    progress: list[int] = []
+
+    def operator_cancels(ctx: BatchContext[int], cursor: int) -> None:
+        if ctx.batch == 1 and cursor == ITEMS // 2:
+            with Ledger.open(coord.ledger.settings.store) as operator:
+                operator.cancel_checkpoint(ctx.token, "not needed after all")
+
+    job = SumBatch(ITEMS, CHUNK, after_yield=operator_cancels)
+    report = run_batches(
+        coord, run_id, [0, 1, 2], job, on_progress=lambda p: progress.append(p.batch_index)
+    )
+
+    assert report.results == [expected_result(0), None, expected_result(2)]
+    assert (report.cancelled, report.completed_here) == ((1,), (0, 2))
+    assert progress == [0, 2]
+    events = events_of(coord.ledger, run_id, 1)
+    assert type(events[-1]).__name__ == "Cancelled"
+    assert [type(e) for e in events[:-1]] == [Created, Yielded, Yielded]
+    # Run again: the cancelled batch stays settled and skipped; nothing is written.
+    before = coord.ledger.count_events()
+    again = run_batches(coord, run_id, [0, 1, 2], SumBatch(ITEMS, CHUNK))
+    assert (again.results, again.cancelled, again.completed_here) == (report.results, (1,), ())
+    assert coord.ledger.count_events() == before
+
+
+@pytest.mark.parametrize(
+    ("arguments", "field"),
+    [
+        ({"owner": ""}, "owner"),
+        ({"owner": 42}, "owner"),
+        ({"owner": "host\n1"}, "owner"),
+        ({"owner": "w", "lease_ttl": 0}, "lease_ttl"),
+        ({"owner": "w", "lease_ttl": -1.0}, "lease_ttl"),
+        ({"lease_ttl": math.nan}, "lease_ttl"),
+        ({"owner": "w", "retry_delay": -0.5}, "retry_delay"),
+        ({"retry_delay": math.inf}, "retry_delay"),
+        ({"owner": "w", "max_retry_delay": -1}, "max_retry_delay"),
+        ({"max_retry_delay": "1"}, "max_retry_delay"),
+    ],
+)
+def test_bad_arguments_are_refused_before_anything_is_written(
+    coord: Coordinator, arguments: dict[str, Any], field: str
+) -> None:
+    before = coord.ledger.count_events()
+    with pytest.raises(InvalidInput) as raised:
+        run_batches(coord, f"run-{uuid4().hex}", [0, 1], SumBatch(ITEMS, CHUNK), **arguments)
+    assert raised.value.field == field
+    assert coord.ledger.count_events() == before
