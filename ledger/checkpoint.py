@@ -222,8 +222,9 @@ class CheckpointState(BaseModel):
         What ``max_attempts`` counts: an attempt that moved ``items_processed`` forward resets
         it, so a long batch that keeps progressing between transient failures is not stopped.
         """
-        current = 0 if self.items_processed > self.attempt_started_items else 1
-        return self.unproductive_attempts + current
+        if self.items_processed > self.attempt_started_items:
+            return 0  # this attempt moved forward: the streak is broken
+        return self.unproductive_attempts + 1
 
     def command_topic(self, command_id: str) -> str | None:
         """The topic of the event ``command_id`` appended, if it is among the recent ones."""
