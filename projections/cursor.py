@@ -121,8 +121,10 @@ class CursorView:
             # A yield under a lease renews it; one without leaves the lease as it was.
             expiry = None if event.lease_expires_at is None else to_time(event.lease_expires_at)
             return (
-                "cursor = %s, items_processed = %s, accumulated_results = %s,"
-                " yields = yields + 1, lease_expires_at = COALESCE(%s, lease_expires_at), ",
+                (
+                    "cursor = %s, items_processed = %s, accumulated_results = %s,"
+                    " yields = yields + 1, lease_expires_at = COALESCE(%s, lease_expires_at), "
+                ),
                 (
                     to_json(event.cursor),
                     event.items_processed,
@@ -136,8 +138,10 @@ class CursorView:
             return f"status = 'open', attempt = %s, {_NO_LEASE}, ", (event.attempt,)
         if isinstance(event, Reset):
             return (
-                "status = 'open', attempt = %s, cursor = NULL, items_processed = 0,"
-                f" accumulated_results = NULL, {_NO_LEASE}, ",
+                (
+                    "status = 'open', attempt = %s, cursor = NULL, items_processed = 0,"
+                    f" accumulated_results = NULL, {_NO_LEASE}, "
+                ),
                 (event.attempt,),
             )
         if isinstance(event, Claimed):

@@ -59,8 +59,8 @@ if TYPE_CHECKING:
     from ledger import SQLTransaction
     from projections._common import View
     from projections.models import (
-        CheckpointSummary,
         AuditKind,
+        CheckpointSummary,
         FailureRecord,
         History,
         RunProgress,
@@ -258,8 +258,9 @@ class Projections:
         kind: AuditKind | None = None,
         limit: int | None = None,
     ) -> list[FailureRecord]:
-        """The failure audit, oldest first, filtered by any of run, time, type, transience
-        and kind (``"failure"``, ``"takeover"`` or ``"cancel"``; ``None``: all).
+        """The failure audit, oldest first, filtered by run, time, type, transience and kind.
+
+        ``kind``: ``"failure"``, ``"takeover"`` or ``"cancel"`` (``None``: all).
 
         Raises:
             InvalidInput: a bad filter (a naive datetime, an unknown kind…).
@@ -357,8 +358,7 @@ class Projections:
         return self._tracked_position()
 
     def checkpoint_counts(self) -> dict[str, int]:
-        """How many checkpoints of every run are open, completed, failed and cancelled, as of
-        the views.
+        """How many checkpoints of every run have each status, as of the views.
 
         One scan of the cursor view (a row per checkpoint); every status is present, 0 if none.
 

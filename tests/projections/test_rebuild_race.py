@@ -82,7 +82,7 @@ def test_rebuild_while_another_process_follows_and_a_third_appends(store_url: st
                 cwd=ROOT,
                 env=ENV,
             )
-            rebuilds = []
+            rebuilds: list[int] = []
             # Rebuilds while the follower is ahead of the reset and the log keeps growing.
             while len(rebuilds) < 2 or (appender.poll() is None and len(rebuilds) < 4):
                 rebuilds.append(views.rebuild())

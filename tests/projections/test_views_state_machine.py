@@ -66,6 +66,8 @@ class Batch:
 
 @dataclass
 class AuditRow:
+    """One row the failure audit should have."""
+
     batch: int
     kind: str
     attempt: int
@@ -94,7 +96,7 @@ class ViewsMachine(RuleBasedStateMachine):
     def token(self, batch: int) -> CheckpointToken:
         return CheckpointToken.for_batch(self.run_id, batch)
 
-    def wrote(self, call: Any, batch: int | None = None) -> Batch | None:  # noqa: ANN401
+    def wrote(self, call: Any, batch: int | None = None) -> Batch | None:
         """Run a command; the model of the batch it wrote an event to (None: nothing written).
 
         Rejected commands and no-ops write nothing; the views must not notice them either.
@@ -214,7 +216,9 @@ class ViewsMachine(RuleBasedStateMachine):
     def cancel(self, batch: int, reason: str) -> None:
         model = self.wrote(lambda: self.ledger.cancel_checkpoint(self.token(batch), reason), batch)
         if model is not None:
-            self.audit.append(AuditRow(batch, "cancel", model.attempt, "Cancelled", reason, False))
+            self.audit.append(
+                AuditRow(batch, "cancel", model.attempt, "Cancelled", reason, transient=False)
+            )
             model.status = "cancelled"
             self.end_lease(model)
             self.written(batch, "Cancelled")
@@ -230,7 +234,7 @@ class ViewsMachine(RuleBasedStateMachine):
         elif model.owner is not None:  # an expired lease: taken over
             message = f"lease of {model.owner!r} expired; taken over by {owner!r}"
             self.audit.append(
-                AuditRow(batch, "takeover", model.attempt, "LeaseExpired", message, True)
+                AuditRow(batch, "takeover", model.attempt, "LeaseExpired", message, transient=True)
             )
             model.attempt += 1
             self.written(batch, "Claimed")
@@ -380,7 +384,7 @@ class ViewsMachine(RuleBasedStateMachine):
             assert [h.cursor for h in history.entries] == model.cursors[-HISTORY:]
 
     def check_stuck(self) -> None:
-        expected = []
+        expected: list[tuple[int, str, str | None, float]] = []
         for batch, model in sorted(self.batches.items(), key=lambda item: (item[1].last, item[0])):
             if model.status != "open":
                 continue
