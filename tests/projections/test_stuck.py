@@ -19,7 +19,7 @@ def test_expired_leases_and_idle_batches_are_stuck_longest_idle_first(store_url:
     now = [START]
     with Ledger.open(store_url, clock=lambda: now[0]) as ledger, Projections(ledger) as views:
         dead = ledger.create_checkpoint("s", 0)
-        idle = ledger.create_checkpoint("s", 1)
+        ledger.create_checkpoint("s", 1)  # never claimed: idle
         busy = ledger.create_checkpoint("s", 2)
         done = ledger.create_checkpoint("s", 3)
         ledger.complete_checkpoint(done, 1)
