@@ -110,53 +110,55 @@ class CursorView:
                     position,
                 ),
             )
-            return
-        sql, params = self._change(event)
-        tx.execute(f"UPDATE {TABLE} SET {sql}{_COMMON}", (*params, *common))
-
-    @staticmethod
-    def _change(event: CheckpointEvent) -> tuple[str, tuple[object, ...]]:  # noqa: PLR0911
-        """The event's own ``SET`` assignments (each ends with ``", "``) and their values."""
-        if isinstance(event, Yielded):
+        elif isinstance(event, Yielded):
             # A yield under a lease renews it; one without leaves the lease as it was.
             expiry = None if event.lease_expires_at is None else to_time(event.lease_expires_at)
-            return (
-                (
-                    "cursor = %s, items_processed = %s, accumulated_results = %s,"
-                    " yields = yields + 1, lease_expires_at = COALESCE(%s, lease_expires_at), "
-                ),
+            tx.execute(
+                f"UPDATE {TABLE} SET cursor = %s, items_processed = %s, accumulated_results = %s,"
+                " yields = yields + 1, lease_expires_at = COALESCE(%s, lease_expires_at),"
+                f" {_COMMON}",
                 (
                     to_json(event.cursor),
                     event.items_processed,
                     to_json(event.accumulated_results),
                     expiry,
+                    *common,
                 ),
             )
-        if isinstance(event, Completed | Failed | Cancelled):
-            return f"status = %s, {_NO_LEASE}, ", (_END_STATUS[type(event)],)
-        if isinstance(event, Retried):
-            return f"status = 'open', attempt = %s, {_NO_LEASE}, ", (event.attempt,)
-        if isinstance(event, Reset):
-            return (
-                (
-                    "status = 'open', attempt = %s, cursor = NULL, items_processed = 0,"
-                    f" accumulated_results = NULL, {_NO_LEASE}, "
-                ),
-                (event.attempt,),
+        elif isinstance(event, Completed | Failed | Cancelled):
+            tx.execute(
+                f"UPDATE {TABLE} SET status = %s, {_NO_LEASE}, {_COMMON}",
+                (_END_STATUS[type(event)], *common),
             )
-        if isinstance(event, Claimed):
+        elif isinstance(event, Retried):
+            tx.execute(
+                f"UPDATE {TABLE} SET status = 'open', attempt = %s, {_NO_LEASE}, {_COMMON}",
+                (event.attempt, *common),
+            )
+        elif isinstance(event, Reset):
+            tx.execute(
+                f"UPDATE {TABLE} SET status = 'open', attempt = %s, cursor = NULL,"
+                f" items_processed = 0, accumulated_results = NULL, {_NO_LEASE}, {_COMMON}",
+                (event.attempt, *common),
+            )
+        elif isinstance(event, Claimed):
             # A plain claim keeps the attempt; a takeover or a retrying claim starts the next
             # one, and the latter reopens a failed checkpoint.
-            return (
-                "status = 'open', attempt = %s, owner = %s, lease_expires_at = %s, ",
-                (event.attempt, event.owner, to_time(event.lease_expires_at)),
+            tx.execute(
+                f"UPDATE {TABLE} SET status = 'open', attempt = %s, owner = %s,"
+                f" lease_expires_at = %s, {_COMMON}",
+                (event.attempt, event.owner, to_time(event.lease_expires_at), *common),
             )
-        if isinstance(event, LeaseRenewed):
-            return "lease_expires_at = %s, ", (to_time(event.lease_expires_at),)
-        if isinstance(event, Released):
-            return f"{_NO_LEASE}, ", ()
-        msg = f"the cursor view does not know {type(event).__name__}"
-        raise TypeError(msg)
+        elif isinstance(event, LeaseRenewed):
+            tx.execute(
+                f"UPDATE {TABLE} SET lease_expires_at = %s, {_COMMON}",
+                (to_time(event.lease_expires_at), *common),
+            )
+        elif isinstance(event, Released):
+            tx.execute(f"UPDATE {TABLE} SET {_NO_LEASE}, {_COMMON}", common)
+        else:
+            msg = f"the cursor view does not know {type(event).__name__}"
+            raise TypeError(msg)
 
     # ------------------------------------------------------------ reads
 
