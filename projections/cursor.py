@@ -1,9 +1,10 @@
 """The current-cursor view: one row per checkpoint, its latest state.
 
 It backs :meth:`Projections.current`, the pending tokens of a run (its checkpoints with
-status ``open``: neither completed nor failed), run progress (``completed`` is only ever
-set by a ``Completed`` event, so progress never runs ahead of a durable checkpoint) and the
-store-wide status counts.
+status ``open``: neither completed, failed nor cancelled), run progress (``completed`` is only
+ever set by a ``Completed`` event, so progress never runs ahead of a durable checkpoint), the
+store-wide status counts and the stuck checkpoints (``projections.stuck`` reads its owner,
+lease expiry and ``updated_at``, the time of the checkpoint's last event of any kind).
 """
 
 from __future__ import annotations
@@ -12,11 +13,15 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from ledger import (
+    Cancelled,
     CheckpointEvent,
     CheckpointToken,
+    Claimed,
     Completed,
     Created,
     Failed,
+    LeaseRenewed,
+    Released,
     Reset,
     Retried,
     Yielded,
@@ -27,18 +32,36 @@ from projections.models import CheckpointSummary, RunProgress
 if TYPE_CHECKING:
     from ledger import SQLTransaction
 
-__all__ = ["CursorView"]
+__all__ = ["STATUSES", "TABLE", "CursorView"]
 
 TABLE = "ckl_view_cursor"
 
+STATUSES = ("open", "completed", "failed", "cancelled")
+"""Every status a checkpoint can have, in the order counts list them."""
+
 _SUMMARY_COLUMNS = (
     "checkpoint_id, run_id, batch_index, total_batches, status, attempt, cursor,"
-    " items_processed, accumulated_results, yields, version, created_at, updated_at, position"
+    " items_processed, accumulated_results, yields, version, created_at, updated_at, position,"
+    " owner, lease_expires_at"
 )
+
+_NO_LEASE = "owner = NULL, lease_expires_at = NULL"
+"""What a complete, fail, retry, reset, release or cancel does to the lease: ends it."""
+
+_COMMON = "version = %s, updated_at = %s, position = %s WHERE checkpoint_id = %s"
+"""What every event sets: the checkpoint's version, its last activity and the log position."""
+
+
+_END_STATUS: dict[type[CheckpointEvent], str] = {
+    Completed: "completed",
+    Failed: "failed",
+    Cancelled: "cancelled",
+}
+"""The status each ending event leaves."""
 
 
 class CursorView:
-    """Latest status, attempt, cursor, items and results of every checkpoint."""
+    """Latest status, attempt, cursor, items, results and lease of every checkpoint."""
 
     name: str = "cursor"
     tables: tuple[str, ...] = (TABLE,)
@@ -57,10 +80,14 @@ class CursorView:
             version BIGINT NOT NULL,
             created_at TEXT NOT NULL,
             updated_at TEXT NOT NULL,
-            position BIGINT NOT NULL
+            position BIGINT NOT NULL,
+            owner TEXT,
+            lease_expires_at TEXT
         )""",
         f"CREATE UNIQUE INDEX IF NOT EXISTS {TABLE}_run_idx ON {TABLE} (run_id, batch_index)",
         f"CREATE INDEX IF NOT EXISTS {TABLE}_status_idx ON {TABLE} (run_id, status)",
+        # The stuck query scans open checkpoints from the longest idle.
+        f"CREATE INDEX IF NOT EXISTS {TABLE}_idle_idx ON {TABLE} (status, updated_at)",
     )
 
     def apply(self, tx: SQLTransaction, position: int, event: CheckpointEvent) -> None:
@@ -84,37 +111,54 @@ class CursorView:
                 ),
             )
         elif isinstance(event, Yielded):
+            # A yield under a lease renews it; one without leaves the lease as it was.
+            expiry = None if event.lease_expires_at is None else to_time(event.lease_expires_at)
             tx.execute(
                 f"UPDATE {TABLE} SET cursor = %s, items_processed = %s, accumulated_results = %s,"
-                " yields = yields + 1, version = %s, updated_at = %s, position = %s"
-                " WHERE checkpoint_id = %s",
+                " yields = yields + 1, lease_expires_at = COALESCE(%s, lease_expires_at),"
+                f" {_COMMON}",
                 (
                     to_json(event.cursor),
                     event.items_processed,
                     to_json(event.accumulated_results),
+                    expiry,
                     *common,
                 ),
             )
-        elif isinstance(event, Completed | Failed):
-            status = "completed" if isinstance(event, Completed) else "failed"
+        elif isinstance(event, Completed | Failed | Cancelled):
             tx.execute(
-                f"UPDATE {TABLE} SET status = %s, version = %s, updated_at = %s, position = %s"
-                " WHERE checkpoint_id = %s",
-                (status, *common),
+                f"UPDATE {TABLE} SET status = %s, {_NO_LEASE}, {_COMMON}",
+                (_END_STATUS[type(event)], *common),
             )
         elif isinstance(event, Retried):
             tx.execute(
-                f"UPDATE {TABLE} SET status = 'open', attempt = %s, version = %s,"
-                " updated_at = %s, position = %s WHERE checkpoint_id = %s",
+                f"UPDATE {TABLE} SET status = 'open', attempt = %s, {_NO_LEASE}, {_COMMON}",
                 (event.attempt, *common),
             )
         elif isinstance(event, Reset):
             tx.execute(
                 f"UPDATE {TABLE} SET status = 'open', attempt = %s, cursor = NULL,"
-                " items_processed = 0, accumulated_results = NULL, version = %s,"
-                " updated_at = %s, position = %s WHERE checkpoint_id = %s",
+                f" items_processed = 0, accumulated_results = NULL, {_NO_LEASE}, {_COMMON}",
                 (event.attempt, *common),
             )
+        elif isinstance(event, Claimed):
+            # A plain claim keeps the attempt; a takeover or a retrying claim starts the next
+            # one, and the latter reopens a failed checkpoint.
+            tx.execute(
+                f"UPDATE {TABLE} SET status = 'open', attempt = %s, owner = %s,"
+                f" lease_expires_at = %s, {_COMMON}",
+                (event.attempt, event.owner, to_time(event.lease_expires_at), *common),
+            )
+        elif isinstance(event, LeaseRenewed):
+            tx.execute(
+                f"UPDATE {TABLE} SET lease_expires_at = %s, {_COMMON}",
+                (to_time(event.lease_expires_at), *common),
+            )
+        elif isinstance(event, Released):
+            tx.execute(f"UPDATE {TABLE} SET {_NO_LEASE}, {_COMMON}", common)
+        else:
+            msg = f"the cursor view does not know {type(event).__name__}"
+            raise TypeError(msg)
 
     # ------------------------------------------------------------ reads
 
@@ -135,7 +179,7 @@ class CursorView:
         return [_summary(row) for row in rows]
 
     def pending_checkpoints(self, tx: SQLTransaction, run_id: str) -> list[CheckpointToken]:
-        """Tokens of the run's checkpoints with status ``open``, by batch index."""
+        """Tokens of the run's checkpoints with status ``open``, by batch index (leased or not)."""
         rows = tx.query(
             f"SELECT batch_index, checkpoint_id FROM {TABLE}"
             " WHERE run_id = %s AND status = 'open' ORDER BY batch_index",
@@ -162,12 +206,13 @@ class CursorView:
             completed=counts.get("completed", 0),
             failed=counts.get("failed", 0),
             open=counts.get("open", 0),
+            cancelled=counts.get("cancelled", 0),
         )
 
     def checkpoint_counts(self, tx: SQLTransaction) -> dict[str, int]:
         """Checkpoints of every run by status, in one scan; every status present, 0 if none."""
         rows = tx.query(f"SELECT status, count(*) FROM {TABLE} GROUP BY status")
-        counts = dict.fromkeys(("open", "completed", "failed"), 0)
+        counts = dict.fromkeys(STATUSES, 0)
         counts.update({str(status): int(count) for status, count in rows})
         return counts
 
@@ -188,4 +233,7 @@ def _summary(row: tuple[Any, ...]) -> CheckpointSummary:
         created_at=parse_time(row[11]),
         updated_at=parse_time(row[12]),
         position=int(row[13]),
+        owner=row[14],
+        lease_expires_at=None if row[15] is None else parse_time(row[15]),
+        last_activity=parse_time(row[12]),
     )

@@ -1,7 +1,11 @@
-"""The failure audit: one row per ``Failed`` event, and what became of it.
+"""The failure audit: one row per failure, lease takeover and cancel, and what became of it.
 
 Each row keeps the run, batch, attempt, error type and message, transient or permanent, the
-cursor and items processed at the failure, when, and whether it was later retried or reset.
+cursor and items processed at that moment, when, its kind and, for a ``Failed`` event, the
+traceback, host and pid it carried. A failure row is later marked retried (by ``Retried`` or a
+claim that retried it) or reset. A takeover (a ``Claimed`` that took an expired lease) is a
+row of error type ``LeaseExpired`` for the attempt it superseded, so a dead worker shows in the
+audit; a cancel is a row of error type ``Cancelled`` with the operator's reason.
 """
 
 from __future__ import annotations
@@ -9,7 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 from uuid import UUID
 
-from ledger import CheckpointEvent, Failed, Reset, Retried
+from ledger import Cancelled, CheckpointEvent, Claimed, Failed, Reset, Retried
 from projections._common import from_json, parse_time, to_json, to_time
 from projections.cursor import TABLE as CURSOR_TABLE
 from projections.models import FailureRecord
@@ -18,14 +22,31 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from ledger import SQLTransaction
+    from projections.models import AuditKind
 
-__all__ = ["FailureView"]
+__all__ = ["AUDIT_KINDS", "FailureView"]
 
 TABLE = "ckl_view_failures"
 
+AUDIT_KINDS: tuple[AuditKind, ...] = ("failure", "takeover", "cancel")
+"""The kinds of audit row, as ``Projections.failures(kind=...)`` accepts them."""
+
+_COLUMNS = (
+    "position, checkpoint_id, run_id, batch_index, attempt, error_type, message, transient,"
+    " cursor, items_processed, failed_at, resolution, resolved_at, kind, traceback, host, pid"
+)
+
+# A takeover or cancel row: the cursor and items are the checkpoint's own at that moment, in
+# the cursor view (applied first, same transaction), as a claim or cancel does not move them.
+_FROM_CURSOR = (
+    f"INSERT INTO {TABLE} ({_COLUMNS}) SELECT %s, checkpoint_id, run_id, batch_index, %s, %s,"
+    " %s, %s, cursor, items_processed, %s, NULL, NULL, %s, NULL, NULL, NULL"
+    f" FROM {CURSOR_TABLE} WHERE checkpoint_id = %s"
+)
+
 
 class FailureView:
-    """Every failure ever recorded, filterable by run, time, error type and kind."""
+    """Every failure, takeover and cancel ever recorded, filterable by run, time, type, kind."""
 
     name: str = "failures"
     tables: tuple[str, ...] = (TABLE,)
@@ -43,7 +64,11 @@ class FailureView:
             items_processed BIGINT NOT NULL,
             failed_at TEXT NOT NULL,
             resolution TEXT,
-            resolved_at TEXT
+            resolved_at TEXT,
+            kind TEXT NOT NULL,
+            traceback TEXT,
+            host TEXT,
+            pid BIGINT
         )""",
         f"CREATE INDEX IF NOT EXISTS {TABLE}_run_idx ON {TABLE} (run_id, failed_at)",
         f"CREATE INDEX IF NOT EXISTS {TABLE}_time_idx ON {TABLE} (failed_at)",
@@ -51,12 +76,13 @@ class FailureView:
     )
 
     def apply(self, tx: SQLTransaction, position: int, event: CheckpointEvent) -> None:
-        """Add a failure, or mark the checkpoint's unresolved failure retried or reset."""
-        oid = str(event.originator_id)
+        """Add an audit row, or mark the checkpoint's unresolved failure retried or reset."""
+        oid, at = str(event.originator_id), to_time(event.timestamp)
         if isinstance(event, Failed):
             tx.execute(
-                f"INSERT INTO {TABLE} SELECT %s, checkpoint_id, run_id, batch_index, %s, %s, %s,"
-                f" %s, %s, %s, %s, NULL, NULL FROM {CURSOR_TABLE} WHERE checkpoint_id = %s",
+                f"INSERT INTO {TABLE} ({_COLUMNS}) SELECT %s, checkpoint_id, run_id,"
+                " batch_index, %s, %s, %s, %s, %s, %s, %s, NULL, NULL, 'failure', %s, %s, %s"
+                f" FROM {CURSOR_TABLE} WHERE checkpoint_id = %s",
                 (
                     position,
                     event.attempt,
@@ -65,16 +91,31 @@ class FailureView:
                     int(event.transient),
                     to_json(event.cursor),
                     event.items_processed,
-                    to_time(event.timestamp),
+                    at,
+                    event.traceback,
+                    event.host,
+                    event.pid,
                     oid,
                 ),
             )
-        elif isinstance(event, Retried | Reset):
-            resolution = "retried" if isinstance(event, Retried) else "reset"
+        elif isinstance(event, Claimed) and event.taken_over:
+            message = f"lease of {event.previous_owner!r} expired; taken over by {event.owner!r}"
+            # The attempt superseded is the one before the takeover's.
+            tx.execute(
+                _FROM_CURSOR,
+                (position, event.attempt - 1, "LeaseExpired", message, 1, at, "takeover", oid),
+            )
+        elif isinstance(event, Cancelled):
+            tx.execute(
+                _FROM_CURSOR,
+                (position, event.attempt, "Cancelled", event.reason, 0, at, "cancel", oid),
+            )
+        if isinstance(event, Retried | Reset) or (isinstance(event, Claimed) and event.retried):
+            resolution = "reset" if isinstance(event, Reset) else "retried"
             tx.execute(
                 f"UPDATE {TABLE} SET resolution = %s, resolved_at = %s"
-                " WHERE checkpoint_id = %s AND resolution IS NULL",
-                (resolution, to_time(event.timestamp), oid),
+                " WHERE checkpoint_id = %s AND kind = 'failure' AND resolution IS NULL",
+                (resolution, at, oid),
             )
 
     def failures(
@@ -86,23 +127,21 @@ class FailureView:
         until: datetime | None,
         error_type: str | None,
         transient: bool | None,
+        kind: AuditKind | None,
         limit: int | None,
     ) -> list[FailureRecord]:
-        """The failures matching every filter given (``None``: any), by position."""
+        """The audit rows matching every filter given (``None``: any), by position."""
         filters: tuple[tuple[str, object], ...] = (
             ("run_id = %s", run_id),
             ("failed_at >= %s", None if since is None else to_time(since)),
             ("failed_at < %s", None if until is None else to_time(until)),
             ("error_type = %s", error_type),
             ("transient = %s", None if transient is None else int(transient)),
+            ("kind = %s", kind),
         )
         where = ["1 = 1", *(clause for clause, value in filters if value is not None)]
         params = [value for _, value in filters if value is not None]
-        sql = (
-            "SELECT position, checkpoint_id, run_id, batch_index, attempt, error_type, message,"
-            " transient, cursor, items_processed, failed_at, resolution, resolved_at"
-            f" FROM {TABLE} WHERE {' AND '.join(where)} ORDER BY position"
-        )
+        sql = f"SELECT {_COLUMNS} FROM {TABLE} WHERE {' AND '.join(where)} ORDER BY position"
         if limit is not None:
             sql += " LIMIT %s"
             params.append(limit)
@@ -121,6 +160,10 @@ class FailureView:
                 failed_at=parse_time(row[10]),
                 resolution=row[11],
                 resolved_at=None if row[12] is None else parse_time(row[12]),
+                kind=row[13],
+                traceback=row[14],
+                host=row[15],
+                pid=None if row[16] is None else int(row[16]),
             )
             for row in tx.query(sql, params)
         ]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Literal, TypeAlias
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny
@@ -11,13 +11,22 @@ from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny
 from ledger import CheckpointEvent, Cursor, JSONObject, Status
 
 __all__ = [
+    "AuditKind",
     "CheckpointSummary",
     "FailureRecord",
     "History",
     "HistoryEntry",
     "RunProgress",
+    "StuckCheckpoint",
+    "StuckReason",
     "TimelineEntry",
 ]
+
+AuditKind: TypeAlias = Literal["failure", "takeover", "cancel"]
+"""What a row of the failure audit records: a ``Failed``, a lease takeover or a cancel."""
+
+StuckReason: TypeAlias = Literal["lease expired", "idle"]
+"""Why a checkpoint is stuck: its owner's lease ran out, or nothing happened for too long."""
 
 
 class _Frozen(BaseModel):
@@ -41,6 +50,11 @@ class CheckpointSummary(_Frozen):
     created_at: datetime
     updated_at: datetime
     position: int = Field(description="Global position of the last event applied to it.")
+    owner: str | None = Field(description="Who holds the lease (None: unowned or ended).")
+    lease_expires_at: datetime | None = Field(description="When the owner's lease runs out.")
+    last_activity: datetime = Field(
+        description="Time of the checkpoint's last event of any kind (claims and renewals too)."
+    )
 
 
 class HistoryEntry(_Frozen):
@@ -71,6 +85,7 @@ class RunProgress(_Frozen):
     completed: int
     failed: int
     open: int
+    cancelled: int
 
     @property
     def fraction(self) -> float | None:
@@ -79,7 +94,13 @@ class RunProgress(_Frozen):
 
 
 class FailureRecord(_Frozen):
-    """One ``Failed`` event and what became of it."""
+    """One row of the failure audit and what became of it.
+
+    ``kind`` says what it records: ``"failure"`` (a ``Failed`` event, with its traceback, host
+    and pid when the failure recorded them), ``"takeover"`` (a claim that took an expired lease:
+    error type ``LeaseExpired``, transient, ``attempt`` the superseded one) or ``"cancel"``
+    (error type ``Cancelled``, the reason as message, permanent). Only failures are resolved.
+    """
 
     position: int
     checkpoint_id: UUID
@@ -94,6 +115,24 @@ class FailureRecord(_Frozen):
     failed_at: datetime
     resolution: Literal["retried", "reset"] | None
     resolved_at: datetime | None
+    kind: AuditKind
+    traceback: str | None
+    host: str | None
+    pid: int | None
+
+
+class StuckCheckpoint(_Frozen):
+    """An open checkpoint that nobody is moving: its lease expired, or it has been idle."""
+
+    run_id: str
+    batch_index: int
+    status: Status
+    attempt: int
+    owner: str | None = Field(description="The lease's owner (the one presumed dead), if any.")
+    lease_expires_at: datetime | None
+    last_activity: datetime
+    idle_seconds: float = Field(description="Seconds from the last activity to the query's now.")
+    reason: StuckReason
 
 
 class TimelineEntry(_Frozen):

@@ -46,8 +46,9 @@ from ledger import (
 )
 from ledger.store import TRACKING_TABLE
 from projections.cursor import CursorView
-from projections.failures import FailureView
+from projections.failures import AUDIT_KINDS, FailureView
 from projections.history import HistoryView
+from projections.stuck import STUCK_IDLE_SECONDS, stuck
 from projections.timeline import TimelineView
 
 if TYPE_CHECKING:
@@ -58,14 +59,16 @@ if TYPE_CHECKING:
     from ledger import SQLTransaction
     from projections._common import View
     from projections.models import (
+        AuditKind,
         CheckpointSummary,
         FailureRecord,
         History,
         RunProgress,
+        StuckCheckpoint,
         TimelineEntry,
     )
 
-__all__ = ["Projections"]
+__all__ = ["SCHEMA_TABLE", "VIEWS_SCHEMA_VERSION", "Projections"]
 
 log = logging.getLogger("projections")
 
@@ -75,6 +78,10 @@ TRACKING = TRACKING_TABLE
 """The store's tracking table (eventsourcing's tracking records; columns ``name, position``)."""
 TRACKING_NAME = "views"
 """The views' application name in the tracking table."""
+SCHEMA_TABLE = "ckl_view_schema"
+"""One row per set of views: the version of the tables' shape they were built with."""
+VIEWS_SCHEMA_VERSION = 2
+"""The shape of the view tables (1: before leases, never recorded; 2: owner, lease, kinds)."""
 
 
 class Projections:
@@ -193,21 +200,20 @@ class Projections:
         return self.wait_for(target, timeout)
 
     def rebuild(self) -> int:
-        """Drop the views, recreate them and replay the whole log; returns the new position."""
+        """Drop the views, recreate them and replay the whole log; returns the new position.
+
+        Safe while followers run in this or other processes (see the module docstring): the
+        reset is one transaction, and they notice it and carry on from the tracked position.
+        """
         was_running = self.running
         self.stop()
         with self._apply_lock:
 
-            def drop() -> None:
+            def drop_and_create() -> None:
                 with self.recorder.transaction() as tx:
-                    self._lock_schema(tx)
-                    for view in self.views:
-                        for table in view.tables:
-                            tx.execute(f"DROP TABLE IF EXISTS {table}")
-                    tx.reset_tracking(TRACKING_NAME)
+                    self._rebuild_tables(tx)
 
-            self._store_call("rebuild", drop)
-            self._store_call("create views", self._create_tables)
+            self._store_call("rebuild", drop_and_create)
             self._follower.advance(0)
         position = self.catch_up()
         if was_running:
@@ -249,10 +255,20 @@ class Projections:
         until: datetime | None = None,
         error_type: str | None = None,
         transient: bool | None = None,
+        kind: AuditKind | None = None,
         limit: int | None = None,
     ) -> list[FailureRecord]:
-        """The failure audit, oldest first, filtered by any of run, time, type and kind."""
+        """The failure audit, oldest first, filtered by run, time, type, transience and kind.
+
+        ``kind``: ``"failure"``, ``"takeover"`` or ``"cancel"`` (``None``: all).
+
+        Raises:
+            InvalidInput: a bad filter (a naive datetime, an unknown kind…).
+            StoreUnavailable: the store cannot be read.
+        """
         _check_filters(run_id, error_type, transient, limit)
+        if kind is not None and kind not in AUDIT_KINDS:
+            raise InvalidInput("kind", f"expected one of {', '.join(AUDIT_KINDS)} or None")
         if since is not None:
             check_aware(since, "since")
         if until is not None:
@@ -265,9 +281,40 @@ class Projections:
                 until=until,
                 error_type=error_type,
                 transient=transient,
+                kind=kind,
                 limit=limit,
             )
         )
+
+    def stuck(
+        self,
+        run_id: str | None = None,
+        *,
+        idle: float | None = None,
+        now: datetime | None = None,
+    ) -> list[StuckCheckpoint]:
+        """Open checkpoints nobody is moving, longest idle first (of one run, or every run).
+
+        Stuck means its owner's lease expired (reason ``"lease expired"``: the worker is
+        presumed dead and another may take it over), or no event of any kind for ``idle``
+        seconds (reason ``"idle"``). As of the views: :meth:`sync` first to include the
+        latest writes.
+
+        Args:
+            run_id: one run, or ``None`` for every run.
+            idle: seconds without an event that make a checkpoint stuck (default
+                :data:`STUCK_IDLE_SECONDS`, 300).
+            now: the moment judged at (timezone-aware; default the ledger's clock).
+
+        Raises:
+            InvalidInput: a bad run id, a negative or non-finite ``idle``, a naive ``now``.
+            StoreUnavailable: the store cannot be read.
+        """
+        if run_id is not None:
+            check_run_id(run_id)
+        seconds = STUCK_IDLE_SECONDS if idle is None else check_seconds(idle, "idle")
+        moment = self.ledger.now() if now is None else check_aware(now, "now")
+        return self._read(lambda tx: stuck(tx, run_id, idle=seconds, now=moment))
 
     def timeline(
         self,
@@ -311,7 +358,7 @@ class Projections:
         return self._tracked_position()
 
     def checkpoint_counts(self) -> dict[str, int]:
-        """How many checkpoints of every run are open, completed and failed, as of the views.
+        """How many checkpoints of every run have each status, as of the views.
 
         One scan of the cursor view (a row per checkpoint); every status is present, 0 if none.
 
@@ -326,15 +373,54 @@ class Projections:
         tx.lock_for_schema("views")
 
     def _create_tables(self) -> None:
+        """Create the views if missing; rebuild them if they have another shape than ours."""
         with self.recorder.transaction() as tx:
             self._lock_schema(tx)
+            tx.execute(
+                f"CREATE TABLE IF NOT EXISTS {SCHEMA_TABLE}"
+                " (name TEXT PRIMARY KEY, version BIGINT NOT NULL)"
+            )
+            rows = tx.query(f"SELECT version FROM {SCHEMA_TABLE} WHERE name = %s", (TRACKING_NAME,))
+            built = int(rows[0][0]) if rows else None
+            tracked = tx.max_tracking_id(TRACKING_NAME)
+            if built == VIEWS_SCHEMA_VERSION:
+                for view in self.views:
+                    for statement in view.ddl:
+                        tx.execute(statement)
+                return
+            if built is not None or tracked:
+                log.info(
+                    "views were built with schema %s, this version keeps schema %s:"
+                    " rebuilding them from the log",
+                    built or 1,
+                    VIEWS_SCHEMA_VERSION,
+                )
+            self._rebuild_tables(tx)
+
+    def _rebuild_tables(self, tx: SQLTransaction) -> None:
+        """Drop and create every view table and move the tracked position to 0, in ``tx``.
+
+        The tracking row is locked first, as a follower's batch does, then the tables: the
+        same lock order everywhere, so a rebuild and a follower's batch never deadlock.
+        """
+        self._lock_schema(tx)
+        if tx.max_tracking_id(TRACKING_NAME, for_update=True) is None:
             # A row at 0 from the start, so that followers always have one to lock (under the
             # views' lock, so two creators do not race for it).
-            if tx.max_tracking_id(TRACKING_NAME) is None:
-                tx.insert_tracking(Tracking(TRACKING_NAME, 0))
-            for view in self.views:
-                for statement in view.ddl:
-                    tx.execute(statement)
+            tx.insert_tracking(Tracking(TRACKING_NAME, 0))
+        else:
+            tx.reset_tracking(TRACKING_NAME)
+        for view in self.views:
+            for table in view.tables:
+                tx.execute(f"DROP TABLE IF EXISTS {table}")
+        for view in self.views:
+            for statement in view.ddl:
+                tx.execute(statement)
+        tx.execute(
+            f"INSERT INTO {SCHEMA_TABLE} (name, version) VALUES (%s, %s)"
+            " ON CONFLICT (name) DO UPDATE SET version = excluded.version",
+            (TRACKING_NAME, VIEWS_SCHEMA_VERSION),
+        )
 
     def _tracked_position(self) -> int:
         return self.recorder.max_tracking_id(TRACKING_NAME) or 0
@@ -342,15 +428,19 @@ class Projections:
     def _apply_batch(self) -> bool:
         """Apply the next batch of events; False when there was nothing new."""
         with self._apply_lock:
+            start = self._follower.position
             notes = self.recorder.select_notifications(
-                self._follower.position, self.batch_size, inclusive_of_start=False
+                start, self.batch_size, inclusive_of_start=False
             )
             if not notes:
                 return False
             with self.recorder.transaction(pipeline=True) as tx:
                 tracked = tx.max_tracking_id(TRACKING_NAME, for_update=True) or 0
+                # Only a rebuild moves the tracked position back (module docstring): then this
+                # batch is dropped and the follower starts again from the tracked position.
+                rebuilt = tracked < start
                 last = tracked
-                for note in notes:
+                for note in () if rebuilt else notes:
                     if note.id <= tracked:
                         continue  # another follower applied it: exactly once
                     event = self.ledger.mapper.to_event(note)
@@ -359,7 +449,17 @@ class Projections:
                     last = note.id
                 if last != tracked:
                     tx.insert_tracking(Tracking(TRACKING_NAME, last))
-            self._follower.advance(max(self._follower.position, last, tracked))
+            if rebuilt:
+                log.info(
+                    "views were rebuilt elsewhere (tracked at %d, this follower at %d):"
+                    " following again from %d",
+                    tracked,
+                    start,
+                    tracked,
+                )
+                self._follower.advance(tracked)
+                return True
+            self._follower.advance(max(start, last, tracked))
             return True  # maybe more: the next round reads from the new position
 
     def _query(self, sql: str, params: Any = ()) -> list[tuple[Any, ...]]:  # noqa: ANN401

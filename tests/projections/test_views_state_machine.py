@@ -1,15 +1,19 @@
-"""The views equal what the log says, equal a rebuild, and survive crashes mid-batch.
+"""The views equal a model of the commands, equal a rebuild, and survive crashes mid-batch.
 
-A hypothesis state machine writes random histories (failures, retries, resets, repeats and
-rejected commands included) through a real ledger, and at random points catches the views up,
-crashes a follower in the middle of a batch, or restarts it. After every step, the views it has
-caught up must equal a model computed from the ledger's own state and events, and a rebuild
-from the log must give exactly the same rows.
+A hypothesis state machine writes random histories (failures, retries, resets, cancels,
+claims by several owners, heartbeats, releases, lease expiries and takeovers on a clock it
+moves itself, repeats and rejected commands included) through a real ledger, and at random
+points catches the views up, crashes a follower in the middle of a batch, or restarts it.
+After every step the views must equal a model kept here, written from the commands' documented
+effects and not from ``ledger.checkpoint`` (the ledger only says whether a command wrote an
+event), and a rebuild from the log must give exactly the same rows.
 """
 
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import uuid4
 
@@ -17,11 +21,14 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
-from ledger import CheckpointToken, Failed, Ledger, LedgerError, Reset, Retried, Yielded
+from ledger import CheckpointToken, Lease, Ledger, LedgerError
 from projections import Projections
 from projections.runner import TRACKING
 
 HISTORY = 3
+TTL = 10.0
+IDLE = 5.0
+OWNERS = ("w1", "w2", "w3")
 VIEW_TABLES = {
     "ckl_view_cursor": "checkpoint_id",
     "ckl_view_history": "checkpoint_id, seq",
@@ -42,56 +49,249 @@ def dump(projections: Projections) -> dict[str, list[tuple[Any, ...]]]:
     }
 
 
+@dataclass
+class Batch:
+    """What the views should say of one checkpoint."""
+
+    last: datetime
+    status: str = "open"
+    attempt: int = 1
+    owner: str | None = None
+    expires: datetime | None = None
+    cursor: Any = None
+    items: int = 0
+    cursors: list[Any] = field(default_factory=list)
+    events: int = 1
+
+
+@dataclass
+class AuditRow:
+    """One row the failure audit should have."""
+
+    batch: int
+    kind: str
+    attempt: int
+    error_type: str
+    message: str
+    transient: bool
+    resolution: str | None = None
+
+
 class ViewsMachine(RuleBasedStateMachine):
-    """Random commands, catch-ups, crashes and restarts; views checked against the log."""
+    """Random commands, clock moves, catch-ups, crashes and restarts; views against a model."""
 
     store_url = "memory://"
 
     def __init__(self) -> None:
         super().__init__()
-        self.ledger = Ledger.open(self.store_url)
+        self.now = datetime(2030, 1, 1, tzinfo=UTC)
+        self.ledger = Ledger.open(self.store_url, clock=lambda: self.now)
         self.views = Projections(self.ledger, history_size=HISTORY, batch_size=4)
         self.run_id = f"run-{uuid4().hex}"
-        self.created: set[int] = set()
+        self.batches: dict[int, Batch] = {}
+        self.audit: list[AuditRow] = []
+        self.timeline: list[tuple[int, str]] = []
+        self.leases: dict[tuple[int, str], Lease] = {}
 
     def token(self, batch: int) -> CheckpointToken:
         return CheckpointToken.for_batch(self.run_id, batch)
 
-    def attempt(self, call: Any) -> None:
-        # Rejected commands write nothing; the views must not notice them either.
+    def wrote(self, call: Any, batch: int | None = None) -> Batch | None:
+        """Run a command; the model of the batch it wrote an event to (None: nothing written).
+
+        Rejected commands and no-ops write nothing; the views must not notice them either.
+        """
+        before = {b: self.ledger.count_events(self.token(b)) for b in self.batches}
         with contextlib.suppress(LedgerError):
             call()
+        for b, model in self.batches.items():
+            after = self.ledger.count_events(self.token(b))
+            assert after - before[b] in {0, 1}, "one command, at most one event"
+            if after > before[b] and (batch is None or b == batch):
+                model.events = after
+                model.last = self.now
+                return model
+        return None
+
+    def written(self, batch: int, topic: str) -> None:
+        self.timeline.append((batch, f"checkpoint.{topic}"))
+
+    def lease(self, batch: int, owner: str | None) -> Lease | None:
+        return None if owner is None else self.leases.get((batch, owner))
+
+    def resolve(self, batch: int, resolution: str) -> None:
+        for row in self.audit:
+            if row.batch == batch and row.kind == "failure" and row.resolution is None:
+                row.resolution = resolution
+
+    @staticmethod
+    def end_lease(model: Batch) -> None:
+        model.owner = model.expires = None
+
+    # ------------------------------------------------------------ commands
 
     @rule(batch=st.integers(0, 2))
     def create(self, batch: int) -> None:
+        if batch in self.batches:
+            return
         self.ledger.create_checkpoint(self.run_id, batch, total_batches=3)
-        self.created.add(batch)
+        self.batches[batch] = Batch(last=self.now)
+        self.written(batch, "Created")
 
     @rule(
-        batch=st.integers(0, 2), step=st.integers(0, 3), cursor=st.sampled_from([1, "k", {"p": 1}])
+        batch=st.integers(0, 2),
+        step=st.integers(0, 3),
+        cursor=st.sampled_from([1, "k", {"p": 1}]),
+        owner=st.sampled_from([None, *OWNERS]),
     )
-    def checkpoint_yield(self, batch: int, step: int, cursor: Any) -> None:
-        self.attempt(lambda: self.ledger.checkpoint_yield(self.token(batch), cursor, step))
-
-    @rule(batch=st.integers(0, 2), result=st.sampled_from([1, 2]))
-    def complete(self, batch: int, result: int) -> None:
-        self.attempt(lambda: self.ledger.complete_checkpoint(self.token(batch), result))
-
-    @rule(batch=st.integers(0, 2), transient=st.booleans(), kind=st.sampled_from(["A", "B"]))
-    def fail(self, batch: int, transient: bool, kind: str) -> None:
-        self.attempt(
-            lambda: self.ledger.fail_checkpoint(
-                self.token(batch), "boom", transient=transient, error_type=kind
-            )
+    def checkpoint_yield(self, batch: int, step: int, cursor: Any, owner: str | None) -> None:
+        lease = self.lease(batch, owner)
+        model = self.wrote(
+            lambda: self.ledger.checkpoint_yield(self.token(batch), cursor, step, lease=lease),
+            batch,
         )
+        if model is not None:
+            model.cursor, model.items = cursor, step
+            model.cursors.append(cursor)
+            if lease is not None:  # a yield under a lease renews it
+                model.expires = self.now + timedelta(seconds=TTL)
+            self.written(batch, "Yielded")
+
+    @rule(
+        batch=st.integers(0, 2), result=st.sampled_from([1, 2]), owner=st.sampled_from([None, "w1"])
+    )
+    def complete(self, batch: int, result: int, owner: str | None) -> None:
+        lease = self.lease(batch, owner)
+        model = self.wrote(
+            lambda: self.ledger.complete_checkpoint(self.token(batch), result, lease=lease),
+            batch,
+        )
+        if model is not None:
+            model.status = "completed"
+            self.end_lease(model)
+            self.written(batch, "Completed")
+
+    @rule(
+        batch=st.integers(0, 2),
+        transient=st.booleans(),
+        kind=st.sampled_from(["A", "B"]),
+        owner=st.sampled_from([None, "w2"]),
+    )
+    def fail(self, batch: int, transient: bool, kind: str, owner: str | None) -> None:
+        lease = self.lease(batch, owner)
+        model = self.wrote(
+            lambda: self.ledger.fail_checkpoint(
+                self.token(batch), "boom", transient=transient, error_type=kind, lease=lease
+            ),
+            batch,
+        )
+        if model is not None:
+            self.audit.append(AuditRow(batch, "failure", model.attempt, kind, "boom", transient))
+            model.status = "failed"
+            self.end_lease(model)
+            self.written(batch, "Failed")
 
     @rule(batch=st.integers(0, 2))
     def retry(self, batch: int) -> None:
-        self.attempt(lambda: self.ledger.retry_checkpoint(self.token(batch)))
+        model = self.wrote(lambda: self.ledger.retry_checkpoint(self.token(batch)), batch)
+        if model is not None:
+            model.status, model.attempt = "open", model.attempt + 1
+            self.end_lease(model)
+            self.resolve(batch, "retried")
+            self.written(batch, "Retried")
 
     @rule(batch=st.integers(0, 2))
     def reset(self, batch: int) -> None:
-        self.attempt(lambda: self.ledger.reset_checkpoint(self.token(batch), "operator"))
+        model = self.wrote(
+            lambda: self.ledger.reset_checkpoint(self.token(batch), "operator"), batch
+        )
+        if model is not None:
+            model.status, model.attempt = "open", model.attempt + 1
+            model.cursor, model.items = None, 0
+            self.end_lease(model)
+            self.resolve(batch, "reset")
+            self.written(batch, "Reset")
+
+    @rule(batch=st.integers(0, 2), reason=st.sampled_from(["stop", "enough"]))
+    def cancel(self, batch: int, reason: str) -> None:
+        model = self.wrote(lambda: self.ledger.cancel_checkpoint(self.token(batch), reason), batch)
+        if model is not None:
+            self.audit.append(
+                AuditRow(batch, "cancel", model.attempt, "Cancelled", reason, transient=False)
+            )
+            model.status = "cancelled"
+            self.end_lease(model)
+            self.written(batch, "Cancelled")
+
+    def claimed(self, model: Batch, batch: int, owner: str) -> None:
+        """The model of a claim by ``owner`` that wrote an event."""
+        if model.status == "failed":  # a claim of a transiently failed batch retries it
+            model.status, model.attempt = "open", model.attempt + 1
+            self.resolve(batch, "retried")
+            self.written(batch, "Claimed")
+        elif model.owner == owner:  # its own lease again: renewed
+            self.written(batch, "LeaseRenewed")
+        elif model.owner is not None:  # an expired lease: taken over
+            message = f"lease of {model.owner!r} expired; taken over by {owner!r}"
+            self.audit.append(
+                AuditRow(batch, "takeover", model.attempt, "LeaseExpired", message, transient=True)
+            )
+            model.attempt += 1
+            self.written(batch, "Claimed")
+        else:
+            self.written(batch, "Claimed")
+        model.owner, model.expires = owner, self.now + timedelta(seconds=TTL)
+
+    @rule(batch=st.integers(0, 2), owner=st.sampled_from(OWNERS))
+    def claim(self, batch: int, owner: str) -> None:
+        got: list[Lease] = []
+        model = self.wrote(
+            lambda: got.append(self.ledger.claim_checkpoint(self.token(batch), owner, TTL)),
+            batch,
+        )
+        if got:
+            self.leases[batch, owner] = got[0]
+        if model is not None:
+            self.claimed(model, batch, owner)
+
+    @rule(owner=st.sampled_from(OWNERS))
+    def claim_next(self, owner: str) -> None:
+        got: list[Lease | None] = []
+        model = self.wrote(
+            lambda: got.append(self.ledger.claim_next(self.run_id, owner, TTL, retry_delay=0))
+        )
+        lease = got[0] if got else None
+        if lease is not None:
+            self.leases[lease.token.batch_index, owner] = lease
+        if model is not None:
+            assert lease is not None
+            self.claimed(model, lease.token.batch_index, owner)
+
+    @rule(batch=st.integers(0, 2), owner=st.sampled_from(OWNERS))
+    def heartbeat(self, batch: int, owner: str) -> None:
+        lease = self.lease(batch, owner)
+        if lease is None:
+            return
+        model = self.wrote(lambda: self.ledger.heartbeat(lease), batch)
+        if model is not None:
+            model.expires = self.now + timedelta(seconds=TTL)
+            self.written(batch, "LeaseRenewed")
+
+    @rule(batch=st.integers(0, 2), owner=st.sampled_from(OWNERS))
+    def release(self, batch: int, owner: str) -> None:
+        lease = self.lease(batch, owner)
+        if lease is None:
+            return
+        model = self.wrote(lambda: self.ledger.release(lease), batch)
+        if model is not None:
+            self.end_lease(model)
+            self.written(batch, "Released")
+
+    @rule(seconds=st.sampled_from([0.5, 3.0, 6.0, 11.0]))
+    def tick(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+    # ------------------------------------------------------------ the follower
 
     @rule()
     def catch_up(self) -> None:
@@ -124,76 +324,98 @@ class ViewsMachine(RuleBasedStateMachine):
         self.views.close()
         self.views = Projections(self.ledger, history_size=HISTORY, batch_size=4)
 
+    # ------------------------------------------------------------ the views
+
     @invariant()
-    def views_match_the_log_and_a_rebuild(self) -> None:
+    def views_match_the_model_and_a_rebuild(self) -> None:
         self.views.catch_up()
-        progress = self.views.progress(self.run_id)
-        states = {b: self.ledger.get_checkpoint(self.token(b)) for b in self.created}
-        assert progress.created == len(self.created)
-        assert progress.completed == sum(s.status == "completed" for s in states.values())
-        assert progress.failed == sum(s.status == "failed" for s in states.values())
-        assert [t.batch_index for t in self.views.pending_checkpoints(self.run_id)] == sorted(
-            b for b, s in states.items() if s.status == "open"
-        )
+        self.check_cursor_view()
         failures = self.views.failures(run_id=self.run_id)
-        all_failed = []
-        timeline_len = 0
-        for batch, state in states.items():
-            summary = self.views.current(self.token(batch))
-            assert summary is not None
-            assert (summary.status, summary.attempt, summary.version) == (
-                state.status,
-                state.attempt,
-                state.version,
-            )
-            assert (summary.cursor, summary.items_processed) == (
-                state.cursor,
-                state.items_processed,
-            )
-            assert summary.yields == state.yields
-            events = self.ledger.checkpoint_events(self.token(batch))
-            timeline_len += len(events)
-            yields = [e for e in events if isinstance(e, Yielded)]
-            history = self.views.history(self.token(batch))
-            assert history.total_yields == len(yields)
-            assert [h.cursor for h in history.entries] == [y.cursor for y in yields[-HISTORY:]]
-            for i, event in enumerate(events):
-                if isinstance(event, Failed):
-                    later = [e for e in events[i + 1 :] if isinstance(e, Retried | Reset)]
-                    resolution = (
-                        None
-                        if not later
-                        else ("retried" if isinstance(later[0], Retried) else "reset")
-                    )
-                    all_failed.append((batch, event.attempt, event.error_type, resolution))
-        assert sorted((f.batch_index, f.attempt, f.error_type, f.resolution) for f in failures) == (
-            sorted(all_failed)
-        )
+        assert [
+            (f.batch_index, f.kind, f.attempt, f.error_type, f.message, f.transient, f.resolution)
+            for f in failures
+        ] == [
+            (r.batch, r.kind, r.attempt, r.error_type, r.message, r.transient, r.resolution)
+            for r in self.audit
+        ]
+        for kind in ("failure", "takeover", "cancel"):
+            assert self.views.failures(run_id=self.run_id, kind=kind) == [
+                f for f in failures if f.kind == kind
+            ]
         timeline = self.views.timeline(self.run_id)
-        assert len(timeline) == timeline_len
+        assert [(e.batch_index, e.topic) for e in timeline] == self.timeline
         assert [e.position for e in timeline] == sorted(e.position for e in timeline)
+        self.check_stuck()
         before = dump(self.views)
         self.views.rebuild()
         assert dump(self.views) == before
+
+    def check_cursor_view(self) -> None:
+        models = self.batches
+        progress = self.views.progress(self.run_id)
+        statuses = [m.status for m in models.values()]
+        assert (progress.created, progress.completed, progress.failed, progress.cancelled) == (
+            len(models),
+            statuses.count("completed"),
+            statuses.count("failed"),
+            statuses.count("cancelled"),
+        )
+        assert progress.open == statuses.count("open")
+        assert [t.batch_index for t in self.views.pending_checkpoints(self.run_id)] == sorted(
+            b for b, m in models.items() if m.status == "open"
+        )
+        for batch, model in models.items():
+            summary = self.views.current(self.token(batch))
+            assert summary is not None
+            assert (summary.status, summary.attempt, summary.version) == (
+                model.status,
+                model.attempt,
+                model.events,
+            )
+            assert (summary.cursor, summary.items_processed, summary.yields) == (
+                model.cursor,
+                model.items,
+                len(model.cursors),
+            )
+            assert (summary.owner, summary.lease_expires_at) == (model.owner, model.expires)
+            assert summary.last_activity == summary.updated_at == model.last
+            history = self.views.history(self.token(batch))
+            assert history.total_yields == len(model.cursors)
+            assert [h.cursor for h in history.entries] == model.cursors[-HISTORY:]
+
+    def check_stuck(self) -> None:
+        expected: list[tuple[int, str, str | None, float]] = []
+        for batch, model in sorted(self.batches.items(), key=lambda item: (item[1].last, item[0])):
+            if model.status != "open":
+                continue
+            idle = (self.now - model.last).total_seconds()
+            if model.owner is not None and model.expires is not None and model.expires <= self.now:
+                expected.append((batch, "lease expired", model.owner, idle))
+            elif idle >= IDLE:
+                expected.append((batch, "idle", model.owner, idle))
+        # `now` defaults to the ledger's clock: the one this machine moves.
+        found = self.views.stuck(self.run_id, idle=IDLE)
+        assert [(s.batch_index, s.reason, s.owner, s.idle_seconds) for s in found] == expected
+        assert {s.run_id for s in found} <= {self.run_id}
 
     def teardown(self) -> None:
         self.views.close()
         self.ledger.close()
 
 
-def test_views_match_the_log_in_memory() -> None:
+def test_views_match_the_model_in_memory() -> None:
     run_state_machine_as_test(
-        ViewsMachine, settings=settings(deadline=None, stateful_step_count=30)
+        ViewsMachine, settings=settings(deadline=None, stateful_step_count=40)
     )
 
 
-def test_views_match_the_log_on_each_backend(store_url: str) -> None:
+def test_views_match_the_model_on_each_backend(store_url: str) -> None:
     class OnStore(ViewsMachine):
         pass
 
     OnStore.store_url = store_url
     run_state_machine_as_test(
-        OnStore, settings=settings(deadline=None, stateful_step_count=25, max_examples=25)
+        OnStore, settings=settings(deadline=None, stateful_step_count=30, max_examples=25)
     )
 
 
