@@ -865,7 +865,9 @@ class Ledger:
         conflicts = 0
         for _ in range(self.settings.conflict_retries + 1):
             topic = state.command_topic(cid)
-            if topic is not None:  # applied before: its outcome, nothing written
+            if topic is not None:  # applied before: nothing written, the state as it is now
+                if not fresh:
+                    state = self._refresh(state)
                 return _same_command(state, cid, topic, name)
             # Never write a timestamp before the checkpoint's last one, whatever the clocks say.
             now = max(self.now(), state.updated_at)
