@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Self
 from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
@@ -119,7 +119,7 @@ class PostgresProxy:
         for sock in sockets:
             _cut(sock)
 
-    def __enter__(self) -> PostgresProxy:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(

@@ -20,7 +20,8 @@ import json
 import subprocess
 import sys
 from collections import Counter
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeAlias
 from uuid import uuid4
 
 import psycopg
@@ -44,11 +45,14 @@ from tests.faults._proxy import PostgresProxy
 from tests.faults._support import ROOT, record_figures
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Iterator, Sequence
 
+    from ledger import CheckpointEvent
     from tests.faults._proxy import LostReply
 
 TIMEOUT = 60.0
+Log: TypeAlias = "Sequence[tuple[type[CheckpointEvent], str]]"
+"""A checkpoint's events as (event type, command id), in version order."""
 
 # The other process: one command on one checkpoint, on its own direct connection.
 OTHER_WRITER = """
@@ -103,7 +107,7 @@ def stored_rows(url: str, token: CheckpointToken) -> list[tuple[str, str | None]
     return [(str(topic), command_id) for topic, command_id in rows]
 
 
-def assert_once_each(url: str, token: CheckpointToken, expected: list[tuple[type, str]]) -> None:
+def assert_once_each(url: str, token: CheckpointToken, expected: Log) -> None:
     """The checkpoint's log is exactly ``expected`` (event type, command id), read back directly.
 
     Both the command id column (the unique index's) and the id inside each event's state.
@@ -173,7 +177,7 @@ def test_a_completion_whose_reply_was_lost_while_another_process_reset_completes
             lambda: other_process(postgres_url, token, "reset", reset),
             lambda: ledger.complete_checkpoint(token, {"sum": 1}, command_id=complete),
         )
-        expected = [(Created, created), (Completed, complete), (Reset, reset)]
+        expected: Log = [(Created, created), (Completed, complete), (Reset, reset)]
         assert_once_each(postgres_url, token, expected)
         if isinstance(outcome, StoreUnavailable):
             assert store_retries == 0
@@ -199,7 +203,7 @@ def test_a_completion_whose_reply_was_lost_while_another_process_reset_completes
     )
 
 
-# ------------------------------------------------------------------ (b) transient fail, other retries
+# ------------------------------------------------------------------ (b) fail, other retries
 
 
 @pytest.mark.postgres
@@ -207,7 +211,7 @@ def test_a_transient_failure_whose_reply_was_lost_does_not_fail_the_retried_atte
     proxy: PostgresProxy, postgres_url: str
 ) -> None:
     with proxied_ledger(proxy, postgres_url, store_retries=2) as ledger:
-        token, created = started(ledger, f"lost-fail-{uuid4().hex[:8]}")
+        token, _ = started(ledger, f"lost-fail-{uuid4().hex[:8]}")
         lease = ledger.claim_checkpoint(token, "worker-1", 30.0)
         fail, retry = f"fail-{uuid4().hex}", f"retry-{uuid4().hex}"
         outcome, _ = lose_reply_during(
@@ -256,8 +260,13 @@ def test_a_yield_whose_reply_was_lost_is_found_not_refused(
             lambda: ledger.checkpoint_yield(token, 5, 5, {"sum": 15}, attempt=1, command_id=mine),
         )
         assert isinstance(outcome, CheckpointState), outcome
-        theirs_type = Yielded if other == "yield" else Reset
-        expected = [(Created, created), (Yielded, first), (Yielded, mine), (theirs_type, theirs)]
+        theirs_type: type[CheckpointEvent] = Yielded if other == "yield" else Reset
+        expected: Log = [
+            (Created, created),
+            (Yielded, first),
+            (Yielded, mine),
+            (theirs_type, theirs),
+        ]
         assert_once_each(postgres_url, token, expected)
         with Ledger.open(postgres_url) as fresh:
             landed = fresh.checkpoint_events(token)[2]
@@ -292,7 +301,8 @@ def _reset(ledger: Ledger, token: CheckpointToken, cid: str | None) -> Checkpoin
 
 
 # command, its event, what the other process does after it landed, that event.
-REPEATS: dict[str, tuple[Callable[[Ledger, CheckpointToken, str | None], Any], type, str, type]] = {
+Command = Callable[[Ledger, CheckpointToken, str | None], CheckpointState]
+REPEATS: dict[str, tuple[Command, type[CheckpointEvent], str, type[CheckpointEvent]]] = {
     "complete": (_complete, Completed, "reset", Reset),
     "fail": (_fail, Failed, "retry", Retried),
     "yield": (_yield, Yielded, "yield", Yielded),
@@ -325,7 +335,7 @@ def test_a_command_repeated_after_store_unavailable_with_its_id_applies_once(
         assert "command_id=" in str(outcome)
         # The user repeats it with the error's command id: found, nothing written.
         command(ledger, token, outcome.command_id)
-        expected = [(Created, created), (kind, outcome.command_id), (other_kind, theirs)]
+        expected: Log = [(Created, created), (kind, outcome.command_id), (other_kind, theirs)]
         assert_once_each(postgres_url, token, expected)
         with Ledger.open(postgres_url) as fresh:
             command(fresh, token, outcome.command_id)
