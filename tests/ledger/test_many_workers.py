@@ -460,6 +460,27 @@ def test_a_resent_claim_next_returns_the_same_lease(
     assert ledger.count_events() == before
 
 
+# BUG (reported to the lead, failing on purpose until ledger/application.py is fixed):
+# Ledger.heartbeat returns Lease.of(state) for a re-sent command id without checking that the
+# state still holds *that* lease. After a release it raises a bare ValueError ("holds no
+# lease"), not a LedgerError; after another worker's claim it hands worker-a a Lease carrying
+# worker-b's lease id, with which worker-a's writes pass the fence. Fix: in heartbeat, raise
+# LeaseLost when state.lease_id != lease.lease_id, as claim_checkpoint does.
+@pytest.mark.parametrize("then", ["release", "another-claim"])
+def test_a_resent_heartbeat_of_a_lease_lost_since_raises_lease_lost(
+    ledgers: tuple[Ledger, Ledger], token: CheckpointToken, then: str
+) -> None:
+    one, two = ledgers
+    lease = one.claim_checkpoint(token, "worker-a", TTL)
+    one.heartbeat(lease, command_id="beat-1")
+    one.release(lease)
+    if then == "another-claim":
+        two.claim_checkpoint(token, "worker-b", TTL)
+    error = refused(one, LeaseLost, lambda: one.heartbeat(lease, command_id="beat-1"))
+    assert error.owner == "worker-a"
+    assert error.current_owner == (None if then == "release" else "worker-b")
+
+
 def test_a_command_id_reused_for_another_command_returns_the_state_and_writes_nothing(
     ledgers: tuple[Ledger, Ledger], token: CheckpointToken, run_id: str
 ) -> None:
