@@ -23,6 +23,7 @@ from ledger import (
     CheckpointClaimed,
     CheckpointToken,
     Claimed,
+    ConflictingCommand,
     InvalidInput,
     InvalidTransition,
     LeaseLost,
@@ -460,12 +461,9 @@ def test_a_resent_claim_next_returns_the_same_lease(
     assert ledger.count_events() == before
 
 
-# BUG (reported to the lead, failing on purpose until ledger/application.py is fixed):
-# Ledger.heartbeat returns Lease.of(state) for a re-sent command id without checking that the
-# state still holds *that* lease. After a release it raises a bare ValueError ("holds no
-# lease"), not a LedgerError; after another worker's claim it hands worker-a a Lease carrying
-# worker-b's lease id, with which worker-a's writes pass the fence. Fix: in heartbeat, raise
-# LeaseLost when state.lease_id != lease.lease_id, as claim_checkpoint does.
+# The "another-claim" case fails with the stale-cache bug below: the re-sent heartbeat's id is
+# found in worker-a's cached state (from before worker-b's claim), so LeaseLost names no
+# current owner instead of worker-b.
 @pytest.mark.parametrize("then", ["release", "another-claim"])
 def test_a_resent_heartbeat_of_a_lease_lost_since_raises_lease_lost(
     ledgers: tuple[Ledger, Ledger], token: CheckpointToken, then: str
@@ -481,16 +479,32 @@ def test_a_resent_heartbeat_of_a_lease_lost_since_raises_lease_lost(
     assert error.current_owner == (None if then == "release" else "worker-b")
 
 
-def test_a_command_id_reused_for_another_command_returns_the_state_and_writes_nothing(
+# BUG (reported to the lead; failing on purpose until ledger/application.py is fixed):
+# Ledger._command returns the *cached* state when the command id is among its recent
+# commands, without reading the store: a command re-sent on a ledger whose cache is stale
+# returns a state older than the store's (here version 3 while the store is at 4).
+def test_a_resent_command_returns_the_current_state_not_a_stale_cached_one(
+    ledgers: tuple[Ledger, Ledger], token: CheckpointToken
+) -> None:
+    one, two = ledgers
+    one.checkpoint_yield(token, 1, 1, command_id="yield-1")
+    two.checkpoint_yield(token, 2, 2)  # another worker writes; one's cache is now stale
+    before = one.count_events()
+    again = one.checkpoint_yield(token, 1, 1, command_id="yield-1")
+    assert one.count_events() == before
+    assert again == two.get_checkpoint(token)
+
+
+def test_a_command_id_reused_for_another_command_is_a_conflicting_command(
     ledgers: tuple[Ledger, Ledger], token: CheckpointToken, run_id: str
 ) -> None:
-    """The id decides: found on the checkpoint, the command is taken as applied (documented)."""
+    """An id found with another kind of event was given to another command: refused."""
     one, two = ledgers
-    yielded = one.checkpoint_yield(token, 1, 1, command_id="reused")
-    before = one.count_events()
-    assert one.complete_checkpoint(token, 1, command_id="reused") == yielded
-    assert two.complete_checkpoint(token, 1, command_id="reused") == yielded  # fresh cache
-    assert one.count_events() == before
+    one.checkpoint_yield(token, 1, 1, command_id="reused")
+    for ledger in (one, two):  # two: a fresh cache, the id found in the store
+        complete = partial(ledger.complete_checkpoint, token, 1, command_id="reused")
+        error = refused(ledger, ConflictingCommand, complete)
+        assert "reused" in str(error)
     assert one.get_checkpoint(token).status == "open"
     # The id is per checkpoint: on another checkpoint it is a new command.
     other = one.create_checkpoint(run_id, 1)

@@ -408,9 +408,9 @@ class LedgerMachine(RuleBasedStateMachine):
         """A command re-sent with the id of one that wrote: nothing written, the state as it is."""
         sent = data.draw(st.sampled_from(self.sent))
         cp = self.model.checkpoints[sent.batch]
-        if sent.kind == "heartbeat" and cp.lease != sent.lease:
-            return  # see test_many_workers: a re-sent heartbeat of a lost lease (reported bug)
-        if sent.kind == "claim" and cp.owner != sent.owner:
+        if (sent.kind == "heartbeat" and cp.lease != sent.lease) or (
+            sent.kind == "claim" and cp.owner != sent.owner
+        ):
             self.check(sent.batch, Outcome(error=LeaseLost), lambda: sent.call(sent.command_id))
             return
         result = self.check(
