@@ -621,6 +621,7 @@ class Ledger:
 
         Raises:
             LeaseLost: the lease had been taken over, reset or retried.
+            CheckpointCancelled: the checkpoint was cancelled.
         """
         held = _check_lease(lease)
         return self._command(

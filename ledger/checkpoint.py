@@ -767,7 +767,8 @@ def decide_claim(
     Open and unowned: the claim continues the current attempt. Transiently failed: it
     retries (attempt+1, from the last cursor). Leased by another owner whose lease expired:
     it takes over (attempt+1, from the last cursor, naming the previous owner). Leased by
-    ``owner`` itself: the lease is renewed (a ``LeaseRenewed``, the same lease id).
+    ``owner`` itself: the lease is renewed (a ``LeaseRenewed``, the same lease id; a
+    ``Claimed`` with the same lease id when the ttl changes).
 
     Raises:
         CheckpointClaimed: another owner's lease is live.
@@ -801,8 +802,20 @@ def decide_claim(
             }
         )
     if state.owner == owner and state.lease_id is not None:
-        return LeaseRenewed.model_validate(
-            {**header, "lease_id": state.lease_id, "lease_expires_at": expires}
+        if ttl == state.lease_ttl:
+            return LeaseRenewed.model_validate(
+                {**header, "lease_id": state.lease_id, "lease_expires_at": expires}
+            )
+        # The same owner asks for another ttl: the same lease, claimed again with it.
+        return Claimed.model_validate(
+            {
+                **header,
+                "attempt": state.attempt,
+                "owner": owner,
+                "lease_id": state.lease_id,
+                "ttl": ttl,
+                "lease_expires_at": expires,
+            }
         )
     if state.owner is not None and state.lease_is_live(now):
         raise CheckpointClaimed(token, state.owner, _iso(state.lease_expires_at))
