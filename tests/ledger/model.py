@@ -293,7 +293,12 @@ class LedgerModel:
             outcome.lease = number
             return outcome
         if cp.owner == owner:
-            outcome = self._step(cp, "LeaseRenewed", expires=self.now + ttl)
+            if ttl == cp.ttl:
+                outcome = self._step(cp, "LeaseRenewed", expires=self.now + ttl)
+            else:  # the same lease, claimed again with the new ttl
+                outcome = self._step(
+                    cp, "Claimed", expires=self.now + ttl, ttl=ttl, taken_over_from=None
+                )
             outcome.lease = cp.lease
             return outcome
         if cp.lease_is_live(self.now):
