@@ -43,8 +43,7 @@ if TYPE_CHECKING:
     from rich.table import Table
 
     from ledger import CheckpointEvent, CheckpointState, JSONValue
-    from projections import CheckpointSummary, FailureRecord, TimelineEntry
-    from projections.models import StuckCheckpoint
+    from projections import CheckpointSummary, FailureRecord, StuckCheckpoint, TimelineEntry
 
 __all__ = [
     "PIPE_WIDTH",
@@ -96,6 +95,9 @@ def make_console(*, stderr: bool = False, highlight: bool = True) -> Console:
 # Characters a terminal may act on rather than show: C0 and C1 controls and DEL, the line and
 # paragraph separators, and the bidirectional overrides and isolates ("Trojan Source").
 _UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
+# In JSON text, json.dumps has escaped C0 controls in strings already; the newlines left are
+# the indentation's own.
+_UNSAFE_IN_JSON = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
 _UNSAFE_IN_BLOCK = re.compile(
     "[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]"
 )
@@ -129,7 +131,7 @@ def echo_json(document: object, *, ascii_only: bool = False) -> None:
     only occur inside strings, where ``\\uXXXX`` is the same character to a JSON reader.
     """
     text = json.dumps(document, indent=2, ensure_ascii=ascii_only)
-    click.echo(text if ascii_only else _UNSAFE.sub(_json_escape, text))
+    click.echo(text if ascii_only else _UNSAFE_IN_JSON.sub(_json_escape, text))
 
 
 def echo_line(text: str) -> None:
@@ -218,7 +220,7 @@ def fmt_value(value: JSONValue) -> str:
     if value is None:
         return ""
     text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-    return _UNSAFE.sub(_json_escape, text)
+    return _UNSAFE_IN_JSON.sub(_json_escape, text)
 
 
 def event_kind(event: CheckpointEvent) -> str:

@@ -31,16 +31,15 @@ from ckl.cli._output import (
     timeline_steps,
     timeline_table,
 )
+from projections import STUCK_IDLE_SECONDS
 
 if TYPE_CHECKING:
     from datetime import datetime
 
     from ledger import CheckpointState
+    from projections import AuditKind
 
 __all__ = ["audit", "pending", "replay", "show", "stuck"]
-
-STUCK_IDLE_SECONDS = 300.0
-"""``ckl stuck``'s default ``--idle``: an open checkpoint with no event for 5 minutes."""
 
 _JSON_HELP = "Print one JSON document instead of a table."
 
@@ -55,10 +54,10 @@ def show(obj: CliContext, run_id: str, batch_index: int, as_json: bool) -> None:
     with obj.open(existing=True) as ledger:
         token = find_token(ledger, run_id, batch_index)
         state = ledger.get_checkpoint(token)
+        now = ledger.now()
     if as_json:
         echo_json(state.model_dump(mode="json"))
         return
-        now = ledger.now()
     # Plain lines, no markup: every value here may hold text a worker chose.
     lines = [
         f"{token}  {state.status}  attempt {state.attempt}",
@@ -291,7 +290,7 @@ def audit(
     since: datetime | None,
     error_type: str | None,
     transient: bool | None,
-    kind: str | None,
+    kind: AuditKind | None,
     verbose: bool,
     as_json: bool,
 ) -> None:
@@ -303,10 +302,8 @@ def audit(
     """
     with obj.open(existing=True) as ledger, obj.views(ledger) as views:
         records = views.failures(
-            run_id=run_id, since=since, error_type=error_type, transient=transient
+            run_id=run_id, since=since, error_type=error_type, transient=transient, kind=kind
         )
-    if kind is not None:
-        records = [record for record in records if record.kind == kind]
     if as_json:
         echo_json([record.model_dump(mode="json") for record in records])
         return
