@@ -473,7 +473,7 @@ def failure_context(record: FailureRecord) -> list[str]:
     if record.traceback:
         lines += ["    " + line for line in printable(record.traceback, block=True).splitlines()]
     elif record.kind == "failure":
-        lines.append("    (no traceback: the failure was a message, not an exception)")
+        lines.append("    (no traceback: failed with a message or an exception never raised)")
     return lines
 
 
@@ -487,8 +487,9 @@ def pending_table(
     table = _table(title)
     time_header, at = _time_column((summary.updated_at for summary in summaries), "updated")
     for name in ("batch", "att", "cursor", "items", "yields", "owner", "idle", time_header):
-        table.add_column(name, no_wrap=name != "cursor", overflow="fold")
-    table.add_column("checkpoint id", no_wrap=True)
+        table.add_column(name, no_wrap=True, min_width=len(name))
+    # The id gives way first on a narrow terminal (cut short, the rest stays readable).
+    table.add_column("checkpoint id", overflow="ellipsis")
     for summary in summaries:
         table.add_row(
             str(summary.batch_index),

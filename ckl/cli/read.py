@@ -279,7 +279,7 @@ def stuck(obj: CliContext, run_id: str | None, idle: float, as_json: bool) -> No
     "--verbose",
     "-v",
     is_flag=True,
-    help="Also print each row's traceback, host and pid (control characters escaped).",
+    help="Also print each failure's traceback, host and pid (control characters escaped).",
 )
 @click.option("--json", "as_json", is_flag=True, help=_JSON_HELP)
 @pass_cli
@@ -320,7 +320,7 @@ def audit(
     console = make_console()
     console.print(failures_table(records, title=title, show_run=run_id is None))
     if verbose:
-        for record in records:
+        for record in (record for record in records if record.kind == "failure"):
             console.print()
             for line in failure_context(record):
                 console.print(line, markup=False, highlight=False, soft_wrap=True)
