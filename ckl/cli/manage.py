@@ -22,6 +22,8 @@ from ledger import InvalidTransition, RunNotFound
 from projections import Projections
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ledger import CheckpointState, Ledger
 
 __all__ = ["cancel", "demo", "project", "rebuild", "reset", "retry"]
@@ -130,7 +132,12 @@ def retry(
             else:
                 click.echo(_retried_line(before, state))
             return
-        retried, skipped = _retry_run(ledger, run_id)
+        retried, skipped = _each_batch(
+            ledger,
+            run_id,
+            lambda state: _not_retryable(state) is None,
+            lambda state: ledger.retry_checkpoint(state.token),
+        )
     if as_json:
         echo_json(
             {
@@ -155,25 +162,38 @@ def retry(
         )
 
 
-def _retry_run(
-    ledger: Ledger, run_id: str
+def _each_batch(
+    ledger: Ledger,
+    run_id: str,
+    wanted: Callable[[CheckpointState], bool],
+    command: Callable[[CheckpointState], CheckpointState],
 ) -> tuple[list[tuple[CheckpointState, CheckpointState]], list[CheckpointState]]:
-    """Retry every transiently failed batch of the run: (before, after) pairs, and the rest."""
+    """Send ``command`` to every batch of the run in ``wanted`` state, in batch order.
+
+    Returns the (before, after) pairs and the states of the batches left alone. A batch whose
+    state changed between the read and the command (a worker completed it, a claim retried
+    it) is left alone too; a refusal of a batch still in a wanted state is raised.
+
+    Raises:
+        RunNotFound: the run has no checkpoint.
+    """
     states = ledger.run_states(run_id)
     if not states:
         raise RunNotFound(run_id)
-    retried, skipped = [], []
+    done, skipped = [], []
     for index in sorted(states):
         before = states[index]
-        if _not_retryable(before) is not None:
+        if not wanted(before):
             skipped.append(before)
             continue
         try:
-            retried.append((before, ledger.retry_checkpoint(before.token)))
+            done.append((before, command(before)))
         except InvalidTransition:
-            # Retried, reset or cancelled meanwhile (a worker's claim retries it too).
-            skipped.append(ledger.get_checkpoint(before.token))
-    return retried, skipped
+            now = ledger.get_checkpoint(before.token)
+            if wanted(now):
+                raise
+            skipped.append(now)
+    return done, skipped
 
 
 def _retried_line(before: CheckpointState, state: CheckpointState) -> str:
@@ -219,7 +239,12 @@ def cancel(
             else:
                 click.echo(_cancelled_line(before, state, reason))
             return
-        cancelled, skipped = _cancel_run(ledger, run_id, reason)
+        cancelled, skipped = _each_batch(
+            ledger,
+            run_id,
+            lambda state: not state.is_settled,
+            lambda state: ledger.cancel_checkpoint(state.token, reason),
+        )
     if as_json:
         echo_json(
             {
@@ -235,29 +260,6 @@ def cancel(
     for state in skipped:
         click.echo(f"skipped {state.token}: {_settled_word(state)}")
     click.echo(f"run {run_id}: {len(cancelled)} cancelled, {len(skipped)} skipped (settled)")
-
-
-def _cancel_run(
-    ledger: Ledger, run_id: str, reason: str
-) -> tuple[list[tuple[CheckpointState, CheckpointState]], list[CheckpointState]]:
-    """Cancel every unsettled batch of the run: (before, after) pairs, and the settled rest."""
-    states = ledger.run_states(run_id)
-    if not states:
-        raise RunNotFound(run_id)
-    cancelled, skipped = [], []
-    for index in sorted(states):
-        before = states[index]
-        if before.is_settled:
-            skipped.append(before)
-            continue
-        try:
-            cancelled.append((before, ledger.cancel_checkpoint(before.token, reason)))
-        except InvalidTransition:
-            now = ledger.get_checkpoint(before.token)
-            if not now.is_settled:
-                raise
-            skipped.append(now)  # completed (or settled otherwise) meanwhile
-    return cancelled, skipped
 
 
 def _settled_word(state: CheckpointState) -> str:

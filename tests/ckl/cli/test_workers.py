@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from ckl.cli.live import _bar_status
 from ledger import CheckpointCancelled, Ledger
 from tests.ckl.cli.conftest import ckl, one_error_line
 
@@ -296,6 +297,18 @@ def test_pending_and_show_give_each_open_checkpoint_its_owner_and_idle_time(
     assert (
         "owner            live (lease live until " in ckl("show", "st", "1", store=store_url).stdout
     )
+
+
+def test_progress_bars_name_the_owner_and_the_idle_time_of_open_batches(store_url: str) -> None:
+    _stuck_runs(store_url)
+    with Ledger.open(store_url) as ledger:
+        states = ledger.run_states("st")
+        now = ledger.now()
+    assert _bar_status(states[0], now).startswith("open, attempt 1, owner dead, idle ")
+    assert _bar_status(states[0], now).endswith((" 2h00m", " 1h59m"))
+    assert _bar_status(states[1], now).startswith("open, attempt 1, owner live, idle ")
+    assert _bar_status(states[2], now).startswith("open, attempt 1, no owner, idle ")
+    assert _bar_status(states[3], now) == "[green]completed[/green]"
 
 
 # ------------------------------------------------------------------------------- audit
