@@ -17,7 +17,7 @@ import json
 import os
 import re
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import click
@@ -506,12 +506,14 @@ def pending_table(
 
 
 def stuck_table(rows: Sequence[StuckCheckpoint], title: str | None = None) -> Table:
-    """Stuck checkpoints: run, batch, status, attempt, owner, idle time, lease expiry, reason."""
+    """Stuck checkpoints: run, batch, status, attempt, owner, idle time, lease, reason.
+
+    The lease column says when the lease ran out (or runs out) relative to the query's moment,
+    ``expired 12m04s ago``: what an operator needs at a glance (``--json`` has the times).
+    """
     table = _table(title)
-    expiries = [row.lease_expires_at for row in rows if row.lease_expires_at is not None]
-    lease_header, at = _time_column(expiries, "lease expired")
-    for name in ("run", "batch", "status", "att", "owner", "idle", lease_header, "reason"):
-        table.add_column(name, no_wrap=name != "run", overflow="fold")
+    for name in ("run", "batch", "status", "att", "owner", "idle", "lease", "reason"):
+        table.add_column(name, no_wrap=True)
     for row in rows:
         table.add_row(
             cell(row.run_id),
@@ -520,7 +522,15 @@ def stuck_table(rows: Sequence[StuckCheckpoint], title: str | None = None) -> Ta
             str(row.attempt),
             "-" if row.owner is None else cell(row.owner),
             fmt_idle(row.idle_seconds),
-            "-" if row.lease_expires_at is None else at(row.lease_expires_at),
+            _lease_when(row),
             row.reason,
         )
     return table
+
+
+def _lease_when(row: StuckCheckpoint) -> str:
+    if row.lease_expires_at is None:
+        return "-"
+    now = row.last_activity + timedelta(seconds=row.idle_seconds)
+    left = (row.lease_expires_at - now).total_seconds()
+    return f"expires in {fmt_idle(left)}" if left > 0 else f"expired {fmt_idle(-left)} ago"

@@ -174,12 +174,10 @@ def pending(obj: CliContext, run_id: str, as_json: bool) -> None:
         progress = views.progress(run_id)
         now = ledger.now()
     waiting = [summary for summary in summaries if summary.status == "open"]
-    cancelled = sum(1 for summary in summaries if summary.status == "cancelled")
     if as_json:
         echo_json(
             {
                 "progress": progress.model_dump(mode="json"),
-                "cancelled": cancelled,
                 "now": now.isoformat(),
                 "pending": [
                     {
@@ -194,7 +192,8 @@ def pending(obj: CliContext, run_id: str, as_json: bool) -> None:
     total = progress.total_batches if progress.total_batches is not None else progress.created
     head = (
         f"run {run_id}: {len(waiting)} pending; {progress.completed}/{total} completed, "
-        f"{progress.failed} failed" + (f", {cancelled} cancelled" if cancelled else "")
+        f"{progress.failed} failed"
+        + (f", {progress.cancelled} cancelled" if progress.cancelled else "")
     )
     console = make_console()
     if waiting:
