@@ -19,9 +19,11 @@ Two kinds of metric:
   registered (``after="head"``), so a store with years of history is not replayed: counters
   count what was appended since the exporter started, which is what Prometheus counters mean
   (``rate()`` handles the reset when the exporter restarts). ``after=0`` replays the whole log.
-* **Gauges** (log head, lag, pending and failed checkpoints, store up) are read from the store
-  when scraped, so they are never stale and cost a few indexed queries per scrape (the
-  checkpoint counts scan the projections' cursor view: one row per checkpoint).
+* **Gauges** (log head, lag, checkpoints by status, stuck checkpoints, store up) are read from
+  the store when scraped, so they are never stale and cost a few indexed queries per scrape
+  (the checkpoint counts and the stuck view scan the projections' cursor view: one row per
+  checkpoint). A checkpoint is stuck when it is open and its lease expired, or it has had no
+  event for ``stuck_idle`` seconds (``Projections.stuck``, judged on the ledger's clock).
 
 "Per second" is PromQL's job: ``rate(ckl_yields_total[5m])``.
 
@@ -45,7 +47,9 @@ from prometheus_client.metrics_core import GaugeMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from ledger import (
+    Cancelled,
     CheckpointEvent,
+    Claimed,
     Completed,
     Created,
     Failed,
@@ -57,15 +61,18 @@ from ledger import (
     Retried,
     StoreUnavailable,
     Yielded,
+    check_seconds,
 )
+from projections import STUCK_IDLE_SECONDS
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator, Sequence
     from uuid import UUID
 
-    from projections import Projections
+    from projections import Projections, StuckReason
 
 __all__ = [
+    "CHECKPOINT_STATUSES",
     "COMPLETION_BUCKETS",
     "LAG_COUNT_CAP",
     "OTHER_ERROR_TYPE",
@@ -81,6 +88,12 @@ LAG_COUNT_CAP = 1_000_000
 
 OTHER_ERROR_TYPE = "other"
 """The ``error_type`` label of failures whose type came after the cap."""
+
+CHECKPOINT_STATUSES: tuple[str, ...] = ("open", "completed", "failed", "cancelled")
+"""The ``status`` label values of ``ckl_checkpoints``, each reported (0 when none)."""
+
+STUCK_REASON_LABELS: dict[StuckReason, str] = {"lease expired": "lease_expired", "idle": "idle"}
+"""The ``reason`` label of ``ckl_stuck_checkpoints`` for each of the stuck view's reasons."""
 
 COMPLETION_BUCKETS: tuple[float, ...] = (
     1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400,
@@ -111,10 +124,12 @@ class LedgerMetrics:
         completion_buckets: Sequence[float],
         interval_buckets: Sequence[float],
         max_tracked: int,
+        stuck_idle: float,
     ) -> None:
         """Build the collectors, not yet registered nor following (see ``register_metrics``)."""
         self.ledger, self.registry, self.projections = ledger, registry, projections
         self.max_error_types, self.max_tracked = max_error_types, max_tracked
+        self.stuck_idle = stuck_idle
         self._lock = threading.Lock()
         # checkpoint id -> (created at, start of the current progress interval); bounded LRU.
         self._tracked: OrderedDict[UUID, tuple[datetime | None, datetime]] = OrderedDict()
@@ -152,6 +167,13 @@ class LedgerMetrics:
         )
         self.retries = Counter("ckl_retries", "Retries after a transient failure.", registry=None)
         self.resets = Counter("ckl_resets", "Operator resets.", registry=None)
+        self.cancels = Counter("ckl_cancels", "Operator cancels (Cancelled events).", registry=None)
+        self.takeovers = Counter(
+            "ckl_takeovers",
+            "Leases taken over after they expired (a Claimed event with taken_over): each one a "
+            "worker presumed dead.",
+            registry=None,
+        )
         self.completion_latency = Histogram(
             "ckl_completion_latency_seconds",
             "Seconds from a checkpoint's Created to its Completed event (all attempts included).",
@@ -172,6 +194,7 @@ class LedgerMetrics:
             Completed: self.completions,
             Retried: self.retries,
             Reset: self.resets,
+            Cancelled: self.cancels,
         }
         for error_type in error_types:
             for transient in ("true", "false"):
@@ -186,6 +209,8 @@ class LedgerMetrics:
             self.failures,
             self.retries,
             self.resets,
+            self.cancels,
+            self.takeovers,
             self.completion_latency,
             self.progress_interval,
         ]
@@ -296,6 +321,14 @@ class LedgerMetrics:
     def _checkpoint_counts(self) -> dict[str, int]:
         return {} if self.projections is None else self.projections.checkpoint_counts()
 
+    def _stuck_counts(self) -> dict[str, int]:
+        """Stuck checkpoints of every run by reason label (each reason present, 0 if none)."""
+        counts = dict.fromkeys(STUCK_REASON_LABELS.values(), 0)
+        if self.projections is not None:
+            for row in self.projections.stuck(idle=self.stuck_idle):
+                counts[STUCK_REASON_LABELS[row.reason]] += 1
+        return counts
+
     # ---------------------------------------------------------------- following the log
 
     def _follow(self, follower: LogFollower) -> bool:
@@ -319,11 +352,7 @@ class LedgerMetrics:
             self.completion_latency.observe(max(0.0, (at - created).total_seconds()))
         if isinstance(event, Completed | Yielded) and mark is not None:
             self.progress_interval.observe(max(0.0, (at - mark).total_seconds()))
-        if isinstance(event, Failed):
-            label = self._error_label(event.error_type)
-            self.failures.labels(label, "true" if event.transient else "false").inc()
-        elif (counter := self._counters.get(type(event))) is not None:
-            counter.inc()
+        self._count(event)
         # The progress interval restarts at each durable mark; a failure does not restart it
         # (the work since the last yield is redone after the retry), a completion ends it.
         with self._lock:
@@ -335,6 +364,17 @@ class LedgerMetrics:
                     self._tracked.popitem(last=False)
             elif isinstance(event, Failed) and mark is not None:
                 self._tracked[oid] = (created, mark)
+
+    def _count(self, event: CheckpointEvent) -> None:
+        """Increment the event's counter: failures by label, takeovers among the claims."""
+        if isinstance(event, Failed):
+            label = self._error_label(event.error_type)
+            self.failures.labels(label, "true" if event.transient else "false").inc()
+        elif isinstance(event, Claimed):
+            if event.taken_over:
+                self.takeovers.inc()
+        elif (counter := self._counters.get(type(event))) is not None:
+            counter.inc()
 
     def _marks(self, oid: UUID) -> tuple[datetime | None, datetime | None]:
         with self._lock:
@@ -383,6 +423,7 @@ class _ScrapeCollector(Collector):
                 lag_events.add_metric([name], behind)
                 lag_seconds.add_metric([name], self._seconds_behind(position, behind, now))
             counts = self.metrics._checkpoint_counts()  # noqa: SLF001
+            stuck = self.metrics._stuck_counts()  # noqa: SLF001
         except (LedgerError, PersistenceError) as exc:
             log.warning("metrics scrape could not read the store: %s", exc)
             up.add_metric([], 0)
@@ -392,10 +433,14 @@ class _ScrapeCollector(Collector):
         head.add_metric([], head_position)
         yield from (up, head, lag_events, lag_seconds)
         if self.metrics.projections is not None:
-            pending, failed = families[4:]
+            pending, failed, by_status, stuck_family = families[4:]
             pending.add_metric([], counts.get("open", 0))
             failed.add_metric([], counts.get("failed", 0))
-            yield from (pending, failed)
+            for status in CHECKPOINT_STATUSES:
+                by_status.add_metric([status], counts.get(status, 0))
+            for reason, count in stuck.items():
+                stuck_family.add_metric([reason], count)
+            yield from (pending, failed, by_status, stuck_family)
 
     def _seconds_behind(self, position: int, behind: int, now: datetime) -> float:
         if behind == 0:
@@ -434,6 +479,19 @@ class _ScrapeCollector(Collector):
                     "Checkpoints whose last attempt failed, awaiting a retry or a reset, "
                     "as of the views.",
                 ),
+                GaugeMetricFamily(
+                    "ckl_checkpoints",
+                    "Checkpoints of every run by status (open, completed, failed, cancelled), "
+                    "as of the views.",
+                    labels=["status"],
+                ),
+                GaugeMetricFamily(
+                    "ckl_stuck_checkpoints",
+                    "Open checkpoints nobody is moving, as of the views: lease_expired (the "
+                    "owner's lease ran out: presumed dead) or idle (no event of any kind for "
+                    "the exporter's stuck_idle seconds).",
+                    labels=["reason"],
+                ),
             ]
         return families
 
@@ -449,6 +507,7 @@ def register_metrics(
     completion_buckets: Sequence[float] = COMPLETION_BUCKETS,
     interval_buckets: Sequence[float] = PROGRESS_INTERVAL_BUCKETS,
     max_tracked: int = 100_000,
+    stuck_idle: float = STUCK_IDLE_SECONDS,
 ) -> LedgerMetrics:
     """Register the ``ckl_*`` metrics of ``ledger``'s store in ``registry`` and start following.
 
@@ -466,6 +525,8 @@ def register_metrics(
         interval_buckets: histogram buckets of ``ckl_progress_interval_seconds``.
         max_tracked: open checkpoints whose create and last progress times are kept in memory
             for the histograms (least recently active dropped first).
+        stuck_idle: seconds without an event after which an open checkpoint counts in
+            ``ckl_stuck_checkpoints{reason="idle"}`` (default 300, as ``ckl stuck``).
 
     Returns:
         The running :class:`LedgerMetrics`; ``close()`` it to stop and unregister.
@@ -490,6 +551,7 @@ def register_metrics(
         raise InvalidInput("error_types", "must be a sequence of non-empty str")
     if len(error_types) > max_error_types:
         raise InvalidInput("error_types", f"more than max_error_types={max_error_types}")
+    check_seconds(stuck_idle, "stuck_idle")
     _check_buckets("completion_buckets", completion_buckets)
     _check_buckets("interval_buckets", interval_buckets)
     if after == "head":
@@ -508,6 +570,7 @@ def register_metrics(
         completion_buckets=completion_buckets,
         interval_buckets=interval_buckets,
         max_tracked=max_tracked,
+        stuck_idle=stuck_idle,
     )
     metrics._start()  # noqa: SLF001  (the factory finishes building what it made)
     return metrics

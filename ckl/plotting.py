@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING, Literal
 from uuid import uuid4
 
 from ledger import (
+    Cancelled,
+    Claimed,
     Completed,
     Created,
     Failed,
@@ -56,7 +58,9 @@ __all__ = [
     "plot_run_progress",
 ]
 
-MarkKind = Literal["completed", "transient failure", "permanent failure", "retry", "reset"]
+MarkKind = Literal[
+    "completed", "transient failure", "permanent failure", "retry", "reset", "takeover", "cancelled"
+]
 
 # Shapes differ as well as colours, so the kinds stay apart in grey print and for colour-blind
 # readers; the colours stay clear of the first batch colours of matplotlib's default cycle.
@@ -66,6 +70,8 @@ _MARK_STYLE: dict[MarkKind, tuple[str, str, float]] = {
     "permanent failure": ("X", "#d62728", 12.0),
     "retry": ("^", "#4c6ef5", 7.0),
     "reset": ("s", "#9467bd", 8.0),
+    "takeover": ("P", "#15aabf", 9.0),
+    "cancelled": ("*", "#495057", 12.0),
 }
 _KIND_COLOUR = {
     True: _MARK_STYLE["transient failure"][1],
@@ -86,8 +92,8 @@ def plot_run_progress(
     """Write a PNG of ``items_processed`` over time, one step line per batch, to ``path``.
 
     ``entries`` is one run's timeline (``Projections.timeline(run_id)``). Failures are marked
-    (transient and permanent with different markers), and so are retries, resets and
-    completions; the legend names them.
+    (transient and permanent with different markers), and so are retries, resets, takeovers
+    of an expired lease, cancels and completions; the legend names them.
 
     Returns:
         ``path`` as a :class:`~pathlib.Path`.
@@ -157,6 +163,11 @@ class _RunProgressLines:
                 progress.marks.append(_Mark("retry", batch, at, before))
             elif isinstance(event, Completed):
                 progress.marks.append(_Mark("completed", batch, at, before))
+            elif isinstance(event, Cancelled):
+                progress.marks.append(_Mark("cancelled", batch, at, before, event.reason))
+            elif isinstance(event, Claimed) and event.taken_over:
+                owner = event.previous_owner or ""
+                progress.marks.append(_Mark("takeover", batch, at, before, owner))
             items[batch] = after
             times, values = progress.lines.setdefault(batch, ([], []))
             times.append(at)

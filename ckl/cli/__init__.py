@@ -2,9 +2,9 @@
 
 Each command is one public call plus formatting, in a module by concern:
 
-- ``read.py``: ``show``, ``replay``, ``pending``, ``audit``
+- ``read.py``: ``show``, ``replay``, ``pending``, ``stuck``, ``audit``
 - ``live.py``: ``tail``, ``await``
-- ``manage.py``: ``demo``, ``reset``, ``project``, ``rebuild``
+- ``manage.py``: ``demo``, ``retry``, ``cancel``, ``reset``, ``project``, ``rebuild``
 - ``metrics.py``: ``metrics``
 - ``audit.py``: ``verify``, ``export``, ``import``, ``archive``, ``grants``
 - ``_context.py`` (the one way to the store, time arguments, lookups), ``_output.py`` (the one
@@ -67,10 +67,16 @@ COMMANDS: tuple[CommandEntry, ...] = (
         "List a run's pending checkpoints (created, still open) and where each resumes.",
     ),
     CommandEntry(
+        "stuck",
+        "ckl.cli.read",
+        "stuck",
+        "List stuck checkpoints: open with an expired lease, or with no event for too long.",
+    ),
+    CommandEntry(
         "audit",
         "ckl.cli.read",
         "audit",
-        "Audit failures: every Failed event, filtered, and whether it was retried or reset.",
+        "Audit failures, lease takeovers and cancels, filtered, and what became of each.",
     ),
     CommandEntry(
         "tail",
@@ -89,6 +95,18 @@ COMMANDS: tuple[CommandEntry, ...] = (
         "ckl.cli.manage",
         "demo",
         "Run a sample job (3 batches, a transient failure, a resume), then replay and audit it.",
+    ),
+    CommandEntry(
+        "retry",
+        "ckl.cli.manage",
+        "retry",
+        "Retry a transient failure: the next attempt resumes from the last durable cursor.",
+    ),
+    CommandEntry(
+        "cancel",
+        "ckl.cli.manage",
+        "cancel",
+        "Cancel a batch, or every batch of RUN that is not settled: no more work is recorded.",
     ),
     CommandEntry(
         "reset",

@@ -65,8 +65,9 @@ def metrics_command(
 ) -> None:
     """Serve Prometheus metrics of the store on http://HOST:PORT/metrics until interrupted.
 
-    Counts yields, completions and failures of every process, completion latency, pending
-    checkpoints, and how far the projections lag behind the log.
+    Counts yields, completions, failures, cancels and takeovers of every process, completion
+    latency, checkpoints by status, stuck checkpoints, and how far the projections lag behind
+    the log.
     """
     registry = CollectorRegistry()
     try:

@@ -1,4 +1,4 @@
-"""The read commands: ``show``, ``replay``, ``pending``, ``audit``.
+"""The read commands: ``show``, ``replay``, ``pending``, ``stuck``, ``audit``.
 
 Each syncs the views first (read-your-writes), makes one public query, and prints a rich table
 or, with ``--json``, one JSON document of the API's own models.
@@ -6,7 +6,7 @@ or, with ``--json``, one JSON document of the API's own models.
 
 from __future__ import annotations
 
-import json
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,21 +14,32 @@ import click
 
 from ckl.cli._context import CliContext, find_token, parse_moment, pass_cli, require_run
 from ckl.cli._output import (
+    cell,
     echo_json,
+    failure_context,
     failures_table,
+    fmt_idle,
     fmt_time,
+    fmt_value,
+    idle_seconds,
     make_console,
     pending_table,
+    printable,
     settled_summary,
     states_table,
+    stuck_table,
     timeline_steps,
     timeline_table,
 )
+from projections import STUCK_IDLE_SECONDS
 
 if TYPE_CHECKING:
     from datetime import datetime
 
-__all__ = ["audit", "pending", "replay", "show"]
+    from ledger import CheckpointState
+    from projections import AuditKind
+
+__all__ = ["audit", "pending", "replay", "show", "stuck"]
 
 _JSON_HELP = "Print one JSON document instead of a table."
 
@@ -43,21 +54,47 @@ def show(obj: CliContext, run_id: str, batch_index: int, as_json: bool) -> None:
     with obj.open(existing=True) as ledger:
         token = find_token(ledger, run_id, batch_index)
         state = ledger.get_checkpoint(token)
+        now = ledger.now()
     if as_json:
         echo_json(state.model_dump(mode="json"))
         return
-    console = make_console()
-    console.print(f"[bold]{token}[/bold]  {state.status}  attempt {state.attempt}")
-    console.print(f"  cursor           {json.dumps(state.cursor)}")
-    console.print(f"  items_processed  {state.items_processed}")
+    # Plain lines, no markup: every value here may hold text a worker chose.
+    lines = [
+        f"{token}  {state.status}  attempt {state.attempt}",
+        f"  cursor           {fmt_value(state.cursor) or 'null'}",
+        f"  items_processed  {state.items_processed}",
+    ]
     if state.accumulated_results is not None:
-        console.print(f"  results so far   {json.dumps(state.accumulated_results)}")
+        lines.append(f"  results so far   {fmt_value(state.accumulated_results)}")
     if state.status == "completed":
-        console.print(f"  result           {json.dumps(state.result)}")
+        lines.append(f"  result           {fmt_value(state.result) or 'null'}")
     if state.error is not None:
         kind = "transient" if state.error.transient else "permanent"
-        console.print(f"  error            {kind} {state.error.type}: {state.error.message}")
-    console.print(f"  version {state.version}, updated {fmt_time(state.updated_at)}")
+        lines.append(
+            f"  error            {kind} {printable(state.error.type)}: "
+            f"{printable(state.error.message)}"
+        )
+        lines.append(f"  next             {_next_step(state)}")
+    if state.status == "cancelled":
+        lines.append(f"  cancelled        {printable(state.cancel_reason or '')}")
+    if state.owner is not None:
+        expiry = state.lease_expires_at
+        live = "live" if state.lease_is_live(now) else "expired"
+        until = "" if expiry is None else f" until {fmt_time(expiry)}"
+        lines.append(f"  owner            {state.owner} (lease {live}{until})")
+    if state.status == "open":
+        lines.append(f"  idle             {fmt_idle(idle_seconds(now, state.updated_at))}")
+    lines.append(f"  version {state.version}, updated {fmt_time(state.updated_at)}")
+    for line in lines:
+        click.echo(line)
+
+
+def _next_step(state: CheckpointState) -> str:
+    """What resumes a failed checkpoint: a retry for a transient failure, else a reset."""
+    where = f"{state.token.run_id} {state.token.batch_index}"
+    if state.error is not None and state.error.transient:
+        return f"`ckl retry {where}` resumes it from its last cursor (progress kept)"
+    return f"fix the cause, then `ckl reset {where} --reason TEXT` starts it over"
 
 
 @click.command()
@@ -116,11 +153,11 @@ def replay(
     if not steps:
         first = min(summary.created_at for summary in summaries)
         console.print(
-            f"run [cyan]{run_id}[/cyan] {when}: nothing had happened yet "
+            f"run [cyan]{cell(run_id)}[/cyan] {when}: nothing had happened yet "
             f"(its first checkpoint was created at {fmt_time(first)})"
         )
     else:
-        console.print(timeline_table(steps, title=f"run {run_id}: {len(steps)} events"))
+        console.print(timeline_table(steps, title=cell(f"run {run_id}: {len(steps)} events")))
         console.print(states_table(states, title=f"{when}: {settled_summary(states.values())}"))
     if written is not None:
         console.print(f"plot written to {written}")
@@ -135,12 +172,20 @@ def pending(obj: CliContext, run_id: str, as_json: bool) -> None:
     with obj.open(existing=True) as ledger, obj.views(ledger) as views:
         summaries = require_run(views, run_id)
         progress = views.progress(run_id)
+        now = ledger.now()
     waiting = [summary for summary in summaries if summary.status == "open"]
     if as_json:
         echo_json(
             {
                 "progress": progress.model_dump(mode="json"),
-                "pending": [summary.model_dump(mode="json") for summary in waiting],
+                "now": now.isoformat(),
+                "pending": [
+                    {
+                        **summary.model_dump(mode="json"),
+                        "idle_seconds": round(idle_seconds(now, summary.last_activity), 3),
+                    }
+                    for summary in waiting
+                ],
             }
         )
         return
@@ -148,12 +193,62 @@ def pending(obj: CliContext, run_id: str, as_json: bool) -> None:
     head = (
         f"run {run_id}: {len(waiting)} pending; {progress.completed}/{total} completed, "
         f"{progress.failed} failed"
+        + (f", {progress.cancelled} cancelled" if progress.cancelled else "")
     )
     console = make_console()
     if waiting:
-        console.print(pending_table(waiting, title=head))
+        console.print(pending_table(waiting, now, title=cell(head)))
     else:
-        console.print(head)
+        click.echo(printable(head))
+
+
+def _idle_option(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    """``--idle``: finite seconds ≥ 0 (click's FloatRange lets NaN and infinity through)."""
+    if value is not None and not (math.isfinite(value) and value >= 0):
+        raise click.BadParameter(f"{value!r} is not a finite number of seconds ≥ 0", ctx, param)
+    return value
+
+
+@click.command()
+@click.argument("run_id", metavar="[RUN]", required=False)
+@click.option(
+    "--idle",
+    type=float,
+    callback=_idle_option,
+    default=STUCK_IDLE_SECONDS,
+    show_default=True,
+    metavar="SECONDS",
+    help="An open checkpoint with no event (yield, heartbeat, claim…) for this long is stuck, "
+    "leased or not. One whose lease expired is stuck whatever its idle time.",
+)
+@click.option("--json", "as_json", is_flag=True, help=_JSON_HELP)
+@pass_cli
+def stuck(obj: CliContext, run_id: str | None, idle: float, as_json: bool) -> None:
+    """List stuck checkpoints: open with an expired lease, or with no event for too long.
+
+    For each: run, batch, status, attempt, owner, idle time, lease expiry and why it is stuck.
+    Idle times are measured on the ledger's clock. A worker running the run with leases
+    (claim_next, run_batches with owner=) takes an expired lease over; `ckl cancel` stops a
+    batch for good. Exit 0 either way.
+    """
+    with obj.open(existing=True) as ledger, obj.views(ledger) as views:
+        if run_id is not None:
+            require_run(views, run_id)
+        rows = views.stuck(run_id, idle=idle)
+    if as_json:
+        echo_json([row.model_dump(mode="json") for row in rows])
+        return
+    scope = "" if run_id is None else f" in run {printable(run_id)}"
+    if not rows:
+        click.echo(
+            f"no stuck checkpoints{scope} (no expired lease, nothing idle for {fmt_idle(idle)})"
+        )
+        return
+    title = (
+        f"{len(rows)} stuck checkpoint(s){scope}: lease expired, or no event for "
+        f"{fmt_idle(idle)} or more"
+    )
+    make_console().print(stuck_table(rows, title=cell(title)))
 
 
 @click.command()
@@ -172,6 +267,19 @@ def pending(obj: CliContext, run_id: str, as_json: bool) -> None:
     default=None,
     help="Only transient, or only permanent, failures (default: both).",
 )
+@click.option(
+    "--kind",
+    type=click.Choice(["failure", "takeover", "cancel"]),
+    default=None,
+    help="Only failures (Failed events), takeovers of an expired lease, or cancels "
+    "(default: all three).",
+)
+@click.option(
+    "--verbose",
+    "-v",
+    is_flag=True,
+    help="Also print each failure's traceback, host and pid (control characters escaped).",
+)
 @click.option("--json", "as_json", is_flag=True, help=_JSON_HELP)
 @pass_cli
 def audit(
@@ -181,20 +289,37 @@ def audit(
     since: datetime | None,
     error_type: str | None,
     transient: bool | None,
+    kind: AuditKind | None,
+    verbose: bool,
     as_json: bool,
 ) -> None:
-    """Audit failures: every Failed event, filtered, and whether it was retried or reset."""
+    """Audit failures, lease takeovers and cancels, filtered, and what became of each.
+
+    A failure is a Failed event (transient or permanent; then retried, reset or still
+    standing); a takeover is a worker claiming a batch whose previous owner's lease expired
+    (error type LeaseExpired, transient); a cancel is `ckl cancel` (error type Cancelled).
+    """
     with obj.open(existing=True) as ledger, obj.views(ledger) as views:
         records = views.failures(
-            run_id=run_id, since=since, error_type=error_type, transient=transient
+            run_id=run_id, since=since, error_type=error_type, transient=transient, kind=kind
         )
     if as_json:
         echo_json([record.model_dump(mode="json") for record in records])
         return
-    console = make_console()
     if not records:
-        console.print("no failures match")
+        click.echo("nothing matches")
         return
-    permanent = sum(1 for record in records if not record.transient)
-    title = f"{len(records)} failure(s), {permanent} permanent"
+    failures = [record for record in records if record.kind == "failure"]
+    permanent = sum(1 for record in failures if not record.transient)
+    title = f"{len(failures)} failure(s), {permanent} permanent"
+    for word in ("takeover", "cancel"):
+        count = sum(1 for record in records if record.kind == word)
+        if count:
+            title += f", {count} {word}(s)"
+    console = make_console()
     console.print(failures_table(records, title=title, show_run=run_id is None))
+    if verbose:
+        for record in (record for record in records if record.kind == "failure"):
+            console.print()
+            for line in failure_context(record):
+                console.print(line, markup=False, highlight=False, soft_wrap=True)

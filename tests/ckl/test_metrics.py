@@ -6,7 +6,7 @@ follower's signal (never on the clock) until the counters include the log's head
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 from uuid import uuid4
 
@@ -158,6 +158,47 @@ def test_pending_and_failed_gauges_follow_the_views(ledger: Ledger, views: Proje
         assert value(registry, "ckl_failed_checkpoints") == 0
 
 
+def test_checkpoints_by_status_stuck_work_cancels_and_takeovers(
+    ledger: Ledger, views: Projections, store_url: str
+) -> None:
+    registry = CollectorRegistry()
+    run = f"run-{uuid4().hex}"
+    past = datetime.now(UTC) - timedelta(hours=2)
+
+    def clock() -> datetime:
+        return past
+
+    with register_metrics(ledger, registry, views, stuck_idle=3600.0) as metrics:
+        # Written two hours ago (a ledger on a clock set back): leases long expired, idle.
+        with Ledger.open(store_url, clock=clock) as old:
+            dead, idle, taken, cancelled, done = (old.create_checkpoint(run, i) for i in range(5))
+            old.claim_checkpoint(dead, "dead", 60.0)
+            old.checkpoint_yield(idle, 1, 1)
+            old.claim_checkpoint(taken, "w0", 60.0)
+            past += timedelta(seconds=120)
+            lease = old.claim_checkpoint(taken, "w1", 60.0)  # w0's lease expired: a takeover
+        ledger.heartbeat(lease)  # now: live and active again, not stuck
+        ledger.cancel_checkpoint(cancelled, "not needed")
+        ledger.complete_checkpoint(done)
+        metrics.sync(TIMEOUT)
+        views.catch_up()
+        statuses = {
+            status: value(registry, "ckl_checkpoints", status=status)
+            for status in ("open", "completed", "failed", "cancelled")
+        }
+        assert statuses == {"open": 3, "completed": 1, "failed": 0, "cancelled": 1}
+        assert value(registry, "ckl_stuck_checkpoints", reason="lease_expired") == 1
+        assert value(registry, "ckl_stuck_checkpoints", reason="idle") == 1
+        assert value(registry, "ckl_cancels_total") == 1
+        assert value(registry, "ckl_takeovers_total") == 1
+        ledger.cancel_checkpoint(dead, "worker gone")
+        ledger.cancel_checkpoint(idle, "worker gone")
+        views.catch_up()
+        assert value(registry, "ckl_stuck_checkpoints", reason="lease_expired") == 0
+        assert value(registry, "ckl_stuck_checkpoints", reason="idle") == 0
+        assert value(registry, "ckl_checkpoints", status="cancelled") == 3
+
+
 def test_lag_gauges_count_events_behind_the_head_and_go_to_zero_after_catch_up(
     ledger: Ledger, views: Projections
 ) -> None:
@@ -234,6 +275,8 @@ def test_a_second_registration_in_one_registry_is_refused_and_the_first_keeps_wo
         ({"interval_buckets": []}, "interval_buckets"),
         ({"max_tracked": 1.5}, "max_tracked"),
         ({"registry": "REGISTRY"}, "registry"),
+        ({"stuck_idle": -1.0}, "stuck_idle"),
+        ({"stuck_idle": float("nan")}, "stuck_idle"),
     ],
 )
 def test_bad_arguments_raise_invalid_input_and_register_nothing(

@@ -11,6 +11,7 @@ import pickle
 import subprocess
 import sys
 import textwrap
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 from uuid import uuid4
 
@@ -177,6 +178,31 @@ def test_failures_retries_resets_and_completions_are_marked_apart(run: Run) -> N
     assert {"transient failure", "permanent failure", "retry", "reset"} <= set(labels)
     annotations = sorted(child.get_text() for child in ax.texts)
     assert annotations == ["TimeoutError", "ValueError"]
+
+
+def test_takeovers_and_cancels_are_marked_and_named_in_the_legend(sqlite_url: str) -> None:
+    moment = [datetime(2026, 11, 23, 12, 0, tzinfo=UTC)]
+
+    def clock() -> datetime:
+        return moment[0]
+
+    with Ledger.open(sqlite_url, clock=clock) as ledger, Projections(ledger) as views:
+        run_id = f"many-{uuid4().hex[:8]}"
+        first, second = (ledger.create_checkpoint(run_id, i) for i in range(2))
+        lease = ledger.claim_checkpoint(first, "w0", 30.0)
+        ledger.checkpoint_yield(first, cursor=20, items_processed=20, lease=lease)
+        moment[0] += timedelta(seconds=60)
+        ledger.claim_checkpoint(first, "w1", 30.0)  # w0's lease expired: taken over at 20
+        ledger.checkpoint_yield(second, cursor=7, items_processed=7)
+        ledger.cancel_checkpoint(second, "input withdrawn")
+        views.sync()
+        timeline = views.timeline(run_id)
+    ax = draw_run_progress(Figure().add_subplot(), timeline)
+    found = {label: [int(y) for _, y in points] for label, points in marks(ax).items()}
+    assert found == {"takeover": [20], "cancelled": [7]}
+    legend = ax.get_legend()
+    assert legend is not None
+    assert {"takeover", "cancelled"} <= {text.get_text() for text in legend.get_texts()}
 
 
 def test_a_timeline_read_from_a_later_position_still_plots(run: Run, out: Path) -> None:
