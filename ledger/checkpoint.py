@@ -680,7 +680,12 @@ def decide_fail(  # noqa: PLR0917
     if state.status == "failed":
         if state.error == CheckpointError(type=error_type, message=message, transient=transient):
             return None
-        raise ConflictingCommand(str(state.token), "failed", "fail_checkpoint")
+        raise ConflictingCommand(
+            str(state.token),
+            _failed_kind(state),
+            "fail_checkpoint",
+            f"it already failed with another error; {_after_failure(state)}",
+        )
     if state.status == "completed":
         raise InvalidTransition(str(state.token), "completed", "fail_checkpoint")
     _check_write(state, now, fence)

@@ -131,7 +131,8 @@ class ProgressWentBackwards(InvalidInput):
             "items_processed",
             f"{given} is less than {recorded} already recorded for checkpoint {checkpoint} "
             f"in attempt {attempt}; progress never goes backwards within an attempt "
-            "(reset the checkpoint to start over)",
+            "(resume from checkpoint_cursor and checkpoint_items_processed; reset the "
+            "checkpoint only to start over)",
         )
         self.checkpoint, self.attempt, self.recorded, self.given = (
             checkpoint,

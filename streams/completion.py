@@ -24,6 +24,7 @@ from reactivex.disposable import Disposable
 from ledger import (
     AwaitTimeout,
     Backoff,
+    CheckpointCancelled,
     CheckpointState,
     CheckpointToken,
     JSONValue,
@@ -125,7 +126,7 @@ def completion(ledger: Ledger, token: CheckpointToken) -> Observable[JSONValue]:
                     observer.on_error(exc)
                     return
                 if state is not None:
-                    failure = failure_of(state)
+                    failure = _ending_error(state)
                     if failure is not None:
                         observer.on_error(failure)
                     else:
@@ -146,6 +147,13 @@ def completion(ledger: Ledger, token: CheckpointToken) -> Observable[JSONValue]:
     return reactivex.create(subscribe)
 
 
+def _ending_error(state: CheckpointState) -> LedgerError | None:
+    """The error an awaiter gets: its failure, ``CheckpointCancelled``, or ``None`` (completed)."""
+    if state.status == "cancelled":
+        return CheckpointCancelled(str(state.token), state.cancel_reason or "cancelled")
+    return failure_of(state)
+
+
 def _check_timeout(timeout: float | None) -> None:
     # No timeout, or any number of seconds ≥ 0: infinity waits as long as None does.
     if timeout is not None:
@@ -155,7 +163,7 @@ def _check_timeout(timeout: float | None) -> None:
 def _outcome_now(ledger: Ledger, token: CheckpointToken) -> tuple[bool, JSONValue]:
     """(True, result) if already completed; raises if already failed; else (False, None)."""
     state = ledger.get_checkpoint(token)
-    failure = failure_of(state)
+    failure = _ending_error(state)
     if failure is not None:
         raise failure
     if state.status == "completed":
@@ -174,6 +182,7 @@ def await_checkpoint(
 
     Raises:
         CheckpointFailedError: it failed.
+        CheckpointCancelled: an operator cancelled it (there is no result to wait for).
         AwaitTimeout: neither completed nor failed within ``timeout`` seconds (it may still
             do so later).
         CheckpointNotFound: no such checkpoint.
@@ -188,7 +197,7 @@ def await_checkpoint(
         while True:
             state = watch.ended()
             if state is not None:
-                failure = failure_of(state)
+                failure = _ending_error(state)
                 if failure is not None:
                     raise failure
                 return state.result

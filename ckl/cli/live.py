@@ -42,6 +42,7 @@ from ckl.cli._output import (
 from ledger import (
     AwaitTimeout,
     Cancelled,
+    CheckpointCancelled,
     CheckpointFailedError,
     CheckpointToken,
     Claimed,
@@ -313,14 +314,14 @@ def await_(
                 f"failed {token} ({kind}, attempt {exc.attempt}) {exc.error_type}: "
                 f"{exc.message}; {then}"
             )
+        except CheckpointCancelled as exc:
+            # A cancel ends the wait with no result to return.
+            outcome, code = "cancelled", EXIT_ERROR
+            line = printable(f"cancelled {token}: {exc.reason}")
         except AwaitTimeout:
             outcome, code = "timed_out", EXIT_TIMED_OUT
             line = f"timed out after {timeout:g}s: {token} has not completed or failed yet"
         state = ledger.get_checkpoint(token)
-    if outcome == "completed" and state.status == "cancelled":
-        # The await ends at any status but open; a cancel has no result to return.
-        outcome, code = "cancelled", EXIT_ERROR
-        line = printable(f"cancelled {token} (attempt {state.attempt}): {state.cancel_reason}")
     if as_json:
         echo_json({"outcome": outcome, "state": state.model_dump(mode="json")})
     elif outcome == "timed_out":
