@@ -50,16 +50,18 @@ BASE_TIME = datetime(2026, 1, 1, tzinfo=UTC)
 _CHUNK = 20_000
 
 # The mapper's JSON (pydantic's model_dump_json): fields in declaration order, compact.
-_HEAD = '{"originator_id":"%s","originator_version":%d,"timestamp":"%s",'
+_HEAD = '{"originator_id":"%s","originator_version":%d,"timestamp":"%s","command_id":null,'
 _CREATED = _HEAD + '"run_id":%s,"batch_index":%d,"total_batches":%d,"metadata":{}}'
 _YIELDED = (
     _HEAD + '"attempt":%d,"cursor":%d,"items_processed":%d,'
-    '"accumulated_results":{"rows_ok":%d,"rows_skipped":%d,"amount_cents":%d}}'
+    '"accumulated_results":{"rows_ok":%d,"rows_skipped":%d,"amount_cents":%d},'
+    '"lease_expires_at":null}'
 )
 _COMPLETED = _HEAD + '"attempt":%d,"result":{"rows":%d}}'
 _FAILED = (
     _HEAD + '"attempt":%d,"error_type":"TimeoutError","message":"upstream timed out",'
-    '"transient":true,"cursor":%d,"items_processed":%d}'
+    '"transient":true,"cursor":%d,"items_processed":%d,"traceback":null,"host":null,'
+    '"pid":null}'
 )
 _RETRIED = _HEAD + '"attempt":%d}'
 
