@@ -865,7 +865,8 @@ class Ledger:
             state = self._load(token)
         conflicts = 0
         for _ in range(self.settings.conflict_retries + 1):
-            topic = state.command_topic(cid)
+            # A freshly generated id cannot be stored yet: look only once it may have been sent.
+            topic = state.command_topic(cid) if resent else None
             if topic is not None:  # applied before: nothing written, the state as it is now
                 if not fresh:
                     state = self._refresh(state)
