@@ -89,6 +89,17 @@ def same_json(a: object, b: object) -> bool:
     return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
 
 
+# One encoder for every call: json.dumps with options builds a new JSONEncoder each time.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def encode_json(value: object) -> bytes:
-    """Compact UTF-8 JSON, the form sizes are measured in."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    """Compact UTF-8 JSON, the form sizes are measured in.
+
+    Raises:
+        ValueError: NaN or infinity inside.
+        UnicodeEncodeError: a lone surrogate inside a string.
+        RecursionError: nested too deeply.
+        TypeError: something that is not JSON.
+    """
+    return _ENCODER.encode(value).encode()

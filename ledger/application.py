@@ -20,7 +20,7 @@ import time
 import traceback
 from collections import OrderedDict
 from datetime import datetime
-from typing import TYPE_CHECKING, Self, TypeVar
+from typing import TYPE_CHECKING, Self, TypeVar, cast
 from uuid import UUID, uuid4
 
 from eventsourcing.persistence import (
@@ -139,11 +139,35 @@ def _validate(adapter: TypeAdapter[T], value: object, field: str) -> T:
         raise InvalidInput(field + path, worst["msg"].removeprefix("Value error, ")) from exc
 
 
+_SCALARS = frozenset({int, str, float, bool, type(None)})
+
+
+def _flat_object(value: object) -> JSONObject | None:
+    """A copy of a flat JSON object (str keys, scalar values), or ``None`` for any other.
+
+    The common payload (counters and totals), checked without pydantic: the exact types are
+    JSON already, and ``encode_json`` then refuses NaN, infinity and lone surrogates. A copy,
+    as pydantic makes one: the caller's dict may change after the command returns.
+    """
+    if type(value) is not dict:
+        return None
+    for key, item in value.items():
+        if type(key) is not str or type(item) not in _SCALARS:
+            return None
+    return dict(value)
+
+
+def _new_command_id() -> str:
+    """A fresh command id: 128 random bits in hex, as ``uuid4().hex`` but a tenth of its cost."""
+    return os.urandom(16).hex()
+
+
 def _json_payload(
     adapter: TypeAdapter[T], value: object, field: str, limit: int, setting: str
 ) -> T:
     """The value, type-checked, finite, valid unicode and within its size limit."""
-    checked = _validate(adapter, value, field)
+    flat = _flat_object(value) if adapter is _object_adapter else None
+    checked = cast("T", flat) if flat is not None else _validate(adapter, value, field)
     try:
         size = len(encode_json(checked))
     except ValueError as exc:  # NaN or infinity somewhere inside
@@ -307,7 +331,7 @@ class Ledger:
             self.settings.max_metadata_bytes,
             "CKL_MAX_METADATA_BYTES",
         )
-        cid = uuid4().hex if command_id is None else check_name(command_id, "command_id")
+        cid = _new_command_id() if command_id is None else check_name(command_id, "command_id")
         token = CheckpointToken.for_batch(run_id, batch_index)
         if self._get_cached(token.checkpoint_id) is not None:
             return token
@@ -857,7 +881,7 @@ class Ledger:
         another kind than ``name`` appends was given to another command: ``ConflictingCommand``.
         """
         resent = command_id is not None
-        cid = uuid4().hex if command_id is None else check_name(command_id, "command_id")
+        cid = _new_command_id() if command_id is None else check_name(command_id, "command_id")
         oid = token.checkpoint_id
         state = self._get_cached(oid)
         fresh = state is None

@@ -423,6 +423,10 @@ class LogListener(Protocol):
         ...
 
 
+HEADS_KEPT = 4096
+"""Checkpoint heads a recorder remembers (a few hundred KB): more than a worker writes at once."""
+
+
 class LedgerRecorder(ProcessRecorder):
     """eventsourcing's ``ProcessRecorder`` plus snapshots, schema and housekeeping.
 
@@ -461,6 +465,20 @@ class LedgerRecorder(ProcessRecorder):
         self._append_wakers: set[threading.Event] = set()
         self._tracking_moved = threading.Condition()
         self._tracking_generation = 0
+        # The (version, hash) of the last event this recorder committed per checkpoint, so
+        # that the next append chains to it without reading it back (most recently used last).
+        self._heads: dict[UUID, tuple[int, bytes]] = {}
+
+    def _remember_heads(self, heads: dict[UUID, tuple[int, bytes]]) -> None:
+        """Keep the heads of a committed append; at most ``HEADS_KEPT``, least recent out."""
+        for oid, head in heads.items():
+            self._heads.pop(oid, None)
+            self._heads[oid] = head
+        while len(self._heads) > HEADS_KEPT:
+            try:
+                del self._heads[next(iter(self._heads))]
+            except (StopIteration, KeyError, RuntimeError):  # another thread trimmed it
+                break
 
     @abstractmethod
     def insert_events(
