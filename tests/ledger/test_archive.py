@@ -268,3 +268,16 @@ def test_after_an_archive_the_views_equal_a_rebuild(store_url: str, tmp_path: Pa
         assert purged["ckl_view_cursor"]
         views.rebuild()
         assert _views(ledger) == purged
+
+
+def test_a_writer_that_remembers_a_purged_head_is_refused(store_url: str, tmp_path: Path) -> None:
+    # The writer's recorder committed every head of the run itself, so its next append would
+    # chain to a remembered hash without reading the row back; the purge took the rows away.
+    with Ledger.open(store_url) as writer, Ledger.open(store_url) as archiver:
+        tokens = _finished_run(writer, "run-gone", 2)
+        archive_run(archiver, "run-gone", tmp_path / "gone.jsonl")
+        total = archiver.count_events()
+        with pytest.raises(RunArchived):
+            writer.reset_checkpoint(tokens[0], reason="after the archive")
+        assert archiver.count_events() == total
+        assert archiver.find_checkpoint("run-gone", 0) is None
