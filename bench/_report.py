@@ -23,6 +23,7 @@ from bench._markdown import (
 from bench._report_scale import ScaleResults, scale_sections, scale_summary_rows
 from bench._startup import StartupResults
 from bench._startup import section as startup_section
+from bench._steps import WAIT
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -83,6 +84,64 @@ def _raw_backend(backend: BackendResults, result: Comparison) -> list[str]:
         lease,
         "",
         breakdown(result),
+        "",
+        *_steps_table(backend, result),
+    ]
+
+
+def _steps_table(backend: BackendResults, result: Comparison) -> list[str]:
+    """A yield's client CPU step by step: the Python steps alone, the store's from section 1."""
+    if not backend.steps:
+        return []
+    whole = result.cpu_us("yield").median
+    store = result.cpu_us("recorder").median
+    raw = result.cpu_us("raw").median
+    rows = [[step.name, micros(step.cpu_us), step.remedy] for step in backend.steps]
+    python = sum(step.cpu_us for step in backend.steps)
+    rows += [
+        [
+            "the store: the append statement and its commit (the `recorder` variant above)",
+            micros(store),
+            (
+                f"of which the raw insert's own CPU: {micros(raw)} µs; the rest is the driver "
+                "call and the schema's guards (triggers, the command index)"
+            ),
+        ],
+        [
+            "not attributed: the calls between the steps, and caches gone cold (below)",
+            micros(whole - python - store),
+            "less Python per yield (each line above), or a compiled write path",
+        ],
+        ["**a whole `checkpoint_yield`** (section 1's `yield`)", micros(whole), ""],
+    ]
+    return [
+        text(
+            "Where a yield's client CPU goes, step by step: each Python step of the write path ",
+            "timed alone on a warm checkpoint (`bench/_steps.py`; median µs of CPU per call), ",
+            "the store's part and the whole yield from the rounds above:",
+        ),
+        "",
+        table(["step", "CPU µs", "what would remove it"], rows),
+        "",
+        *_cold_caches(backend),
+    ]
+
+
+def _cold_caches(backend: BackendResults) -> list[str]:
+    if backend.python_warm_cold is None:
+        return []
+    warm, cold = backend.python_warm_cold
+    return [
+        text(
+            "Why the steps do not add up: the same Python costs more right after a wait. A ",
+            "whole `checkpoint_yield` on a store that does nothing costs ",
+            f"{micros(warm)} µs of CPU; with a store that sleeps {WAIT * 1e6:.0f} µs instead ",
+            f"(as a durable commit waits for the disk or the server), {micros(cold)} µs: ",
+            f"{times(cold / warm)}. While the thread waits, the CPU runs other work and the ",
+            "caches lose the interpreter's state, so every yield's Python runs cold. A raw ",
+            "insert has a few lines of Python to lose; the ledger's validation, decision, ",
+            "mapping and state have more.",
+        ),
         "",
     ]
 

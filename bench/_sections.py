@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from bench._baselines import EventsourcingBaseline, PostgresRaw, SQLiteRaw, TaskerJsonb
 from bench._harness import Comparison, Variant, log, run_interleaved, timed
+from bench._steps import StepCost, profile_steps, python_of_a_yield
 from bench._workload import (
     Feed,
     LeasedFeed,
@@ -47,6 +48,9 @@ class Profile:
     tasker_batches: tuple[int, ...]
     """Updates per round of the tasker JSONB variant, for each size (they cost O(history))."""
 
+
+STEP_BATCH = 200
+"""Calls of one step in a row, per round of the per-step profile."""
 
 FULL = Profile(
     name="full",
@@ -100,6 +104,10 @@ class BackendResults:
     eventsourcing: Comparison | None = None
     eventsourcing_state_bytes: int = 0
     durability: dict[str, str] = field(default_factory=dict)
+    steps: list[StepCost] = field(default_factory=list)
+    """The Python steps of a warm yield, each timed alone (bench._steps)."""
+    python_warm_cold: tuple[float, float] | None = None
+    """A whole yield's Python with a store doing nothing: at once, after a wait (µs CPU)."""
 
 
 def durability_of(ledger: Ledger) -> str:
@@ -209,6 +217,10 @@ def run_sqlite(profile: Profile, workdir: Path) -> BackendResults:
         results.raw = run_interleaved(
             "SQLite yield vs raw insert", variants, rounds=profile.rounds, warmup=profile.warmup
         )
+        results.steps = profile_steps(
+            ledger, feed.token, chained_in_python=True, rounds=profile.rounds, batch=STEP_BATCH
+        )
+        results.python_warm_cold = python_of_a_yield(rounds=profile.rounds, batch=STEP_BATCH // 4)
     raw.close()
     _history(profile, f"sqlite:///{workdir / 'history.db'}", results, "bench-history")
     return results
@@ -246,6 +258,9 @@ def run_postgres(profile: Profile, url: str) -> BackendResults:
             variants,
             rounds=profile.rounds,
             warmup=profile.warmup,
+        )
+        results.steps = profile_steps(
+            ledger, feed.token, chained_in_python=False, rounds=profile.rounds, batch=STEP_BATCH
         )
         _eventsourcing(profile, url=url, raw=raw, ledger=ledger, feed=feed, results=results)
     raw.close()
