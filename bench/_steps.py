@@ -24,7 +24,7 @@ from ledger.checks import check_count
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from ledger import CheckpointToken
+    from ledger import CheckpointToken, JSONObject
 
 __all__ = ["WAIT", "StepCost", "profile_steps", "python_of_a_yield"]
 
@@ -62,7 +62,8 @@ def profile_steps(
     """
     settings = ledger.settings
     step = 10_000_000  # far past any yield the checkpoint has, so every decision appends
-    cursor, items, results = yield_payload(step)
+    cursor, items, counts = yield_payload(step)
+    results: JSONObject = {**counts}
     state = ledger.get_checkpoint(token)
     now = ledger.now()
     cid = application._new_command_id()  # noqa: SLF001  (the step itself)
@@ -159,6 +160,6 @@ def python_of_a_yield(*, rounds: int, batch: int, wait: float = WAIT) -> tuple[f
             # The instance attribute shadows the method: a store that keeps nothing, for the
             # measurement only (the checkpoint's state lives in the ledger's cache meanwhile).
             recorder.insert_events = store  # type: ignore[method-assign]
-            recorder.insert_snapshot = idle  # type: ignore[method-assign]
+            recorder.insert_snapshot = idle  # type: ignore[method-assign,assignment]
             costs.append(_cpu_us(lambda: feed.yield_on(ledger), rounds=rounds, batch=batch))
     return costs[0], costs[1]
