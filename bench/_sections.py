@@ -218,7 +218,7 @@ def run_sqlite(profile: Profile, workdir: Path) -> BackendResults:
             "SQLite yield vs raw insert", variants, rounds=profile.rounds, warmup=profile.warmup
         )
         results.steps = profile_steps(
-            ledger, feed.token, chained_in_python=True, rounds=profile.rounds, batch=STEP_BATCH
+            ledger, chained_in_python=True, rounds=profile.rounds, batch=STEP_BATCH
         )
         results.python_warm_cold = python_of_a_yield(rounds=profile.rounds, batch=STEP_BATCH // 4)
     raw.close()
@@ -260,8 +260,9 @@ def run_postgres(profile: Profile, url: str) -> BackendResults:
             warmup=profile.warmup,
         )
         results.steps = profile_steps(
-            ledger, feed.token, chained_in_python=False, rounds=profile.rounds, batch=STEP_BATCH
+            ledger, chained_in_python=False, rounds=profile.rounds, batch=STEP_BATCH
         )
+        results.python_warm_cold = python_of_a_yield(rounds=profile.rounds, batch=STEP_BATCH // 4)
         _eventsourcing(profile, url=url, raw=raw, ledger=ledger, feed=feed, results=results)
     raw.close()
     feeds = _history(profile, url, results, "bench-history")

@@ -24,7 +24,7 @@ from ledger.checks import check_count
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from ledger import CheckpointToken, JSONObject
+    from ledger import JSONObject
 
 __all__ = ["WAIT", "StepCost", "profile_steps", "python_of_a_yield"]
 
@@ -53,14 +53,17 @@ def _cpu_us(action: Callable[[], object], *, rounds: int, batch: int) -> float:
 
 
 def profile_steps(
-    ledger: Ledger, token: CheckpointToken, *, chained_in_python: bool, rounds: int, batch: int
+    ledger: Ledger, *, chained_in_python: bool, rounds: int, batch: int
 ) -> list[StepCost]:
-    """The Python steps of a warm yield on ``token`` (its checkpoint open, in the cache).
+    """The Python steps of a warm yield, on a checkpoint of its own (open, in the cache).
 
+    Nothing is appended but that checkpoint's creation; its cached state is replaced by the
+    ones the steps compute, so no other checkpoint of ``ledger`` is touched.
     ``chained_in_python``: the backend hashes the chain in the client (SQLite) rather than in
     its append statement (PostgreSQL).
     """
     settings = ledger.settings
+    token = ledger.create_checkpoint("bench-steps", 0)
     step = 10_000_000  # far past any yield the checkpoint has, so every decision appends
     cursor, items, counts = yield_payload(step)
     results: JSONObject = {**counts}
