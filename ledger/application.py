@@ -208,6 +208,8 @@ class Ledger:
         self._listeners: list[Callable[[Recorded], None]] = []
         self._watcher: LogWatcher | None = None
         self._watcher_lock = threading.Lock()
+        self._runs: OrderedDict[str, _RunView] = OrderedDict()
+        self._runs_lock = threading.Lock()
         self._closed = False
 
     # ---------------------------------------------------------------- opening and closing
@@ -671,9 +673,8 @@ class Ledger:
         lease (a takeover), or transiently failed and past its back-off (``retry_delay``
         doubling with each attempt in a row that made no progress, up to ``max_retry_delay``,
         with jitter). ``None`` also while the remaining batches are leased to others, back
-        off, or settled: check :func:`run_is_settled` to tell which. Reads each checkpoint of
-        the run from the store (one query each), so it suits runs of up to thousands of
-        batches.
+        off, or settled: check :func:`run_is_settled` to tell which. Reads the run's states
+        through :meth:`run_states`: after the first call, only what the log gained since.
 
         Raises:
             RunNotFound: the run has no checkpoints (create them first).
@@ -704,27 +705,77 @@ class Ledger:
         return None
 
     def run_states(self, run_id: str) -> dict[int, CheckpointState]:
-        """The current state of every checkpoint of ``run_id``, by batch index, from the store."""
+        """The current state of every checkpoint of ``run_id``, by batch index, from the store.
+
+        The first call for a run reads each of its checkpoints; later ones read only the log
+        after the position the last one reached (every run's events since then, in pages), so
+        a worker asking before each claim pays for what changed, not for the run's size. The
+        last ``RUN_VIEWS_KEPT`` runs asked about are kept.
+        """
         check_run_id(run_id)
+        with self._runs_lock:
+            view = self._runs.get(run_id)
+            if view is not None:
+                self._runs.move_to_end(run_id)
+        if view is None:
+            view = self._store_call("read run", lambda: self._read_run(run_id))
+            with self._runs_lock:
+                self._runs[run_id] = view
+                while len(self._runs) > RUN_VIEWS_KEPT:
+                    self._runs.popitem(last=False)
+        else:
+            with view.lock:
+                self._store_call("read run", lambda: self._advance_run(view))
+        with view.lock:
+            return {state.token.batch_index: state for state in view.states.values()}
 
-        def read_ids() -> list[UUID]:
-            with self.recorder.transaction(readonly=True) as tx:
-                return tx.run_checkpoint_ids(run_id)
-
-        ids = self._store_call("read run", read_ids)
-        states: dict[int, CheckpointState] = {}
+    def _read_run(self, run_id: str) -> _RunView:
+        # The readable head first: everything at or below it is in the states read next, and
+        # the log after it is what the next call reads (on PostgreSQL no position below the
+        # head can still appear later: the readable head is below every transaction in flight).
+        head = self.recorder.log_head().readable or 0
+        with self.recorder.transaction(readonly=True) as tx:
+            ids = tx.run_checkpoint_ids(run_id)
+        view = _RunView(run_id, head)
         for oid in ids:
             cached = self._get_cached(oid)
-            if cached is not None:
-                state = self._refresh(cached)
-            else:
-                loaded = self._load_from_store(oid)
-                if loaded is None:
-                    continue
-                self._put_cached(loaded)
-                state = loaded
-            states[state.token.batch_index] = state
-        return states
+            state = self._refresh(cached) if cached is not None else self._load_from_store(oid)
+            if state is None:
+                continue  # purged meanwhile
+            self._put_cached(state)
+            view.states[oid] = state
+        return view
+
+    def _advance_run(self, view: _RunView) -> None:
+        """Apply the log after ``view.position`` to the run's states (held under ``view.lock``)."""
+        while True:
+            notes = self.recorder.select_notifications(
+                view.position, RUN_VIEW_PAGE, inclusive_of_start=False
+            )
+            for note in notes:
+                raw = note.originator_id
+                oid = raw if isinstance(raw, UUID) else UUID(str(raw))
+                state = view.states.get(oid)
+                if state is None:
+                    if note.topic != Created.topic:
+                        continue  # another run's
+                    event = self._to_event(note)
+                    if not (isinstance(event, Created) and event.run_id == view.run_id):
+                        continue
+                    state = apply(None, event)
+                elif note.originator_version == state.version + 1:
+                    state = apply(state, self._to_event(note))
+                elif note.originator_version > state.version:
+                    # A version this view never saw (read before it was visible): reload.
+                    state = self._refresh(state)
+                else:
+                    continue  # already in the state read at the start
+                view.states[oid] = state
+                self._put_cached(state)
+            if notes:
+                view.position = notes[-1].id
+            if len(notes) < RUN_VIEW_PAGE:
+                return
 
     def now(self) -> datetime:
         """The ledger's clock: the database server's on PostgreSQL, this machine's on SQLite.
@@ -1063,6 +1114,24 @@ class Ledger:
                 time.sleep(delay)
                 delay *= 2
         raise AssertionError  # pragma: no cover  (the loop always returns or raises)
+
+
+RUN_VIEWS_KEPT = 8
+"""Runs whose checkpoint states ``Ledger.run_states`` keeps between calls."""
+RUN_VIEW_PAGE = 1000
+"""Log events read per query when ``run_states`` catches up."""
+
+
+class _RunView:
+    """One run's checkpoint states as of a log position (``Ledger.run_states``)."""
+
+    __slots__ = ("lock", "position", "run_id", "states")
+
+    def __init__(self, run_id: str, position: int) -> None:
+        self.run_id = run_id
+        self.position = position
+        self.states: dict[UUID, CheckpointState] = {}
+        self.lock = threading.Lock()
 
 
 def _scrub(text: str) -> str:
