@@ -22,11 +22,11 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import BaseModel, PydanticUserError, TypeAdapter, ValidationError
 
-from ledger.errors import PayloadMismatch
+from ledger.errors import InvalidInput, PayloadMismatch
 
-__all__ = ["read_as", "to_json", "type_name"]
+__all__ = ["check_type", "read_as", "to_json", "type_name"]
 
 T = TypeVar("T")
 
@@ -48,6 +48,21 @@ def type_name(kind: object) -> str:
     return getattr(kind, "__qualname__", None) or repr(kind)
 
 
+def check_type(kind: object, field: str) -> None:
+    """Refuse, before anything is written, a declared type pydantic cannot validate.
+
+    Raises:
+        InvalidInput: ``kind`` is not such a type (a ``typing.TypedDict`` on Python 3.11:
+            pydantic needs ``typing_extensions.TypedDict`` there).
+    """
+    try:
+        _adapter(kind)
+    except (TypeError, PydanticUserError) as exc:
+        raise InvalidInput(
+            field, f"{type_name(kind)} is not a type pydantic can check: {exc}"
+        ) from exc
+
+
 def read_as(kind: type[T], value: object, field: str) -> T:
     """``value`` (stored JSON) as an instance of ``kind``, validated.
 
@@ -65,7 +80,7 @@ def read_as(kind: type[T], value: object, field: str) -> T:
     """
     try:
         adapter = _adapter(kind)
-    except TypeError as exc:  # unhashable or not a type: say so rather than fail deep inside
+    except (TypeError, PydanticUserError) as exc:  # unhashable, or not a type pydantic checks
         raise PayloadMismatch(
             field, type_name(kind), f"not a type pydantic can check: {exc}"
         ) from exc

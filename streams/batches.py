@@ -80,7 +80,7 @@ from ledger import (
     retry_due_at,
     run_is_settled,
 )
-from ledger.typed import read_as, to_json
+from ledger.typed import check_type, read_as, to_json
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -304,6 +304,13 @@ def run_batches(
     """
     check_run_id(run_id)
     _check_arguments(batches, process, transient, max_attempts, on_progress, confirm_timeout)
+    for kind, name in (
+        (cursor_type, "cursor_type"),
+        (results_type, "results_type"),
+        (result_type, "result_type"),
+    ):
+        if kind is not None:
+            check_type(kind, name)
     if owner is not None:
         check_name(owner, "owner")
     ttl = check_seconds(lease_ttl, "lease_ttl")
