@@ -12,6 +12,8 @@ the same tables as ``ckl replay RUN`` and ``ckl audit --run RUN``.
 from __future__ import annotations
 
 import json
+import secrets
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from rich.markup import escape
@@ -25,9 +27,18 @@ if TYPE_CHECKING:
 
     from ledger import Ledger
 
-__all__ = ["SimulatedOutage", "replay_and_audit", "run_demo"]
+__all__ = ["SimulatedOutage", "new_run_id", "replay_and_audit", "run_demo"]
 
 BATCHES = 3
+
+
+def new_run_id() -> str:
+    """A fresh demo run id: ``demo-<UTC time to the second>-<6 random hex digits>``.
+
+    The time keeps ids sortable and readable; the random part (24 bits from ``secrets``) keeps
+    two demos started in the same second, on one machine or two sharing a store, apart.
+    """
+    return f"demo-{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
 
 
 class SimulatedOutage(ConnectionError):

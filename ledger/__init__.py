@@ -59,6 +59,7 @@ from ledger.errors import (
     InvalidTransition,
     LeaseLost,
     LedgerError,
+    PayloadMismatch,
     PayloadTooLarge,
     PlotUnavailable,
     ProgressWentBackwards,
@@ -86,6 +87,7 @@ from ledger.events import (
 from ledger.follow import HELD_BACK_FIRST_WAIT, Backoff, LogFollower
 from ledger.settings import LedgerSettings
 from ledger.store import SQLTransaction
+from ledger.typed import read_as, to_json
 
 __all__ = [
     "HELD_BACK_FIRST_WAIT",
@@ -127,6 +129,7 @@ __all__ = [
     "LedgerError",
     "LedgerSettings",
     "LogFollower",
+    "PayloadMismatch",
     "PayloadTooLarge",
     "PlotUnavailable",
     "ProgressWentBackwards",
@@ -159,7 +162,9 @@ __all__ = [
     "export_run",
     "failure_of",
     "import_archive",
+    "read_as",
     "retry_due_at",
     "run_is_settled",
+    "to_json",
     "verify_chains",
 ]

@@ -30,7 +30,7 @@ from __future__ import annotations
 import hashlib
 from datetime import datetime, timedelta
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, Literal, TypeAlias
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from pydantic import BaseModel, ConfigDict
@@ -62,6 +62,7 @@ from ledger.events import (
     Status,
     Yielded,
 )
+from ledger.typed import read_as
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -92,6 +93,8 @@ __all__ = [
 
 CHECKPOINT_NAMESPACE = uuid5(NAMESPACE_URL, "https://checkpoint-ledger.dev/checkpoint")
 """Namespace of checkpoint ids; changing it would orphan every stored checkpoint."""
+
+T = TypeVar("T")
 
 Transition: TypeAlias = Literal["created", "completed", "failed", "retried", "reset", "cancelled"]
 
@@ -240,6 +243,33 @@ class CheckpointState(BaseModel):
         return self.owner is not None and (
             self.lease_expires_at is None or self.lease_expires_at > now
         )
+
+    # Typed views (ledger/typed.py): the worker's own types, validated, instead of JSON unions.
+    def cursor_as(self, kind: type[T]) -> T | None:
+        """The cursor as ``kind`` (a model, a TypedDict, ``int``…), or ``None`` if none yet.
+
+        Raises:
+            PayloadMismatch: the stored cursor does not fit ``kind``.
+        """
+        return None if self.cursor is None else read_as(kind, self.cursor, "cursor")
+
+    def results_as(self, kind: type[T]) -> T | None:
+        """The accumulated results as ``kind``, or ``None`` if the last yield carried none.
+
+        Raises:
+            PayloadMismatch: the stored results do not fit ``kind``.
+        """
+        if self.accumulated_results is None:
+            return None
+        return read_as(kind, self.accumulated_results, "accumulated_results")
+
+    def result_as(self, kind: type[T]) -> T:
+        """The completion's result as ``kind`` (``None`` fits only a type that allows it).
+
+        Raises:
+            PayloadMismatch: the stored result does not fit ``kind``.
+        """
+        return read_as(kind, self.result, "result")
 
 
 class Lease(BaseModel):

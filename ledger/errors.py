@@ -5,6 +5,7 @@ LedgerError                          `except LedgerError` catches everything we 
 ├── InvalidInput (ValueError)        bad argument or payload; nothing was written
 │   ├── FileNotWritable              an archive or anchor file cannot be written
 │   ├── PayloadTooLarge              a JSON payload is over its configured limit
+│   ├── PayloadMismatch              a stored payload does not fit the type a worker declared
 │   └── ProgressWentBackwards        items_processed lower than already recorded this attempt
 ├── InvalidStoreURL (ValueError)     the store URL cannot be understood
 ├── CheckpointNotFound (LookupError)
@@ -55,6 +56,7 @@ __all__ = [
     "InvalidTransition",
     "LeaseLost",
     "LedgerError",
+    "PayloadMismatch",
     "PayloadTooLarge",
     "PlotUnavailable",
     "ProgressWentBackwards",
@@ -121,6 +123,29 @@ class PayloadTooLarge(InvalidInput):
 
     def __reduce__(self) -> tuple[type[Self], tuple[str, int, int, str]]:  # type: ignore[override]
         return type(self), (self.field, self.size, self.limit, self.setting)
+
+
+class PayloadMismatch(InvalidInput):
+    """A stored cursor, results or result does not fit the type the worker declared for it.
+
+    Raised when a typed view (``cursor_as``, ``BatchContext`` with ``cursor_type=``…) reads a
+    value written under another shape: the value is never returned half-converted.
+
+    Attributes:
+        expected: the declared type's name.
+        problem: pydantic's account of the first mismatch, with its path inside the value.
+    """
+
+    def __init__(self, field: str, expected: str, problem: str) -> None:
+        super().__init__(
+            field,
+            f"the stored value does not fit {expected} ({problem}); it was written under another "
+            "shape: read it as JSON (the untyped accessors), or reset the checkpoint to start over",
+        )
+        self.expected, self.problem = expected, problem
+
+    def __reduce__(self) -> tuple[type[Self], tuple[str, str, str]]:  # type: ignore[override]
+        return type(self), (self.field, self.expected, self.problem)
 
 
 class ProgressWentBackwards(InvalidInput):

@@ -54,7 +54,9 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, cast
+
+from typing_extensions import TypeVar
 
 from ledger import (
     CheckpointCancelled,
@@ -78,6 +80,7 @@ from ledger import (
     retry_due_at,
     run_is_settled,
 )
+from ledger.typed import check_type, read_as, to_json
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -91,6 +94,12 @@ __all__ = ["BatchContext", "BatchProgress", "RunReport", "run_batches"]
 log = logging.getLogger("streams.batches")
 
 T = TypeVar("T")
+C = TypeVar("C", default=Cursor)
+"""The cursor type a worker declares (``cursor_type=``); JSON (``Cursor``) when it declares none."""
+R = TypeVar("R", default=JSONObject)
+"""The accumulated results type (``results_type=``); a JSON object when none is declared."""
+Out = TypeVar("Out", default=JSONValue)
+"""A batch's result type (``result_type=``), as the report and the progress carry it."""
 
 Outcome = Literal["completed", "failed", "abandoned"]
 """How one attempt ended: completed, failed transiently (recorded), or fenced off (nothing)."""
@@ -101,8 +110,14 @@ wakes it (other workers' yields do, many times a second)."""
 
 
 @dataclass
-class BatchContext(Generic[T]):
+class BatchContext(Generic[T, C, R]):
     """What ``process`` gets: the batch, where to resume, and how to save progress.
+
+    ``BatchContext[T, C, R]``: ``T`` the batch, ``C`` the cursor and ``R`` the accumulated
+    results, as declared with ``run_batches(..., cursor_type=C, results_type=R)`` and
+    validated on the way out (a stored value that does not fit raises ``PayloadMismatch``);
+    undeclared, they are the ledger's JSON types. ``checkpoint_yield`` takes them back as they
+    are (a pydantic model is dumped to JSON and checked like any payload).
 
     The accessors are the tasker seed's ``BatchWorkerContext``: ``checkpoint_cursor``,
     ``accumulated_results``, ``has_checkpoint()``, ``checkpoint_items_processed``. Its writes are
@@ -122,6 +137,10 @@ class BatchContext(Generic[T]):
     """The lease this attempt holds (shared mode), ``None`` in sequential mode."""
     _renewed: float = field(default_factory=time.monotonic, repr=False)
     """When the lease was last renewed (``time.monotonic``), for the heartbeat."""
+    cursor_type: type[C] | None = None
+    """The declared cursor type (``None``: the stored JSON as it is)."""
+    results_type: type[R] | None = None
+    """The declared accumulated results type (``None``: the stored JSON object)."""
 
     @property
     def attempt(self) -> int:
@@ -129,14 +148,26 @@ class BatchContext(Generic[T]):
         return self.state.attempt
 
     @property
-    def checkpoint_cursor(self) -> Cursor | None:
-        """Where to resume: the last yielded cursor, or ``None`` to start from the beginning."""
-        return self.state.checkpoint_cursor
+    def checkpoint_cursor(self) -> C | None:
+        """Where to resume: the last yielded cursor, or ``None`` to start from the beginning.
+
+        Raises:
+            PayloadMismatch: the stored cursor does not fit the declared ``cursor_type``.
+        """
+        if self.cursor_type is None:
+            return cast("C | None", self.state.checkpoint_cursor)  # C is the JSON Cursor here
+        return self.state.cursor_as(self.cursor_type)
 
     @property
-    def accumulated_results(self) -> JSONObject | None:
-        """What the last yield carried forward."""
-        return self.state.accumulated_results
+    def accumulated_results(self) -> R | None:
+        """What the last yield carried forward.
+
+        Raises:
+            PayloadMismatch: the stored results do not fit the declared ``results_type``.
+        """
+        if self.results_type is None:
+            return cast("R | None", self.state.accumulated_results)  # R is JSONObject here
+        return self.state.results_as(self.results_type)
 
     def has_checkpoint(self) -> bool:
         """True when there is a cursor to resume from."""
@@ -149,24 +180,27 @@ class BatchContext(Generic[T]):
 
     def checkpoint_yield(
         self,
-        cursor: CursorInput,
+        cursor: C | CursorInput,
         items_processed: int,
-        accumulated_results: JSONObjectInput | None = None,
+        accumulated_results: R | JSONObjectInput | None = None,
     ) -> CheckpointState:
         """Save progress; durable when it returns. Under a lease it renews the lease.
 
         Raises:
             StaleAttempt: this attempt was superseded (``LeaseLost``: its lease was taken).
             CheckpointCancelled: an operator cancelled the checkpoint.
+            InvalidInput: a cursor or results the ledger refuses (as for a plain yield).
         """
+        # A declared type's value (a model) goes in as JSON, checked as any payload is.
+        cur, results = to_json(cursor), to_json(accumulated_results)
         if self.lease is not None:
             self.state = self._coordinator.checkpoint_yield(
-                self.token, cursor, items_processed, accumulated_results, lease=self.lease
+                self.token, cur, items_processed, results, lease=self.lease
             )
             self._renewed = time.monotonic()
         else:
             self.state = self._coordinator.checkpoint_yield(
-                self.token, cursor, items_processed, accumulated_results, attempt=self.attempt
+                self.token, cur, items_processed, results, attempt=self.attempt
             )
         return self.state
 
@@ -177,15 +211,18 @@ class BatchContext(Generic[T]):
 
 
 @dataclass(frozen=True)
-class BatchProgress:
-    """Reported after each batch's completion is confirmed (read back from the store)."""
+class BatchProgress(Generic[Out]):
+    """Reported after each batch's completion is confirmed (read back from the store).
+
+    ``result`` is of the declared ``result_type`` (JSON when none was declared).
+    """
 
     run_id: str
     batch_index: int
     completed: int
     """Batches confirmed so far, this one included (as this process has seen them)."""
     total: int
-    result: JSONValue
+    result: Out
     resumed: bool
     """True when the batch was already completed before this call (a restart)."""
     completed_here: bool = True
@@ -193,11 +230,11 @@ class BatchProgress:
 
 
 @dataclass(frozen=True)
-class RunReport:
+class RunReport(Generic[Out]):
     """The outcome of :func:`run_batches`: every batch's confirmed result, in batch order."""
 
     run_id: str
-    results: list[JSONValue]
+    results: list[Out | None]
     """One per batch, in batch order; ``None`` for a cancelled batch."""
     cancelled: tuple[int, ...] = ()
     """Indexes of the batches an operator cancelled (settled, without a result)."""
@@ -209,17 +246,20 @@ def run_batches(
     coordinator: Coordinator,
     run_id: str,
     batches: Sequence[T],
-    process: Callable[[BatchContext[T]], object],
+    process: Callable[[BatchContext[T, C, R]], object],
     *,
+    cursor_type: type[C] | None = None,
+    results_type: type[R] | None = None,
+    result_type: type[Out] | None = None,
     owner: str | None = None,
     lease_ttl: float = 30.0,
     transient: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError),
     max_attempts: int = 3,
     retry_delay: float = 1.0,
     max_retry_delay: float = 60.0,
-    on_progress: Callable[[BatchProgress], None] | None = None,
+    on_progress: Callable[[BatchProgress[Out]], None] | None = None,
     confirm_timeout: float = 30.0,
-) -> RunReport:
+) -> RunReport[Out]:
     """Process ``batches`` of ``run_id``, checkpointed, resumable, alone or shared.
 
     Args:
@@ -229,6 +269,12 @@ def run_batches(
             in shared mode every process passes the same batches.
         process: does one batch; may call ``ctx.checkpoint_yield`` as it goes and should
             resume from ``ctx.checkpoint_cursor``; its return value is the batch's result.
+        cursor_type: the type ``ctx.checkpoint_cursor`` is read as (a pydantic model, a
+            TypedDict, ``int``…); ``None``: the stored JSON.
+        results_type: the type ``ctx.accumulated_results`` is read as; ``None``: JSON.
+        result_type: the type of ``process``'s return value: checked before the completion
+            is written (a mismatch fails the batch permanently), and the type of
+            ``RunReport.results`` and ``BatchProgress.result``; ``None``: JSON.
         owner: ``None`` for the sequential mode; a name unique to this worker process (e.g.
             ``f"{socket.gethostname()}:{os.getpid()}"``) to share the run with other workers.
         lease_ttl: seconds a shared worker's lease lasts unless renewed (by a yield or the
@@ -252,9 +298,19 @@ def run_batches(
         InvalidInput: bad arguments, or (shared mode) a run of another number of batches;
             checked before anything is written.
         CheckpointClaimed: sequential mode met a batch leased by a shared worker.
+        PayloadMismatch: a stored result does not fit ``result_type`` (a batch completed
+            before under another shape); inside ``process``, a cursor or results that do not
+            fit theirs (recorded as the batch's permanent failure).
     """
     check_run_id(run_id)
     _check_arguments(batches, process, transient, max_attempts, on_progress, confirm_timeout)
+    for kind, name in (
+        (cursor_type, "cursor_type"),
+        (results_type, "results_type"),
+        (result_type, "result_type"),
+    ):
+        if kind is not None:
+            check_type(kind, name)
     if owner is not None:
         check_name(owner, "owner")
     ttl = check_seconds(lease_ttl, "lease_ttl")
@@ -271,6 +327,9 @@ def run_batches(
         check_seconds(max_retry_delay, "max_retry_delay"),
         on_progress,
         confirm_timeout,
+        cursor_type,
+        results_type,
+        result_type,
     )
     if owner is None:
         return job.run_sequential()
@@ -278,19 +337,22 @@ def run_batches(
 
 
 @dataclass(frozen=True)
-class _Job(Generic[T]):
+class _Job(Generic[T, C, R, Out]):
     """One ``run_batches`` call: its arguments, and the two ways of running them."""
 
     coordinator: Coordinator
     run_id: str
     batches: Sequence[T]
-    process: Callable[[BatchContext[T]], object]
+    process: Callable[[BatchContext[T, C, R]], object]
     transient: tuple[type[BaseException], ...]
     max_attempts: int
     retry_delay: float
     max_retry_delay: float
-    on_progress: Callable[[BatchProgress], None] | None
+    on_progress: Callable[[BatchProgress[Out]], None] | None
     confirm_timeout: float
+    cursor_type: type[C] | None
+    results_type: type[R] | None
+    result_type: type[Out] | None
 
     @property
     def ledger(self) -> Ledger:
@@ -298,9 +360,30 @@ class _Job(Generic[T]):
 
     # ------------------------------------------------------------------ sequential
 
-    def run_sequential(self) -> RunReport:
+    def _typed(self, result: JSONValue) -> Out:
+        """A stored result as the declared ``result_type`` (as it is when none was declared).
+
+        Raises:
+            PayloadMismatch: it does not fit.
+        """
+        if self.result_type is None:
+            return cast("Out", result)  # Out is JSONValue here
+        return read_as(self.result_type, result, "result")
+
+    def _checked(self, returned: object) -> object:
+        """What ``process`` returned, as the JSON to complete with, checked against its type.
+
+        Raises:
+            PayloadMismatch: it does not fit ``result_type`` (nothing is written).
+        """
+        value = to_json(returned)
+        if self.result_type is not None:
+            read_as(self.result_type, value, "result")
+        return value
+
+    def run_sequential(self) -> RunReport[Out]:
         total = len(self.batches)
-        results: list[JSONValue] = []
+        results: list[Out | None] = []
         cancelled: list[int] = []
         here: list[int] = []
         confirmed = 0
@@ -316,7 +399,9 @@ class _Job(Generic[T]):
                 cancelled.append(index)
                 continue
             # Confirm: the durable completion, read back, before any progress is reported.
-            result = self.coordinator.await_checkpoint(token, timeout=self.confirm_timeout)
+            result = self._typed(
+                self.coordinator.await_checkpoint(token, timeout=self.confirm_timeout)
+            )
             results.append(result)
             confirmed += 1
             if not resumed:
@@ -365,7 +450,7 @@ class _Job(Generic[T]):
 
     # ------------------------------------------------------------------ shared
 
-    def run_shared(self, owner: str, ttl: float) -> RunReport:
+    def run_shared(self, owner: str, ttl: float) -> RunReport[Out]:
         total = len(self.batches)
         self._check_run_size(total)
         for index in range(total):
@@ -397,8 +482,8 @@ class _Job(Generic[T]):
                     continue
                 index = lease.token.batch_index
                 if self._run_leased(lease) == "completed":
-                    result = self.coordinator.await_checkpoint(
-                        lease.token, timeout=self.confirm_timeout
+                    result = self._typed(
+                        self.coordinator.await_checkpoint(lease.token, timeout=self.confirm_timeout)
                     )
                     reported.add(index)
                     here.append(index)
@@ -406,7 +491,8 @@ class _Job(Generic[T]):
         finally:
             unwatch()
         results = [
-            states[i].result if states[i].status == "completed" else None for i in range(total)
+            self._typed(states[i].result) if states[i].status == "completed" else None
+            for i in range(total)
         ]
         cancelled = tuple(i for i in range(total) if states[i].status == "cancelled")
         return RunReport(self.run_id, results, cancelled, tuple(sorted(here)))
@@ -455,7 +541,11 @@ class _Job(Generic[T]):
             if state.status == "completed" and index not in reported:
                 reported.add(index)
                 self._progress(
-                    index, len(reported), state.result, resumed=index in done_before, here=False
+                    index,
+                    len(reported),
+                    self._typed(state.result),
+                    resumed=index in done_before,
+                    here=False,
                 )
 
     @staticmethod
@@ -485,7 +575,7 @@ class _Job(Generic[T]):
 
     def _context(
         self, token: CheckpointToken, batch: T, state: CheckpointState, lease: Lease | None
-    ) -> BatchContext[T]:
+    ) -> BatchContext[T, C, R]:
         return BatchContext(
             token.run_id,
             token.batch_index,
@@ -495,9 +585,11 @@ class _Job(Generic[T]):
             state,
             self.coordinator,
             lease,
+            cursor_type=self.cursor_type,
+            results_type=self.results_type,
         )
 
-    def _attempt(self, ctx: BatchContext[T]) -> Outcome:
+    def _attempt(self, ctx: BatchContext[T, C, R]) -> Outcome:
         """Run ``process`` once under the context's fence, and record how it ended.
 
         Raises:
@@ -505,7 +597,8 @@ class _Job(Generic[T]):
         """
         try:
             with _Heartbeat(ctx) if ctx.lease is not None else contextlib.nullcontext():
-                result = self.process(ctx)
+                # A result that does not fit result_type fails the batch before it is written.
+                result = self._checked(self.process(ctx))
         except (StaleAttempt, CheckpointCancelled) as exc:
             _abandon(ctx, exc)
             return "abandoned"
@@ -523,7 +616,7 @@ class _Job(Generic[T]):
             return "abandoned"
         return "completed"
 
-    def _record_failure(self, ctx: BatchContext[T], exc: Exception) -> Outcome:
+    def _record_failure(self, ctx: BatchContext[T, C, R], exc: Exception) -> Outcome:
         transient = isinstance(exc, self.transient)
         state = self.coordinator.get_checkpoint(ctx.token)
         error: BaseException = exc
@@ -555,7 +648,7 @@ class _Job(Generic[T]):
         return "failed"
 
     def _progress(
-        self, index: int, completed: int, result: JSONValue, *, resumed: bool, here: bool
+        self, index: int, completed: int, result: Out, *, resumed: bool, here: bool
     ) -> None:
         total = len(self.batches)
         log.info("run %s: batch %d confirmed (%d/%d)", self.run_id, index, completed, total)
@@ -576,7 +669,7 @@ def _gave_up(exc: Exception, attempts: int) -> _GaveUp:
     return _GaveUp(msg).with_traceback(exc.__traceback__)
 
 
-def _abandon(ctx: BatchContext[Any], exc: LedgerError) -> None:
+def _abandon(ctx: BatchContext[Any, Any, Any], exc: LedgerError) -> None:
     log.warning(
         "%s: attempt %d abandoned, nothing more of it is recorded: %s", ctx.token, ctx.attempt, exc
     )
@@ -598,7 +691,7 @@ class _Heartbeat:
     ends it: the attempt learns at its next write, which is refused.
     """
 
-    def __init__(self, ctx: BatchContext[Any]) -> None:
+    def __init__(self, ctx: BatchContext[Any, Any, Any]) -> None:
         self.ctx = ctx
         self.stop = threading.Event()
         self.thread = threading.Thread(

@@ -3,20 +3,25 @@
 One object for a worker: the seed's create / complete / fail / await / find / pending, plus the
 ledger's yield, retry, reset and cancel, and its leases (claim, heartbeat, release, claim_next)
 for workers that share a run. Each command passes the ledger's keywords through unchanged:
-``attempt=`` and ``lease=`` (fencing) on the writes, ``command_id=`` on every command. Unlike the
+``attempt=`` and ``lease=`` (fencing) on the writes, ``command_id=`` on every command. Typed
+payloads: a cursor, results or result may be a pydantic model (dumped to JSON, then checked as
+any payload), and ``await_checkpoint(..., result_type=T)`` returns the result as a ``T``. Unlike the
 seed's in-memory ``Deferred``, every signal is a durable event, so an awaiter in another process,
 or one that starts after the fact, still gets the outcome.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, Self, TypeVar, overload
 
+from ledger.typed import read_as, to_json
 from projections import Projections
 from streams.completion import await_checkpoint, await_checkpoint_async
 
 if TYPE_CHECKING:
     from types import TracebackType
+
+    from pydantic import BaseModel
 
     from ledger import (
         CheckpointState,
@@ -29,6 +34,8 @@ if TYPE_CHECKING:
     )
 
 __all__ = ["Coordinator"]
+
+T = TypeVar("T")
 
 
 class Coordinator:
@@ -61,9 +68,9 @@ class Coordinator:
     def checkpoint_yield(
         self,
         token: CheckpointToken,
-        cursor: CursorInput,
+        cursor: CursorInput | BaseModel,
         items_processed: int,
-        accumulated_results: JSONObjectInput | None = None,
+        accumulated_results: JSONObjectInput | BaseModel | None = None,
         *,
         attempt: int | None = None,
         lease: Lease | None = None,
@@ -72,9 +79,9 @@ class Coordinator:
         """Save progress on an open checkpoint (durable when it returns), fenced if asked."""
         return self.ledger.checkpoint_yield(
             token,
-            cursor,
+            to_json(cursor),
             items_processed,
-            accumulated_results,
+            to_json(accumulated_results),
             attempt=attempt,
             lease=lease,
             command_id=command_id,
@@ -91,7 +98,7 @@ class Coordinator:
     ) -> CheckpointState:
         """The seed's ``completeCheckpoint``: the durable signal awaiters receive."""
         return self.ledger.complete_checkpoint(
-            token, result, attempt=attempt, lease=lease, command_id=command_id
+            token, to_json(result), attempt=attempt, lease=lease, command_id=command_id
         )
 
     def fail_checkpoint(
@@ -172,17 +179,57 @@ class Coordinator:
         """Every checkpoint of ``run_id`` by batch index, read from the store."""
         return self.ledger.run_states(run_id)
 
-    def await_checkpoint(self, token: CheckpointToken, timeout: float | None = None) -> JSONValue:
-        """The seed's ``awaitCheckpoint``: the result, or ``CheckpointFailedError`` / timeout."""
-        return await_checkpoint(self.ledger, token, timeout)
+    @overload
+    def await_checkpoint(
+        self, token: CheckpointToken, timeout: float | None = None, *, result_type: None = None
+    ) -> JSONValue: ...
+    @overload
+    def await_checkpoint(
+        self, token: CheckpointToken, timeout: float | None = None, *, result_type: type[T]
+    ) -> T: ...
+    def await_checkpoint(
+        self,
+        token: CheckpointToken,
+        timeout: float | None = None,
+        *,
+        result_type: type[T] | None = None,
+    ) -> JSONValue | T:
+        """The seed's ``awaitCheckpoint``: the result, or ``CheckpointFailedError`` / timeout.
 
+        With ``result_type`` the result is validated as that type (a model, a TypedDict…).
+
+        Raises:
+            PayloadMismatch: the result does not fit ``result_type``.
+        """
+        result = await_checkpoint(self.ledger, token, timeout)
+        return result if result_type is None else read_as(result_type, result, "result")
+
+    @overload
     async def await_checkpoint_async(
         self,
         token: CheckpointToken,
         timeout: float | None = None,  # noqa: ASYNC109  (the seed's API)
-    ) -> JSONValue:
+        *,
+        result_type: None = None,
+    ) -> JSONValue: ...
+    @overload
+    async def await_checkpoint_async(
+        self,
+        token: CheckpointToken,
+        timeout: float | None = None,  # noqa: ASYNC109
+        *,
+        result_type: type[T],
+    ) -> T: ...
+    async def await_checkpoint_async(
+        self,
+        token: CheckpointToken,
+        timeout: float | None = None,  # noqa: ASYNC109
+        *,
+        result_type: type[T] | None = None,
+    ) -> JSONValue | T:
         """Asyncio twin of :meth:`await_checkpoint`."""
-        return await await_checkpoint_async(self.ledger, token, timeout)
+        result = await await_checkpoint_async(self.ledger, token, timeout)
+        return result if result_type is None else read_as(result_type, result, "result")
 
     def find_checkpoint(self, run_id: str, batch_index: int) -> CheckpointToken | None:
         """The seed's ``findCheckpoint``: a key lookup, never a scan."""

@@ -5,6 +5,9 @@ from __future__ import annotations
 import logging
 from typing import assert_type
 
+from pydantic import BaseModel
+from typing_extensions import TypedDict
+
 from ledger import (
     CheckpointEvent,
     CheckpointFailedError,
@@ -12,11 +15,13 @@ from ledger import (
     CheckpointToken,
     Cursor,
     JSONObject,
+    JSONValue,
     Ledger,
     LogFollower,
     failure_of,
     run_is_settled,
 )
+from streams import BatchContext, Coordinator, RunReport, run_batches
 
 log = logging.getLogger("example")
 
@@ -61,3 +66,50 @@ def follower(ledger: Ledger) -> None:
     running = LogFollower(ledger, step, name="ckl-example", what="example", log=log).start()
     assert_type(running.wait_for(running.position, 5.0), int)
     running.stop()
+
+
+class Offset(BaseModel):
+    """A worker's own cursor type."""
+
+    row: int
+
+
+class Totals(TypedDict):
+    """A worker's own results type (typing_extensions': pydantic needs it on Python 3.11)."""
+
+    sum: int
+
+
+def typed(coordinator: Coordinator, state: CheckpointState) -> None:
+    """Declared payload types come back as themselves; undeclared ones stay JSON."""
+    assert_type(state.cursor_as(Offset), Offset | None)
+    assert_type(state.results_as(Totals), Totals | None)
+    assert_type(state.result_as(int), int)
+
+    def process(ctx: BatchContext[range, Offset, Totals]) -> Totals:
+        assert_type(ctx.checkpoint_cursor, Offset | None)
+        assert_type(ctx.accumulated_results, Totals | None)
+        ctx.checkpoint_yield(Offset(row=1), 1, Totals(sum=1))
+        return Totals(sum=1)
+
+    report = run_batches(
+        coordinator,
+        "typed",
+        [range(3)],
+        process,
+        cursor_type=Offset,
+        results_type=Totals,
+        result_type=Totals,
+    )
+    assert_type(report, RunReport[Totals])
+    assert_type(report.results, list[Totals | None])
+
+    def untyped(ctx: BatchContext[range]) -> object:
+        assert_type(ctx.checkpoint_cursor, Cursor | None)
+        assert_type(ctx.accumulated_results, JSONObject | None)
+        return None
+
+    assert_type(run_batches(coordinator, "json", [range(3)], untyped), RunReport[JSONValue])
+    token = state.token
+    assert_type(coordinator.await_checkpoint(token), JSONValue)
+    assert_type(coordinator.await_checkpoint(token, result_type=Offset), Offset)

@@ -240,6 +240,10 @@ class LazyGroup(click.Group):
     "Default: $CKL_STORE, else sqlite:///checkpoints.db.",
 )
 @click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+# The installed distribution's version (importlib.metadata), read only when asked.
+@click.version_option(
+    package_name="checkpoint-ledger", prog_name="ckl", message="%(prog)s %(version)s"
+)
 @click.pass_context
 def cli(ctx: click.Context, store: str | None, debug: bool) -> None:
     """checkpoint-ledger: an event-sourced checkpoint ledger for batch workers."""

@@ -10,14 +10,13 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import click
 
 from ckl.cli._context import CliContext, find_token, pass_cli
 from ckl.cli._output import echo_json, fmt_value, make_console, printable
-from ckl.demo import replay_and_audit, run_demo
+from ckl.demo import new_run_id, replay_and_audit, run_demo
 from ledger import InvalidTransition, RunNotFound
 from projections import Projections
 
@@ -30,13 +29,13 @@ __all__ = ["cancel", "demo", "project", "rebuild", "reset", "retry"]
 
 
 @click.command()
-@click.option("--run-id", default=None, help="Run id to use (default: demo-<UTC time>).")
+@click.option("--run-id", default=None, help="Run id to use (default: demo-<UTC time>-<random>).")
 @click.option("--items", default=1000, show_default=True, help="Items per batch.")
 @click.option("--chunk", default=250, show_default=True, help="Items per checkpoint yield.")
 @pass_cli
 def demo(obj: CliContext, run_id: str | None, items: int, chunk: int) -> None:
     """Run a sample job (3 batches, a transient failure, a resume), then replay and audit it."""
-    run_id = run_id or f"demo-{datetime.now(UTC):%Y%m%d-%H%M%S}"
+    run_id = run_id or new_run_id()
     console = make_console()
     with obj.open() as ledger:
         run_demo(ledger, run_id, items_per_batch=items, chunk=chunk, console=console)

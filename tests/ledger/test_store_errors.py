@@ -116,6 +116,9 @@ _SAMPLES: dict[str, LedgerError] = {
     "InvalidStoreURL": InvalidStoreURL("mysql://x", "unknown scheme 'mysql'"),
     "InvalidTransition": InvalidTransition("run-1/0", "failed", "checkpoint_yield", "retry it"),
     "LedgerError": LedgerError("something went wrong"),
+    "PayloadMismatch": ledger.errors.PayloadMismatch(
+        "accumulated_results", "Totals", "sum: Field required"
+    ),
     "PayloadTooLarge": PayloadTooLarge("result", 70_000, 65_536, "CKL_MAX_RESULT_BYTES"),
     "ProgressWentBackwards": ProgressWentBackwards("run-1/0", 1, 10, 5),
     "StoreUnavailable": StoreUnavailable(
