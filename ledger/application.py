@@ -32,7 +32,7 @@ from eventsourcing.persistence import (
     PersistenceError,
     StoredEvent,
 )
-from pydantic import TypeAdapter, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from ledger._json import (
     Cursor,
@@ -94,6 +94,7 @@ from ledger.store import (
     open_recorder,
     parse_store_url,
 )
+from ledger.typed import to_json
 from ledger.watch import LogWatcher
 
 if TYPE_CHECKING:
@@ -354,9 +355,9 @@ class Ledger:
     def checkpoint_yield(
         self,
         token: CheckpointToken,
-        cursor: CursorInput,
+        cursor: CursorInput | BaseModel,
         items_processed: int,
-        accumulated_results: JSONObjectInput | None = None,
+        accumulated_results: JSONObjectInput | BaseModel | None = None,
         *,
         attempt: int | None = None,
         lease: Lease | None = None,
@@ -371,7 +372,8 @@ class Ledger:
 
         Args:
             token: the checkpoint.
-            cursor: where to resume (an int offset, a str key, or a JSON object/array).
+            cursor: where to resume (an int offset, a str key, a JSON object/array, or a
+                pydantic model or dataclass, stored as its JSON).
             items_processed: items done so far in this attempt.
             accumulated_results: what to carry forward to a resumed attempt.
             attempt: the attempt the write is issued under (fencing); ``None``: the current.
@@ -391,6 +393,8 @@ class Ledger:
             InvalidTransition: the checkpoint is completed, or failed and not retried.
         """
         check_token(token)
+        if not isinstance(cursor, int | str | dict | list):
+            cursor = to_json(cursor)  # a pydantic model or a dataclass, as JSON types
         if isinstance(cursor, bool) or not isinstance(cursor, int | str | dict | list):
             raise InvalidInput(
                 "cursor",
@@ -409,6 +413,8 @@ class Ledger:
         check_count(items_processed, "items_processed")
         results = None
         if accumulated_results is not None:
+            if not isinstance(accumulated_results, dict):
+                accumulated_results = to_json(accumulated_results)
             results = _json_payload(
                 _object_adapter,
                 accumulated_results,
@@ -449,7 +455,11 @@ class Ledger:
         """
         check_token(token)
         value = _json_payload(
-            _value_adapter, result, "result", self.settings.max_result_bytes, "CKL_MAX_RESULT_BYTES"
+            _value_adapter,
+            to_json(result),
+            "result",
+            self.settings.max_result_bytes,
+            "CKL_MAX_RESULT_BYTES",
         )
         fence = _fence(token, attempt, lease)
         return self._command(

@@ -206,3 +206,28 @@ def test_models_go_in_as_json_with_the_same_checks(coord: Coordinator) -> None:
     assert coord.ledger.count_events() == events
     done = coord.complete_checkpoint(token, Offset(row=4))
     assert done.result_as(Offset) == Offset(row=4)
+
+
+class Summary(BaseModel):
+    rows: int
+
+
+def test_the_ledger_takes_models_as_they_are(tmp_path: Path) -> None:
+    with Ledger.open(f"sqlite:///{tmp_path / 'models.db'}") as ledger:
+        token = ledger.create_checkpoint("run-models", 0)
+        state = ledger.checkpoint_yield(
+            token,
+            cursor=Offset(row=7, page="p2"),
+            items_processed=7,
+            accumulated_results=Summary(rows=7),
+        )
+        assert state.cursor == {"row": 7, "page": "p2"}
+        assert state.cursor_as(Offset) == Offset(row=7, page="p2")
+        assert state.results_as(Summary) == Summary(rows=7)
+        done = ledger.complete_checkpoint(token, Summary(rows=9))
+        assert done.result == {"rows": 9}
+        assert done.result_as(Summary) == Summary(rows=9)
+        events = ledger.count_events(token)
+        with pytest.raises(InvalidInput, match="cursor"):
+            ledger.checkpoint_yield(token, cursor=object(), items_processed=9)  # type: ignore[arg-type]
+        assert ledger.count_events(token) == events
