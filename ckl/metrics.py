@@ -63,6 +63,7 @@ from ledger import (
     Yielded,
     check_seconds,
 )
+from ledger.store import store_error
 from projections import STUCK_IDLE_SECONDS
 
 if TYPE_CHECKING:
@@ -592,7 +593,7 @@ def _read_head(ledger: Ledger) -> int:
     try:
         return ledger.recorder.max_notification_id() or 0
     except PersistenceError as exc:
-        raise StoreUnavailable(ledger.store_display, "read log head", str(exc)) from exc
+        raise store_error(exc, ledger.store_display, "read log head") from exc
 
 
 def _check_buckets(name: str, buckets: Sequence[float]) -> None:

@@ -68,6 +68,7 @@ from ledger.errors import (
     InvalidInput,
     InvalidTransition,
     LeaseLost,
+    LedgerClosed,
     LedgerError,
     PayloadTooLarge,
     RunNotFound,
@@ -94,6 +95,7 @@ from ledger.store import (
     open_recorder,
     parse_store_url,
 )
+from ledger.store.failures import permanent_failure, store_error
 from ledger.typed import to_json
 from ledger.watch import LogWatcher
 
@@ -242,8 +244,8 @@ class Ledger:
         try:
             recorder = open_recorder(settings)
         except PersistenceError as exc:
-            display = parse_store_url(settings.store).display
-            raise StoreUnavailable(display, "open", str(exc)) from exc
+            url = parse_store_url(settings.store)
+            raise store_error(exc, url.display, "open", path=url.database_file) from exc
         return cls(settings, recorder, clock=clock)
 
     @property
@@ -1111,12 +1113,27 @@ class Ledger:
             raise StoreUnavailable(self.store_display, "read", str(exc)) from exc
 
     def _store_call(self, operation: str, call: Callable[[], T]) -> T:
+        """``call()``, retried while its failure may pass; a permanent one is raised at once.
+
+        Raises:
+            StoreFailure: a failure no retry mends (``ledger.store.failures``), at once.
+            LedgerClosed: this ledger was closed.
+            StoreUnavailable: still failing after ``store_retries`` retries.
+        """
+        if self._closed:
+            raise LedgerClosed(self.store_display, operation, "close() was called")
         delay = self.settings.store_retry_delay
+        path = self.recorder.store.database_file
         for attempt in range(self.settings.store_retries + 1):
             try:
                 return call()
             except (OperationalError, InterfaceError) as exc:
-                if self._closed or attempt == self.settings.store_retries:
+                failure = permanent_failure(exc, self.store_display, operation, path=path)
+                if failure is not None:
+                    raise failure from exc
+                if self._closed:
+                    raise LedgerClosed(self.store_display, operation, str(exc)) from exc
+                if attempt == self.settings.store_retries:
                     raise StoreUnavailable(self.store_display, operation, str(exc)) from exc
                 log.warning(
                     "store %s failed during %s (%s); retrying", self.store_display, operation, exc

@@ -18,7 +18,15 @@ LedgerError                          `except LedgerError` catches everything we 
 │   └── CheckpointCancelled          an operator cancelled the checkpoint
 ├── CheckpointFailedError            what awaiters of a failed checkpoint receive
 ├── AwaitTimeout (TimeoutError)      the wait gave up; the checkpoint may still finish
-├── StoreUnavailable                 the store failed; the driver error is __cause__
+├── StoreUnavailable                 the store failed and may recover; the driver error is __cause__
+├── StoreFailure                     the store failed in a way no retry mends (never retried)
+│   ├── StoreNotADatabase            the file is not an SQLite database
+│   ├── StoreCorrupt                 the database file is damaged: restore from a backup
+│   ├── StoreReadOnly                the file, directory or session is read-only
+│   ├── StoreDirectoryMissing        the database file's directory does not exist
+│   ├── StoreFull                    the disk or filesystem is full
+│   ├── StoreAuthFailed              the server refused the credentials
+│   └── LedgerClosed                 the Ledger was closed before the call
 ├── TamperDetected                   ckl verify found events altered or removed
 ├── ArchiveError                     archiving, export or import refused; nothing was changed
 │   ├── RunNotFinished               a checkpoint of the run is still open or transiently failed
@@ -55,6 +63,7 @@ __all__ = [
     "InvalidStoreURL",
     "InvalidTransition",
     "LeaseLost",
+    "LedgerClosed",
     "LedgerError",
     "PayloadMismatch",
     "PayloadTooLarge",
@@ -64,6 +73,13 @@ __all__ = [
     "RunNotFinished",
     "RunNotFound",
     "StaleAttempt",
+    "StoreAuthFailed",
+    "StoreCorrupt",
+    "StoreDirectoryMissing",
+    "StoreFailure",
+    "StoreFull",
+    "StoreNotADatabase",
+    "StoreReadOnly",
     "StoreUnavailable",
     "TamperDetected",
 ]
@@ -405,6 +421,93 @@ class StoreUnavailable(LedgerError):
 
     def __reduce__(self) -> tuple[type[Self], tuple[str, str, str, str | None]]:
         return type(self), (self.store, self.operation, self.detail, self.command_id)
+
+
+class StoreFailure(LedgerError):
+    """The store failed in a way that waiting does not mend: raised at once, never retried.
+
+    Each subclass says what happened and what to do (``advice``). Nothing was written by the
+    failed call. What can pass by itself (a refused connection, a timeout, a restarting
+    server, a busy lock) is ``StoreUnavailable`` instead, after the ledger's retries.
+
+    Attributes:
+        store: the store URL, password masked.
+        operation: what the ledger was doing.
+        detail: the driver's message.
+    """
+
+    what = "failed"
+    advice = "see the detail above"
+
+    def __init__(self, store: str, operation: str, detail: str) -> None:
+        super().__init__(f"store {store} {self.what} (during {operation}: {detail}); {self.advice}")
+        self.store, self.operation, self.detail = store, operation, detail
+
+    def __reduce__(self) -> tuple[type[Self], tuple[str, str, str]]:
+        return type(self), (self.store, self.operation, self.detail)
+
+
+class StoreNotADatabase(StoreFailure):
+    """The store's path holds something that is not an SQLite database (a file, a directory)."""
+
+    what = "is not a database"
+    advice = (
+        "check the path (--store / CKL_STORE): it names a file that is not a "
+        "checkpoint-ledger store"
+    )
+
+
+class StoreCorrupt(StoreFailure):
+    """The database file is damaged (truncated, overwritten, a disk error)."""
+
+    what = "is corrupt"
+    advice = (
+        'restore it from a backup (docs/operations.md, "Backups"); `ckl verify` on the '
+        "restored copy checks its hash chains"
+    )
+
+
+class StoreReadOnly(StoreFailure):
+    """A write was refused: the file, its directory or mount, or the session is read-only."""
+
+    what = "is read-only"
+    advice = (
+        "read commands work on it as it is; to write, use a writable copy or fix the "
+        "permissions of the file and its directory"
+    )
+
+
+class StoreDirectoryMissing(StoreFailure):
+    """The SQLite file's directory does not exist, so the file cannot be created or opened."""
+
+    what = "cannot be opened: its directory does not exist"
+    advice = "check the path, or create the directory first"
+
+
+class StoreFull(StoreFailure):
+    """The disk or filesystem holding the store is full; the command was not written."""
+
+    what = "is out of space"
+    advice = (
+        "free space on its disk (or archive finished runs: `ckl archive`), then repeat the command"
+    )
+
+
+class StoreAuthFailed(StoreFailure):
+    """The database server refused the credentials of the store URL."""
+
+    what = "refused the credentials"
+    advice = (
+        "check the user and password in the store URL (or PGPASSWORD / ~/.pgpass) and "
+        "the server's pg_hba.conf"
+    )
+
+
+class LedgerClosed(StoreFailure):
+    """The ``Ledger`` (or what uses it) was closed before this call."""
+
+    what = "is closed in this process"
+    advice = "open a new Ledger: a closed one releases its connections for good"
 
 
 class TamperDetected(LedgerError):

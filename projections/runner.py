@@ -35,7 +35,6 @@ from ledger import (
     Ledger,
     LedgerError,
     LogFollower,
-    StoreUnavailable,
     apply,
     check_aware,
     check_count,
@@ -44,7 +43,7 @@ from ledger import (
     check_text,
     check_token,
 )
-from ledger.store import TRACKING_TABLE
+from ledger.store import TRACKING_TABLE, store_error
 from projections.cursor import CursorView
 from projections.failures import AUDIT_KINDS, FailureView
 from projections.history import HistoryView
@@ -478,7 +477,7 @@ class Projections:
         try:
             return call()
         except PersistenceError as exc:
-            raise StoreUnavailable(self.ledger.store_display, operation, str(exc)) from exc
+            raise store_error(exc, self.ledger.store_display, operation) from exc
 
 
 def _check_filters(run_id: object, error_type: object, transient: object, limit: object) -> None:

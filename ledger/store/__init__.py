@@ -29,6 +29,7 @@ from ledger.store.base import (
     quote_identifier,
     store_errors,
 )
+from ledger.store.failures import permanent_failure, store_error
 from ledger.store.url import StoreURL, parse_store_url, redact_url
 
 __all__ = [
@@ -46,7 +47,9 @@ __all__ = [
     "StoreURL",
     "open_recorder",
     "parse_store_url",
+    "permanent_failure",
     "quote_identifier",
     "redact_url",
+    "store_error",
     "store_errors",
 ]

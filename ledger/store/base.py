@@ -42,7 +42,8 @@ from eventsourcing.persistence import (
 )
 
 from ledger.chain import ChainRow
-from ledger.errors import InvalidInput, StoreUnavailable
+from ledger.errors import InvalidInput
+from ledger.store.failures import store_error
 from ledger.store.subscription import FIRST_RETRY, LogSubscription
 
 if TYPE_CHECKING:
@@ -164,13 +165,16 @@ def quote_identifier(name: str) -> str:
 def store_errors(store_display: str, operation: str) -> Iterator[None]:
     """The store's persistence errors become ``StoreUnavailable`` naming ``store_display``.
 
+    Or, for a failure no retry mends, the ``StoreFailure`` it stands for
+    (``ledger.store.failures``).
+
     For code above the recorder that calls it directly (``Ledger`` has its own retrying
     translation). Pass the password-free name (``Ledger.store_display``).
     """
     try:
         yield
     except (OperationalError, InterfaceError, PersistenceError) as exc:
-        raise StoreUnavailable(store_display, operation, str(exc)) from exc
+        raise store_error(exc, store_display, operation) from exc
 
 
 class CommandAlreadyRecorded(IntegrityError):

@@ -27,10 +27,18 @@ from ledger import (
     InvalidStoreURL,
     InvalidTransition,
     Ledger,
+    LedgerClosed,
     LedgerError,
     LedgerSettings,
     PayloadTooLarge,
     ProgressWentBackwards,
+    StoreAuthFailed,
+    StoreCorrupt,
+    StoreDirectoryMissing,
+    StoreFailure,
+    StoreFull,
+    StoreNotADatabase,
+    StoreReadOnly,
     StoreUnavailable,
 )
 
@@ -111,6 +119,14 @@ _SAMPLES: dict[str, LedgerError] = {
         "run-1/0", "ValueError", "bad row 7", transient=True, attempt=2
     ),
     "CheckpointNotFound": CheckpointNotFound("run-1/3"),
+    "LedgerClosed": LedgerClosed("sqlite:///x.db", "append", "close() was called"),
+    "StoreAuthFailed": StoreAuthFailed("postgresql://u:***@h/db", "open", "password failed"),
+    "StoreCorrupt": StoreCorrupt("sqlite:///x.db", "read", "database disk image is malformed"),
+    "StoreDirectoryMissing": StoreDirectoryMissing("sqlite:///d/x.db", "open", "cannot open"),
+    "StoreFailure": StoreFailure("sqlite:///x.db", "open", "failed"),
+    "StoreFull": StoreFull("sqlite:///x.db", "append", "database or disk is full"),
+    "StoreNotADatabase": StoreNotADatabase("sqlite:///x.db", "open", "file is not a database"),
+    "StoreReadOnly": StoreReadOnly("sqlite:///x.db", "append", "attempt to write a readonly db"),
     "ConflictingCommand": ConflictingCommand("run-1/0", "completed", "complete_checkpoint"),
     "InvalidInput": InvalidInput("cursor", "expected an int, a str or a JSON object/array"),
     "InvalidStoreURL": InvalidStoreURL("mysql://x", "unknown scheme 'mysql'"),
@@ -163,11 +179,11 @@ def _garbage(size: int) -> bytes:
     return (b"\xde\xad\xbe\xef" * (size // 4 + 1))[:size]
 
 
-def test_a_sqlite_file_that_is_not_a_database_is_store_unavailable(tmp_path: Path) -> None:
+def test_a_sqlite_file_that_is_not_a_database_is_store_not_a_database(tmp_path: Path) -> None:
     path = tmp_path / "ledger.db"
     path.write_bytes(_garbage(8192))
 
-    with pytest.raises(StoreUnavailable) as caught:
+    with pytest.raises(StoreNotADatabase) as caught:
         Ledger.open(f"{SQLITE_PREFIX}{path}")
 
     assert not isinstance(caught.value, sqlite3.Error)
@@ -175,17 +191,17 @@ def test_a_sqlite_file_that_is_not_a_database_is_store_unavailable(tmp_path: Pat
     assert path.read_bytes() == _garbage(8192), "the ledger must not overwrite a damaged file"
 
 
-def test_a_directory_in_place_of_the_sqlite_file_is_store_unavailable(tmp_path: Path) -> None:
+def test_a_directory_in_place_of_the_sqlite_file_is_not_a_database(tmp_path: Path) -> None:
     path = tmp_path / "ledger.db"
     path.mkdir()
 
-    with pytest.raises(StoreUnavailable) as caught:
+    with pytest.raises(StoreNotADatabase) as caught:
         Ledger.open(f"{SQLITE_PREFIX}{path}")
 
     assert not isinstance(caught.value, sqlite3.Error)
 
 
-def test_a_sqlite_file_damaged_after_writing_is_store_unavailable(tmp_path: Path) -> None:
+def test_a_sqlite_file_damaged_after_writing_is_store_corrupt(tmp_path: Path) -> None:
     path = tmp_path / "ledger.db"
     url = f"{SQLITE_PREFIX}{path}"
     with Ledger.open(url) as writer:
@@ -199,7 +215,7 @@ def test_a_sqlite_file_damaged_after_writing_is_store_unavailable(tmp_path: Path
     path.write_bytes(damaged[:4096] + _garbage(len(damaged) - 4096))
 
     settings = LedgerSettings(store=url, store_retries=0)
-    with pytest.raises(StoreUnavailable) as caught, Ledger.open(settings=settings) as reader:
+    with pytest.raises(StoreCorrupt) as caught, Ledger.open(settings=settings) as reader:
         reader.checkpoint_events(token)
 
     assert not isinstance(caught.value, sqlite3.Error)
