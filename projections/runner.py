@@ -46,6 +46,7 @@ from ledger import (
 from ledger.store import TRACKING_TABLE, store_error
 from projections.cursor import CursorView
 from projections.failures import AUDIT_KINDS, FailureView
+from projections.fold import PageWriter, decode
 from projections.history import HistoryView
 from projections.stuck import STUCK_IDLE_SECONDS, stuck
 from projections.timeline import TimelineView
@@ -124,6 +125,9 @@ class Projections:
             self._history,
             self._failures,
             self._timeline,
+        )
+        self._writer = PageWriter(
+            postgres=ledger.recorder.store.kind == "postgres", history_size=history_size
         )
         self._apply_lock = threading.Lock()
         # Any LedgerError is waited out, as a store outage is: the views must keep following.
@@ -438,14 +442,12 @@ class Projections:
                 # Only a rebuild moves the tracked position back (module docstring): then this
                 # batch is dropped and the follower starts again from the tracked position.
                 rebuilt = tracked < start
-                last = tracked
-                for note in () if rebuilt else notes:
-                    if note.id <= tracked:
-                        continue  # another follower applied it: exactly once
-                    event = self.ledger.mapper.to_event(note)
-                    for view in self.views:
-                        view.apply(tx, note.id, event)
-                    last = note.id
+                fresh = [] if rebuilt else [note for note in notes if note.id > tracked]
+                # Skipped ones another follower applied already: exactly once.
+                if fresh:
+                    to_event = self.ledger.mapper.to_event
+                    self._writer.apply(tx, [decode(note, to_event) for note in fresh])
+                last = fresh[-1].id if fresh else tracked
                 if last != tracked:
                     tx.insert_tracking(Tracking(TRACKING_NAME, last))
             if rebuilt:
