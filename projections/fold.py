@@ -148,6 +148,20 @@ _KNOWN = frozenset(
 )
 
 
+class _Unencoded:
+    """A document's JSON value not yet stored as text: most are overwritten before a write."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: object) -> None:
+        self.value = value
+
+
+def _text(value: object) -> object:
+    """A column value as stored: JSON text for an :class:`_Unencoded` value."""
+    return view_json(value.value) if isinstance(value, _Unencoded) else value
+
+
 @dataclass(frozen=True, slots=True)
 class Decoded:
     """One notification as the views need it: its position, checkpoint, topic and document."""
@@ -312,9 +326,9 @@ class PageWriter:
             row[_VERSION], row[_UPDATED], row[_POSITION] = event.version, at, event.position
             if topic == "checkpoint.Yielded":
                 page.yields_before.setdefault(oid, int(row[_YIELDS]))
-                cursor = view_json(doc["cursor"])
+                cursor = _Unencoded(doc["cursor"])
                 row[_CURSOR], row[_ITEMS] = cursor, doc["items_processed"]
-                row[_RESULTS] = view_json(doc.get("accumulated_results"))
+                row[_RESULTS] = _Unencoded(doc.get("accumulated_results"))
                 row[_YIELDS] = int(row[_YIELDS]) + 1
                 lease = doc.get("lease_expires_at")
                 if lease is not None:  # a yield under a lease renews it
@@ -405,7 +419,7 @@ class PageWriter:
                 error_type,
                 message,
                 transient,
-                row[_CURSOR],
+                _text(row[_CURSOR]),
                 row[_ITEMS],
                 event.at,
                 None,
@@ -427,11 +441,17 @@ class PageWriter:
         page.resolve_stored.setdefault(oid, (resolution, at))
 
     def _store(self, tx: SQLTransaction, page: _Page) -> None:
-        self._write(tx, self._upsert_cursor, list(page.rows.values()), len(_CURSOR_COLUMNS))
+        rows = list(page.rows.values())
+        for row in rows:
+            row[_CURSOR], row[_RESULTS] = _text(row[_CURSOR]), _text(row[_RESULTS])
+        self._write(tx, self._upsert_cursor, rows, len(_CURSOR_COLUMNS))
         history: list[list[Any]] = []
         for oid, entries in page.history.items():
             total = int(page.rows[oid][_YIELDS])
-            history.extend(entry for entry in entries if entry[1] > total - self.keep)
+            for entry in entries:
+                if entry[1] > total - self.keep:
+                    entry[3] = _text(entry[3])
+                    history.append(entry)
             before = page.yields_before[oid]
             if total - self.keep > 0 and total > before:
                 # The yields that left the window, as each yield's delete did one by one.
