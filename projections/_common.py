@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from ledger import encode_json
-
-if TYPE_CHECKING:
-    from ledger import CheckpointEvent, SQLTransaction
 
 __all__ = ["View", "from_json", "parse_time", "to_json", "to_time"]
 
@@ -37,12 +34,8 @@ def from_json(text: str | None) -> Any:  # noqa: ANN401  (JSON is whatever was s
 
 
 class View(Protocol):
-    """One read model: its tables, and how one event changes them."""
+    """One read model: its tables (``projections.fold`` applies the log to them)."""
 
     name: str
     tables: tuple[str, ...]
     ddl: tuple[str, ...]
-
-    def apply(self, tx: SQLTransaction, position: int, event: CheckpointEvent) -> None:
-        """Fold one event (at global ``position``) into the view, inside ``tx``."""
-        ...

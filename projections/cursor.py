@@ -16,17 +16,10 @@ from ledger import (
     Cancelled,
     CheckpointEvent,
     CheckpointToken,
-    Claimed,
     Completed,
-    Created,
     Failed,
-    LeaseRenewed,
-    Released,
-    Reset,
-    Retried,
-    Yielded,
 )
-from projections._common import from_json, parse_time, to_json, to_time
+from projections._common import from_json, parse_time
 from projections.models import CheckpointSummary, RunProgress
 
 if TYPE_CHECKING:
@@ -89,76 +82,6 @@ class CursorView:
         # The stuck query scans open checkpoints from the longest idle.
         f"CREATE INDEX IF NOT EXISTS {TABLE}_idle_idx ON {TABLE} (status, updated_at)",
     )
-
-    def apply(self, tx: SQLTransaction, position: int, event: CheckpointEvent) -> None:
-        """Fold one event into the checkpoint's row."""
-        oid, at = str(event.originator_id), to_time(event.timestamp)
-        common = (event.originator_version, at, position, oid)
-        if isinstance(event, Created):
-            tx.execute(
-                f"INSERT INTO {TABLE} (checkpoint_id, run_id, batch_index, total_batches, status,"
-                " attempt, items_processed, yields, version, created_at, updated_at, position)"
-                " VALUES (%s, %s, %s, %s, 'open', 1, 0, 0, %s, %s, %s, %s)",
-                (
-                    oid,
-                    event.run_id,
-                    event.batch_index,
-                    event.total_batches,
-                    event.originator_version,
-                    at,
-                    at,
-                    position,
-                ),
-            )
-        elif isinstance(event, Yielded):
-            # A yield under a lease renews it; one without leaves the lease as it was.
-            expiry = None if event.lease_expires_at is None else to_time(event.lease_expires_at)
-            tx.execute(
-                f"UPDATE {TABLE} SET cursor = %s, items_processed = %s, accumulated_results = %s,"
-                " yields = yields + 1, lease_expires_at = COALESCE(%s, lease_expires_at),"
-                f" {_COMMON}",
-                (
-                    to_json(event.cursor),
-                    event.items_processed,
-                    to_json(event.accumulated_results),
-                    expiry,
-                    *common,
-                ),
-            )
-        elif isinstance(event, Completed | Failed | Cancelled):
-            tx.execute(
-                f"UPDATE {TABLE} SET status = %s, {_NO_LEASE}, {_COMMON}",
-                (_END_STATUS[type(event)], *common),
-            )
-        elif isinstance(event, Retried):
-            tx.execute(
-                f"UPDATE {TABLE} SET status = 'open', attempt = %s, {_NO_LEASE}, {_COMMON}",
-                (event.attempt, *common),
-            )
-        elif isinstance(event, Reset):
-            tx.execute(
-                f"UPDATE {TABLE} SET status = 'open', attempt = %s, cursor = NULL,"
-                f" items_processed = 0, accumulated_results = NULL, {_NO_LEASE}, {_COMMON}",
-                (event.attempt, *common),
-            )
-        elif isinstance(event, Claimed):
-            # A plain claim keeps the attempt; a takeover or a retrying claim starts the next
-            # one, and the latter reopens a failed checkpoint.
-            tx.execute(
-                f"UPDATE {TABLE} SET status = 'open', attempt = %s, owner = %s,"
-                f" lease_expires_at = %s, {_COMMON}",
-                (event.attempt, event.owner, to_time(event.lease_expires_at), *common),
-            )
-        elif isinstance(event, LeaseRenewed):
-            tx.execute(
-                f"UPDATE {TABLE} SET lease_expires_at = %s, {_COMMON}",
-                (to_time(event.lease_expires_at), *common),
-            )
-        elif isinstance(event, Released):
-            tx.execute(f"UPDATE {TABLE} SET {_NO_LEASE}, {_COMMON}", common)
-        else:
-            msg = f"the cursor view does not know {type(event).__name__}"
-            raise TypeError(msg)
 
     # ------------------------------------------------------------ reads
 

@@ -283,16 +283,14 @@ class PageWriter:
             f"INSERT INTO {table} ({names}) SELECT {values} FROM json_each(%s) WHERE true{conflict}"
         )
 
-    def _rows_param(self, rows: Sequence[Sequence[Any]], width: int) -> list[object]:
+    def _rows_param(self, rows: Sequence[Sequence[Any]]) -> list[object]:
         if self.postgres:
-            return [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * width
+            return [list(column) for column in zip(*rows, strict=True)]
         return [json.dumps(rows, separators=(",", ":"))]
 
-    def _write(
-        self, tx: SQLTransaction, sql: str, rows: Sequence[Sequence[Any]], width: int
-    ) -> None:
+    def _write(self, tx: SQLTransaction, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         if rows:
-            tx.execute(sql, self._rows_param(rows, width))
+            tx.execute(sql, self._rows_param(rows))
 
     def apply(self, tx: SQLTransaction, events: Sequence[Decoded]) -> None:
         """Fold ``events`` (in log order) into every view, inside ``tx``."""
@@ -341,7 +339,15 @@ class PageWriter:
                 if topic == "checkpoint.Failed":
                     self._failure(page, row, event)
                 elif topic == "checkpoint.Cancelled":
-                    self._audit(page, row, event, doc["attempt"], "Cancelled", doc["reason"], 0)
+                    self._audit(
+                        page,
+                        row,
+                        event,
+                        attempt=doc["attempt"],
+                        error_type="Cancelled",
+                        message=doc["reason"],
+                        transient=0,
+                    )
             elif topic in ("checkpoint.Retried", "checkpoint.Reset"):
                 row[_STATUS], row[_ATTEMPT], row[_OWNER], row[_LEASE] = (
                     "open",
@@ -361,7 +367,15 @@ class PageWriter:
                         f" taken over by {doc['owner']!r}"
                     )
                     # The attempt superseded is the one before the takeover's.
-                    self._audit(page, row, event, doc["attempt"] - 1, "LeaseExpired", message, 1)
+                    self._audit(
+                        page,
+                        row,
+                        event,
+                        attempt=doc["attempt"] - 1,
+                        error_type="LeaseExpired",
+                        message=message,
+                        transient=1,
+                    )
                 row[_STATUS], row[_ATTEMPT], row[_OWNER] = "open", doc["attempt"], doc["owner"]
                 row[_LEASE] = view_time(doc["lease_expires_at"])
                 if doc.get("retried", False):
@@ -403,6 +417,7 @@ class PageWriter:
         page: _Page,
         row: list[Any],
         event: Decoded,
+        *,
         attempt: int,
         error_type: str,
         message: str,
@@ -444,7 +459,7 @@ class PageWriter:
         rows = list(page.rows.values())
         for row in rows:
             row[_CURSOR], row[_RESULTS] = _text(row[_CURSOR]), _text(row[_RESULTS])
-        self._write(tx, self._upsert_cursor, rows, len(_CURSOR_COLUMNS))
+        self._write(tx, self._upsert_cursor, rows)
         history: list[list[Any]] = []
         for oid, entries in page.history.items():
             total = int(page.rows[oid][_YIELDS])
@@ -456,9 +471,9 @@ class PageWriter:
             if total - self.keep > 0 and total > before:
                 # The yields that left the window, as each yield's delete did one by one.
                 tx.execute(self._trim_history, (oid, before - self.keep, total - self.keep))
-        self._write(tx, self._insert_history, history, len(_HISTORY_COLUMNS))
+        self._write(tx, self._insert_history, history)
         # Before this page's failures go in: they are resolved in Python already.
         for oid, (resolution, at) in page.resolve_stored.items():
             tx.execute(self._resolve, (resolution, at, oid))
-        self._write(tx, self._insert_failures, page.failures, len(_FAILURE_COLUMNS))
-        self._write(tx, self._insert_timeline, page.timeline, len(_TIMELINE_COLUMNS))
+        self._write(tx, self._insert_failures, page.failures)
+        self._write(tx, self._insert_timeline, page.timeline)

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ledger import CheckpointEvent, Yielded
-from projections._common import from_json, parse_time, to_json, to_time
+from projections._common import from_json, parse_time
 from projections.cursor import TABLE as CURSOR_TABLE
 from projections.models import History, HistoryEntry
 
@@ -44,32 +43,6 @@ class HistoryView:
 
     def __init__(self, keep: int) -> None:
         self.keep = keep
-
-    def apply(self, tx: SQLTransaction, position: int, event: CheckpointEvent) -> None:
-        """Record a yield and drop the one that falls out of the window."""
-        if not isinstance(event, Yielded):
-            return
-        oid = str(event.originator_id)
-        # `seq` comes from the cursor view (applied first, same transaction), in SQL: no
-        # result has to come back to the client, so a batch can be sent in one go.
-        tx.execute(
-            f"INSERT INTO {TABLE} (checkpoint_id, seq, attempt, cursor, items_processed, at,"
-            " position) SELECT checkpoint_id, yields, %s, %s, %s, %s, %s"
-            f" FROM {CURSOR_TABLE} WHERE checkpoint_id = %s",
-            (
-                event.attempt,
-                to_json(event.cursor),
-                event.items_processed,
-                to_time(event.timestamp),
-                position,
-                oid,
-            ),
-        )
-        tx.execute(
-            f"DELETE FROM {TABLE} WHERE checkpoint_id = %s AND seq ="
-            f" (SELECT yields FROM {CURSOR_TABLE} WHERE checkpoint_id = %s) - %s",
-            (oid, oid, self.keep),
-        )
 
     def history(self, tx: SQLTransaction, checkpoint_id: UUID) -> History:
         """The checkpoint's kept yields by ``seq``, and its yields ever (0 if unseen)."""

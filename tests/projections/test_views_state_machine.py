@@ -299,22 +299,22 @@ class ViewsMachine(RuleBasedStateMachine):
 
     @rule(after=st.integers(0, 5))
     def crash_mid_batch(self, after: int) -> None:
-        """A view raises after ``after`` events: the whole batch must roll back."""
-        views = self.views.views
+        """The writer raises after ``after`` bulk writes: the whole batch must roll back."""
+        writer = self.views._writer
         calls = {"n": 0}
-        original = views[2].apply
+        original = writer._write
 
-        def flaky(tx: Any, position: int, event: Any) -> None:
+        def flaky(tx: Any, sql: str, rows: Any) -> None:
             calls["n"] += 1
             if calls["n"] > after:
                 raise Crash
-            original(tx, position, event)
+            original(tx, sql, rows)
 
-        views[2].apply = flaky  # type: ignore[method-assign]
+        writer._write = flaky  # type: ignore[method-assign]
         before = self.views._tracked_position()
         with contextlib.suppress(Crash):  # with fewer events than `after`, nothing crashes
             self.views.catch_up()
-        views[2].apply = original  # type: ignore[method-assign]
+        writer._write = original  # type: ignore[method-assign]
         # Whatever committed before the crash is whole batches; restart from the tracking row.
         self.restart()
         assert self.views.position >= before
