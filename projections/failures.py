@@ -13,8 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 from uuid import UUID
 
-from ledger import Cancelled, CheckpointEvent, Claimed, Failed, Reset, Retried
-from projections._common import from_json, parse_time, to_json, to_time
+from projections._common import from_json, parse_time, to_time
 from projections.cursor import TABLE as CURSOR_TABLE
 from projections.models import FailureRecord
 
@@ -74,49 +73,6 @@ class FailureView:
         f"CREATE INDEX IF NOT EXISTS {TABLE}_time_idx ON {TABLE} (failed_at)",
         f"CREATE INDEX IF NOT EXISTS {TABLE}_open_idx ON {TABLE} (checkpoint_id, resolution)",
     )
-
-    def apply(self, tx: SQLTransaction, position: int, event: CheckpointEvent) -> None:
-        """Add an audit row, or mark the checkpoint's unresolved failure retried or reset."""
-        oid, at = str(event.originator_id), to_time(event.timestamp)
-        if isinstance(event, Failed):
-            tx.execute(
-                f"INSERT INTO {TABLE} ({_COLUMNS}) SELECT %s, checkpoint_id, run_id,"
-                " batch_index, %s, %s, %s, %s, %s, %s, %s, NULL, NULL, 'failure', %s, %s, %s"
-                f" FROM {CURSOR_TABLE} WHERE checkpoint_id = %s",
-                (
-                    position,
-                    event.attempt,
-                    event.error_type,
-                    event.message,
-                    int(event.transient),
-                    to_json(event.cursor),
-                    event.items_processed,
-                    at,
-                    event.traceback,
-                    event.host,
-                    event.pid,
-                    oid,
-                ),
-            )
-        elif isinstance(event, Claimed) and event.taken_over:
-            message = f"lease of {event.previous_owner!r} expired; taken over by {event.owner!r}"
-            # The attempt superseded is the one before the takeover's.
-            tx.execute(
-                _FROM_CURSOR,
-                (position, event.attempt - 1, "LeaseExpired", message, 1, at, "takeover", oid),
-            )
-        elif isinstance(event, Cancelled):
-            tx.execute(
-                _FROM_CURSOR,
-                (position, event.attempt, "Cancelled", event.reason, 0, at, "cancel", oid),
-            )
-        if isinstance(event, Retried | Reset) or (isinstance(event, Claimed) and event.retried):
-            resolution = "reset" if isinstance(event, Reset) else "retried"
-            tx.execute(
-                f"UPDATE {TABLE} SET resolution = %s, resolved_at = %s"
-                " WHERE checkpoint_id = %s AND kind = 'failure' AND resolution IS NULL",
-                (resolution, at, oid),
-            )
 
     def failures(
         self,

@@ -14,7 +14,6 @@ from eventsourcing.persistence import StoredEvent
 
 from ledger.store import EVENTS_TABLE
 from projections._common import parse_time, to_time
-from projections.cursor import TABLE as CURSOR_TABLE
 from projections.models import TimelineEntry
 
 if TYPE_CHECKING:
@@ -45,15 +44,6 @@ class TimelineView:
         )""",
         f"CREATE INDEX IF NOT EXISTS {TABLE}_run_idx ON {TABLE} (run_id, position)",
     )
-
-    def apply(self, tx: SQLTransaction, position: int, event: CheckpointEvent) -> None:
-        """Index one event under its run."""
-        oid = str(event.originator_id)
-        tx.execute(
-            f"INSERT INTO {TABLE} SELECT %s, run_id, checkpoint_id, batch_index, %s, %s, %s"
-            f" FROM {CURSOR_TABLE} WHERE checkpoint_id = %s",
-            (position, event.originator_version, event.topic, to_time(event.timestamp), oid),
-        )
 
     def timeline(
         self,
