@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING
 from uuid import UUID
 
 from projections._common import from_json, parse_time, to_time
-from projections.cursor import TABLE as CURSOR_TABLE
 from projections.models import FailureRecord
 
 if TYPE_CHECKING:
@@ -33,14 +32,6 @@ AUDIT_KINDS: tuple[AuditKind, ...] = ("failure", "takeover", "cancel")
 _COLUMNS = (
     "position, checkpoint_id, run_id, batch_index, attempt, error_type, message, transient,"
     " cursor, items_processed, failed_at, resolution, resolved_at, kind, traceback, host, pid"
-)
-
-# A takeover or cancel row: the cursor and items are the checkpoint's own at that moment, in
-# the cursor view (applied first, same transaction), as a claim or cancel does not move them.
-_FROM_CURSOR = (
-    f"INSERT INTO {TABLE} ({_COLUMNS}) SELECT %s, checkpoint_id, run_id, batch_index, %s, %s,"
-    " %s, %s, cursor, items_processed, %s, NULL, NULL, %s, NULL, NULL, NULL"
-    f" FROM {CURSOR_TABLE} WHERE checkpoint_id = %s"
 )
 
 
