@@ -96,14 +96,15 @@ class Projections:
         ledger: Ledger,
         *,
         history_size: int = 100,
-        batch_size: int = 500,
+        batch_size: int = 2000,
     ) -> None:
         """Create the views' tables if needed and hook into the ledger's appends.
 
         Args:
             ledger: the ledger whose log the views follow (their tables live in its store).
             history_size: yields kept per checkpoint in the bounded history.
-            batch_size: events applied per transaction while catching up.
+            batch_size: events applied per transaction while catching up (a page, folded
+                and written in a few set-based statements per view: ``projections.fold``).
 
         Raises:
             InvalidInput: a non-positive size or interval.
