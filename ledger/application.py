@@ -11,6 +11,7 @@ against the store first, so a stale cache never causes a wrong answer.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import random
@@ -915,7 +916,9 @@ class Ledger:
             while True:
                 rows = self._store_call(
                     "checkpoint_events",
-                    lambda: self.recorder.select_events(oid, gt=version, limit=page_size),
+                    functools.partial(
+                        self.recorder.select_events, oid, gt=version, limit=page_size
+                    ),
                 )
                 for row in rows:
                     yield self._to_event(row)
