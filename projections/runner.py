@@ -485,16 +485,29 @@ class Projections:
     def run_state_as_of(
         self, run_id: str, moment: datetime, *, batches: Collection[int] | None = None
     ) -> dict[int, CheckpointState]:
-        """Each batch's state at ``moment`` (of ``batches``, or every batch then created).
-
-        One ledger read per batch, from its nearest snapshot up to its last version at that
-        moment (:meth:`heads`), never the whole timeline in memory.
-        """
-        check_run_id(run_id)
+        """Each batch's state at ``moment`` (of ``batches``, or every batch created by then)."""
         check_aware(moment, "moment")
+        return self.run_states(run_id, until=moment, batches=batches)
+
+    def run_states(
+        self,
+        run_id: str,
+        *,
+        until: datetime | None = None,
+        batches: Collection[int] | None = None,
+    ) -> dict[int, CheckpointState]:
+        """Each batch's state at its last event the views include (up to ``until``), by batch.
+
+        One ledger read per batch, from its nearest snapshot up to that version
+        (:meth:`heads`), never the whole timeline in memory.
+
+        Raises:
+            InvalidInput: a bad run id, a naive ``until``, a bad batch index.
+            StoreUnavailable: the store cannot be read.
+        """
         states: dict[int, CheckpointState] = {}
         for batch, (oid, version) in sorted(
-            self.heads(run_id, until=moment, batches=batches).items()
+            self.heads(run_id, until=until, batches=batches).items()
         ):
             token = CheckpointToken(run_id=run_id, batch_index=batch, checkpoint_id=oid)
             states[batch] = self.ledger.get_checkpoint(token, as_of=version)

@@ -51,6 +51,7 @@ __all__ = [
     "cell",
     "echo_json",
     "echo_line",
+    "escape_json_text",
     "event_attempt",
     "event_detail",
     "event_kind",
@@ -119,6 +120,15 @@ def printable(text: str, *, block: bool = False) -> str:
 
 def _json_escape(match: re.Match[str]) -> str:
     return f"\\u{ord(match.group()):04x}"
+
+
+def escape_json_text(text: str) -> str:
+    r"""JSON text with the controls JSON leaves as they are (DEL, C1, bidi) as ``\uXXXX``.
+
+    For JSON written by ``json.dumps(ensure_ascii=False)`` or pydantic, whose strings hold C0
+    controls as escapes already: the same characters to a JSON reader, inert on a terminal.
+    """
+    return _UNSAFE_IN_JSON.sub(_json_escape, text)
 
 
 def echo_json(document: object, *, ascii_only: bool = False) -> None:
