@@ -145,7 +145,7 @@ class FailureView:
             ("position < %s", before),
             ("run_id = %s", run_id),
             ("failed_at >= %s", None if since is None else to_time(since)),
-            ("failed_at < %s", None if until is None else to_time(until)),
+            ("failed_at <= %s", None if until is None else to_time(until)),
             ("error_type = %s", error_type),
             ("transient = %s", None if transient is None else int(transient)),
             ("kind = %s", kind),

@@ -284,7 +284,8 @@ class Projections:
     ) -> list[FailureRecord]:
         """The failure audit, oldest first, filtered by run, time, type, transience and kind.
 
-        ``kind``: ``"failure"``, ``"takeover"`` or ``"cancel"`` (``None``: all). ``after`` and
+        ``kind``: ``"failure"``, ``"takeover"`` or ``"cancel"`` (``None``: all); ``since`` and
+        ``until`` are both inclusive. ``after`` and
         ``limit`` page it by position: pass the last record's ``position`` as the next
         ``after`` (:meth:`iter_failures` does this for you).
 

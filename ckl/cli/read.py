@@ -116,7 +116,9 @@ def _check_span(
 ) -> None:
     """``--since`` after ``--until`` matches nothing: say so (exit 2) rather than print nothing."""
     if since is not None and until is not None and since > until:
-        raise click.UsageError(f"--since {fmt_time(since)} is after {what} {fmt_time(until)}", ctx)
+        raise click.BadParameter(
+            f"{fmt_time(since)} is after {what} {fmt_time(until)}", ctx, param_hint="'--since'"
+        )
 
 
 @click.command()
@@ -131,8 +133,9 @@ def _check_span(
     "2026-11-23T11:15:30.5 or 2026-11-23T12:15:30+01:00 (no zone means UTC). "
     "The timeline stops there too.",
 )
-@click.option("--batch", "batches", type=click.IntRange(min=0), multiple=True, metavar="N",
-              help=_BATCH_HELP)  # fmt: skip
+@click.option(
+    "--batch", "batches", type=click.IntRange(min=0), multiple=True, metavar="N", help=_BATCH_HELP
+)
 @click.option(
     "--kind",
     "kinds",
@@ -140,10 +143,20 @@ def _check_span(
     multiple=True,
     help="Only events of this kind, as the event column shows them (repeatable).",
 )
-@click.option("--since", metavar="TIME", callback=parse_moment, default=None,
-              help="Only events at or after this ISO-8601 time (no zone means UTC).")  # fmt: skip
-@click.option("--until", metavar="TIME", callback=parse_moment, default=None,
-              help="Only events at or before this ISO-8601 time (no zone means UTC).")  # fmt: skip
+@click.option(
+    "--since",
+    metavar="TIME",
+    callback=parse_moment,
+    default=None,
+    help="Only events at or after this ISO-8601 time (no zone means UTC).",
+)
+@click.option(
+    "--until",
+    metavar="TIME",
+    callback=parse_moment,
+    default=None,
+    help="Only events at or before this ISO-8601 time (no zone means UTC).",
+)
 @click.option("--last", type=click.IntRange(min=1), default=None, metavar="N", help=_LAST_HELP)
 @click.option("--json", "as_json", is_flag=True, help=_JSON_HELP)
 @click.option(
@@ -332,8 +345,14 @@ def stuck(obj: CliContext, run_id: str | None, idle: float, as_json: bool) -> No
 
 @click.command()
 @click.option("--run", "run_id", metavar="RUN", default=None, help="Only this run's failures.")
-@click.option("--batch", "batches", type=click.IntRange(min=0), multiple=True, metavar="N",
-              help="Only this batch of --run (repeat the option for several).")  # fmt: skip
+@click.option(
+    "--batch",
+    "batches",
+    type=click.IntRange(min=0),
+    multiple=True,
+    metavar="N",
+    help="Only this batch of --run (repeat the option for several).",
+)
 @click.option(
     "--since",
     metavar="TIME",
@@ -341,8 +360,13 @@ def stuck(obj: CliContext, run_id: str | None, idle: float, as_json: bool) -> No
     default=None,
     help="Only failures at or after this ISO-8601 time (no zone means UTC).",
 )
-@click.option("--until", metavar="TIME", callback=parse_moment, default=None,
-              help="Only failures before this ISO-8601 time (no zone means UTC).")  # fmt: skip
+@click.option(
+    "--until",
+    metavar="TIME",
+    callback=parse_moment,
+    default=None,
+    help="Only failures at or before this ISO-8601 time (no zone means UTC).",
+)
 @click.option("--error-type", metavar="T", default=None, help="Only this error type (exact).")
 @click.option(
     "--transient/--permanent",
@@ -357,8 +381,13 @@ def stuck(obj: CliContext, run_id: str | None, idle: float, as_json: bool) -> No
     help="Only failures (Failed events), takeovers of an expired lease, or cancels "
     "(default: all three).",
 )
-@click.option("--last", type=click.IntRange(min=1), default=None, metavar="N",
-              help="Only the last N matching rows (read backwards, printed in order).")  # fmt: skip
+@click.option(
+    "--last",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="Only the last N matching rows (read backwards, printed in order).",
+)
 @click.option(
     "--verbose",
     "-v",
@@ -391,7 +420,9 @@ def audit(
     Written as it is read, page by page, in constant memory.
     """
     if batches and run_id is None:
-        raise click.UsageError("--batch needs --run (batch numbers belong to a run)", ctx)
+        raise click.BadParameter(
+            "--batch needs --run (batch numbers belong to a run)", ctx, param_hint="'--batch'"
+        )
     _check_span(ctx, since, until)
     with obj.open(existing=True) as ledger, obj.views(ledger) as views:
         read = functools.partial(
