@@ -183,7 +183,7 @@ def test_hostile_text_is_escaped_in_every_human_output(store_url: str) -> None:
         tail.wait(timeout=30)
     failed = [line for line in lines if " failed " in line]
     assert len(failed) == 2
-    assert all("\\x1b[2J\\nsecond line\\r" in line for line in failed)
+    assert all("\\x1b[2J\\x0asecond line\\x0d" in line for line in failed)
     _assert_safe("".join(lines))
 
 
