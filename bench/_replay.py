@@ -25,7 +25,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from bench._flow_populate import LogBuilder, loader_for, prepare_store, run_specs
 from bench._harness import log
@@ -89,10 +89,13 @@ _LAUNCHER = (
 )
 
 
-def run_measured(argv: Sequence[str], env: dict[str, str]) -> tuple[int, Measured]:
+def run_measured(
+    argv: Sequence[str], env: dict[str, str], sink: BinaryIO | None = None
+) -> tuple[int, Measured]:
     """Run ``argv`` with stdout into a pipe this process drains; exit code, time, peak RSS.
 
     The peak is the command's own (its ``ru_maxrss``), not this process's: see ``_LAUNCHER``.
+    ``sink`` receives what the command wrote (default: dropped).
     """
     read_end, write_end = os.pipe()
     with tempfile.NamedTemporaryFile("r", suffix=".rusage") as report:
@@ -105,8 +108,9 @@ def run_measured(argv: Sequence[str], env: dict[str, str]) -> tuple[int, Measure
         )
         os.close(write_end)
         with os.fdopen(read_end, "rb") as pipe:
-            while pipe.read(1 << 16):
-                pass
+            while chunk := pipe.read(1 << 16):
+                if sink is not None:
+                    sink.write(chunk)
         _, status, _ = os.wait4(pid, 0)
         seconds = time.perf_counter() - started
         if os.waitstatus_to_exitcode(status) != 0:

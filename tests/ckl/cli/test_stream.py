@@ -168,19 +168,19 @@ def test_hostile_text_is_escaped_in_every_human_output(store_url: str) -> None:
         _assert_safe(done.stdout)
     with Ledger.open(store_url) as ledger:
         head = ledger.count_events()
-    tail = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, "-m", "ckl", "tail", "h"],
         stdout=subprocess.PIPE,
         text=True,
         env=ckl_env(store_url),
         cwd=ROOT,
-    )
-    try:
-        assert tail.stdout is not None
-        lines = [tail.stdout.readline() for _ in range(head)]
-    finally:
-        tail.terminate()
-        tail.wait(timeout=30)
+    ) as tail:
+        try:
+            assert tail.stdout is not None
+            lines = [tail.stdout.readline() for _ in range(head)]
+        finally:
+            tail.terminate()
+            tail.wait(timeout=30)
     failed = [line for line in lines if " failed " in line]
     assert len(failed) == 2
     assert all("\\x1b[2J\\x0asecond line\\x0d" in line for line in failed)
@@ -202,14 +202,12 @@ def _bulk_run(store: str, events: int) -> None:
 
 
 def _child_rss_mb(args: list[str], store: str, out: Path) -> tuple[int, float]:
-    """Run `ckl ARGS` with stdout to a file; its exit code and peak RSS (MB)."""
+    """Run `ckl ARGS` with stdout to a file; its exit code and its own peak RSS (MB)."""
+    from bench._replay import run_measured  # noqa: PLC0415
+
     with out.open("wb") as sink:
-        child = subprocess.Popen(
-            [sys.executable, "-m", "ckl", *args], stdout=sink, env=ckl_env(store), cwd=ROOT
-        )
-        _, status, usage = os.wait4(child.pid, 0)
-        child.returncode = os.waitstatus_to_exitcode(status)
-    return child.returncode, usage.ru_maxrss / 1024
+        code, measured = run_measured([sys.executable, "-m", "ckl", *args], ckl_env(store), sink)
+    return code, measured.peak_mb
 
 
 @pytest.mark.parametrize(
