@@ -190,7 +190,8 @@ class TimelineWriter:
                 f"{entry.batch_index:>{self.bw}}  {event_attempt(event):>3}  "
                 f"{_style(event_kind(event), 9, colour=self.colour)}  "
                 f"{printable(fmt_value(state.cursor)):>12}  {state.items_processed:>9}  "
-                f"{event_detail(event)}\n"
+                f"{event_detail(event)}".rstrip()
+                + "\n"
             )
         self.count += 1
 
