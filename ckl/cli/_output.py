@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from projections import CheckpointSummary, FailureRecord, StuckCheckpoint, TimelineEntry
 
 __all__ = [
+    "KIND_STYLES",
     "PIPE_WIDTH",
     "Step",
     "cell",
@@ -162,14 +163,16 @@ _KINDS: dict[type[CheckpointEvent], str] = {
     Released: "released",
     Cancelled: "cancelled",
 }
-_STYLES = {
+KIND_STYLES = {
     "completed": "green",
     "failed": "red",
+    "permanent": "red",
     "retried": "yellow",
     "reset": "magenta",
     "takeover": "yellow",
     "cancelled": "blue",
 }
+"""The colour of an event's or audit row's word (rich styles, also click colour names)."""
 
 
 def cell(text: str) -> str:
@@ -180,7 +183,7 @@ def cell(text: str) -> str:
 
 
 def _styled(word: str) -> str:
-    style = _STYLES.get(word, "")
+    style = KIND_STYLES.get(word, "")
     return f"[{style}]{word}[/{style}]" if style else word
 
 

@@ -22,6 +22,7 @@ import click
 from pydantic_core import to_json
 
 from ckl.cli._output import (
+    KIND_STYLES,
     escape_json_text,
     event_attempt,
     event_detail,
@@ -64,16 +65,6 @@ KIND_TOPICS: dict[str, str] = {
     "cancelled": "checkpoint.Cancelled",
 }
 """``--kind`` words (the replay's event column) and the topic each is stored under."""
-
-_COLOURS = {
-    "completed": "green",
-    "failed": "red",
-    "retried": "yellow",
-    "reset": "magenta",
-    "takeover": "yellow",
-    "cancelled": "blue",
-    "permanent": "red",
-}
 
 
 def kind_filter(kinds: Iterable[str]) -> tuple[list[str] | None, frozenset[str] | None]:
@@ -144,7 +135,7 @@ def step_json(entry: TimelineEntry, state: CheckpointState) -> str:
 
 def _style(word: str, width: int, *, colour: bool) -> str:
     padded = f"{word:<{width}}"
-    fg = _COLOURS.get(word)
+    fg = KIND_STYLES.get(word)
     return click.style(padded, fg=fg) if colour and fg else padded
 
 

@@ -91,7 +91,7 @@ def show(obj: CliContext, run_id: str, batch_index: int, as_json: bool) -> None:
         expiry = state.lease_expires_at
         live = "live" if state.lease_is_live(now) else "expired"
         until = "" if expiry is None else f" until {fmt_time(expiry)}"
-        lines.append(f"  owner            {state.owner} (lease {live}{until})")
+        lines.append(f"  owner            {printable(state.owner)} (lease {live}{until})")
     if state.status == "open":
         lines.append(f"  idle             {fmt_idle(idle_seconds(now, state.updated_at))}")
     lines.append(f"  version {state.version}, updated {fmt_time(state.updated_at)}")
