@@ -20,6 +20,8 @@ from bench._markdown import (
     times_spread,
     verdict,
 )
+from bench._replay import ReplayResults
+from bench._replay import section as replay_section
 from bench._report_scale import ScaleResults, scale_sections, scale_summary_rows
 from bench._startup import StartupResults
 from bench._startup import section as startup_section
@@ -482,6 +484,7 @@ def render(
     scale: ScaleResults | None = None,
     flow_rows: list[list[str]] | None = None,
     startup: StartupResults | None = None,
+    replay: ReplayResults | None = None,
 ) -> str:
     """The whole report: sections 1 to 4, then 5 to 7 if measured; ``flow_rows`` in the summary."""
     sizes = run.profile.sizes
@@ -519,4 +522,6 @@ def render(
         lines += scale_sections(scale)
     if startup is not None:
         lines += startup_section(startup)
+    if replay is not None:
+        lines += replay_section(replay)
     return "\n".join(lines).rstrip() + "\n"

@@ -8,7 +8,8 @@ The parts: ``append`` (sections 1-4: yield against a raw INSERT, history sizes, 
 history, eventsourcing's recorder), ``scale`` (section 5: concurrent writer processes with a
 tail; section 6: DBOS Transact), ``flow`` (read-your-writes, catch-up, view updates, timeline,
 completion latency: docs/benchmarks-flow.md, summarised in docs/benchmarks.md), ``startup``
-(section 7: ``ckl --help`` and the layers' imports against a bare ``python -c pass``).
+(section 7: ``ckl --help`` and the layers' imports against a bare ``python -c pass``),
+``replay`` (section 9: ``ckl replay`` of 10 k to 1 M-event runs into a pipe, time and memory).
 
 PostgreSQL is one fresh cluster started for the run with ``tests/fix_postgres.py``'s
 ``PostgresServer`` (as the ``postgres`` OS user when run as root), each part in databases of its
@@ -26,7 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bench import _flow_sections, _scale, _sections, _startup
+from bench import _flow_sections, _replay, _scale, _sections, _startup
 from bench._cli import finish, flow_path, parse, publish
 from bench._dbos_peer import run_dbos
 from bench._flow_report import FlowRun, summary_rows
@@ -64,6 +65,8 @@ class _Suite:
         self.results: list[BackendResults] = []
         self.scale = ScaleResults(self.scale_profile) if "scale" in args.parts else None
         self.flows: list[BackendFlow] = []
+        replay_profile = _replay.QUICK if args.quick else _replay.FULL
+        self.replay = _replay.ReplayResults(replay_profile) if "replay" in args.parts else None
 
     def sqlite(self, workdir: Path) -> None:
         parts = self.args.parts
@@ -81,6 +84,11 @@ class _Suite:
             )
         if "flow" in parts:
             self.flows.append(flow_sqlite(self.flow_profile, workdir))
+        if self.replay is not None:
+            stores = {
+                n: f"sqlite:///{workdir / f'replay-{n}.db'}" for n in self.replay.profile.sizes
+            }
+            _replay.measure_store(self.replay, "SQLite", stores)
 
     def postgres(self, server: PostgresServer) -> None:
         parts = self.args.parts
@@ -102,6 +110,11 @@ class _Suite:
             self._dbos(server)
         if "flow" in parts:
             self.flows.append(flow_postgres(self.flow_profile, server))
+        if self.replay is not None:
+            stores = {
+                n: server.create_database(f"ckl_replay_{n}") for n in self.replay.profile.sizes
+            }
+            _replay.measure_store(self.replay, "PostgreSQL", stores)
 
     def _dbos(self, server: PostgresServer) -> None:
         assert self.scale is not None
@@ -165,7 +178,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     flow_rows = summary_rows(flow_run, suite.flows) if suite.flows else []
     run = Run(command, started, seconds, suite.append, facts)
-    report = render(run, suite.results, scale=suite.scale, flow_rows=flow_rows, startup=startup)
+    report = render(
+        run,
+        suite.results,
+        scale=suite.scale,
+        flow_rows=flow_rows,
+        startup=startup,
+        replay=suite.replay,
+    )
     publish(report, args.out)
     if suite.flows:
         out = None if args.out is None else flow_path(args.out)

@@ -11,6 +11,7 @@ against the store first, so a stale cache never causes a wrong answer.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import random
@@ -100,7 +101,7 @@ from ledger.typed import to_json
 from ledger.watch import LogWatcher
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Callable, Iterable, Iterator
     from types import TracebackType
 
     Decide = Callable[[CheckpointState, datetime, str], CheckpointEvent | None]
@@ -869,6 +870,63 @@ class Ledger:
             )
         )
         return [(n.id, self._to_event(n)) for n in notes]
+
+    def iter_log(
+        self, after: int = 0, page_size: int = 1000
+    ) -> Iterator[tuple[int, CheckpointEvent]]:
+        """Every event after position ``after`` in global order, read ``page_size`` at a time.
+
+        Keyset by position (each page starts past the last one's last event), so memory stays
+        flat and an event committed while reading is read once, in its place.
+
+        Raises:
+            InvalidInput: ``after`` is not an int ≥ 0, or ``page_size`` not an int ≥ 1 (raised
+                by the call, before anything is read).
+        """
+        check_count(after, "after")
+        check_count(page_size, "page_size", minimum=1)
+
+        def pages(position: int) -> Iterator[tuple[int, CheckpointEvent]]:
+            while True:
+                page = self.read_log(position, page_size)
+                yield from page
+                if len(page) < page_size:
+                    return
+                position = page[-1][0]
+
+        return pages(after)
+
+    def iter_checkpoint_events(
+        self, token: CheckpointToken, after_version: int = 0, page_size: int = 1000
+    ) -> Iterator[CheckpointEvent]:
+        """The checkpoint's events after ``after_version``, oldest first, a page at a time.
+
+        Raises:
+            InvalidInput: a bad token, version or page size (raised by the call).
+            CheckpointNotFound: no such checkpoint (raised by the call).
+        """
+        check_token(token)
+        check_count(after_version, "after_version")
+        check_count(page_size, "page_size", minimum=1)
+        if self.find_checkpoint(token.run_id, token.batch_index) is None:
+            raise CheckpointNotFound(str(token))
+        oid = token.checkpoint_id
+
+        def pages(version: int) -> Iterator[CheckpointEvent]:
+            while True:
+                rows = self._store_call(
+                    "checkpoint_events",
+                    functools.partial(
+                        self.recorder.select_events, oid, gt=version, limit=page_size
+                    ),
+                )
+                for row in rows:
+                    yield self._to_event(row)
+                if len(rows) < page_size:
+                    return
+                version = rows[-1].originator_version
+
+        return pages(after_version)
 
     def token_for(self, checkpoint_id: UUID) -> CheckpointToken | None:
         """The token of a checkpoint id (read from its ``Created`` event), or ``None``.

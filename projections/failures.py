@@ -17,6 +17,7 @@ from projections._common import from_json, parse_time, to_time
 from projections.models import FailureRecord
 
 if TYPE_CHECKING:
+    from collections.abc import Collection
     from datetime import datetime
 
     from ledger import SQLTransaction
@@ -76,19 +77,36 @@ class FailureView:
         transient: bool | None,
         kind: AuditKind | None,
         limit: int | None,
+        after: int = 0,
+        before: int | None = None,
+        batches: Collection[int] | None = None,
+        descending: bool = False,
     ) -> list[FailureRecord]:
-        """The audit rows matching every filter given (``None``: any), by position."""
+        """The audit rows matching every filter given (``None``: any), by position.
+
+        Keyset by position (the primary key): rows after ``after`` and before ``before``,
+        oldest first or, ``descending``, newest first; never OFFSET.
+        """
         filters: tuple[tuple[str, object], ...] = (
+            ("position > %s", after or None),
+            ("position < %s", before),
             ("run_id = %s", run_id),
             ("failed_at >= %s", None if since is None else to_time(since)),
-            ("failed_at < %s", None if until is None else to_time(until)),
+            ("failed_at <= %s", None if until is None else to_time(until)),
             ("error_type = %s", error_type),
             ("transient = %s", None if transient is None else int(transient)),
             ("kind = %s", kind),
         )
         where = ["1 = 1", *(clause for clause, value in filters if value is not None)]
         params = [value for _, value in filters if value is not None]
-        sql = f"SELECT {_COLUMNS} FROM {TABLE} WHERE {' AND '.join(where)} ORDER BY position"
+        if batches is not None:
+            listed = sorted(set(batches))
+            where.append(
+                f"batch_index IN ({', '.join(['%s'] * len(listed))})" if listed else "1 = 0"
+            )
+            params.extend(listed)
+        order = "position DESC" if descending else "position"
+        sql = f"SELECT {_COLUMNS} FROM {TABLE} WHERE {' AND '.join(where)} ORDER BY {order}"
         if limit is not None:
             sql += " LIMIT %s"
             params.append(limit)

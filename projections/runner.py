@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import TYPE_CHECKING, Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, Self, TypeVar
 
 from eventsourcing.persistence import PersistenceError, Tracking
 
@@ -35,7 +35,6 @@ from ledger import (
     Ledger,
     LedgerError,
     LogFollower,
-    apply,
     check_aware,
     check_count,
     check_run_id,
@@ -43,6 +42,7 @@ from ledger import (
     check_text,
     check_token,
 )
+from ledger.events import EVENT_TYPES, Snapshot
 from ledger.store import TRACKING_TABLE, store_error
 from projections.cursor import CursorView
 from projections.failures import AUDIT_KINDS, FailureView
@@ -52,9 +52,10 @@ from projections.stuck import STUCK_IDLE_SECONDS, stuck
 from projections.timeline import TimelineView
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Collection, Iterator
     from datetime import datetime
     from types import TracebackType
+    from uuid import UUID
 
     from ledger import SQLTransaction
     from projections._common import View
@@ -73,6 +74,28 @@ __all__ = ["SCHEMA_TABLE", "VIEWS_SCHEMA_VERSION", "Projections"]
 log = logging.getLogger("projections")
 
 T = TypeVar("T")
+
+
+class _Keyed(Protocol):
+    @property
+    def position(self) -> int: ...
+
+
+R = TypeVar("R", bound=_Keyed)
+
+
+class _Page(NamedTuple):
+    """One page of a keyset read: rows after ``after`` and before ``before``, by position."""
+
+    after: int
+    before: int | None
+    limit: int | None
+    descending: bool
+
+
+PAGE_SIZE = 1000
+"""Rows per page (one read-only transaction each) of the iterators: big enough that a page's
+round trip is small next to decoding it, small enough that a page is a few hundred KB."""
 
 TRACKING = TRACKING_TABLE
 """The store's tracking table (eventsourcing's tracking records; columns ``name, position``)."""
@@ -261,24 +284,82 @@ class Projections:
         transient: bool | None = None,
         kind: AuditKind | None = None,
         limit: int | None = None,
+        after: int = 0,
+        batches: Collection[int] | None = None,
     ) -> list[FailureRecord]:
         """The failure audit, oldest first, filtered by run, time, type, transience and kind.
 
-        ``kind``: ``"failure"``, ``"takeover"`` or ``"cancel"`` (``None``: all).
+        ``kind``: ``"failure"``, ``"takeover"`` or ``"cancel"`` (``None``: all); ``since`` and
+        ``until`` are both inclusive. ``after`` and
+        ``limit`` page it by position: pass the last record's ``position`` as the next
+        ``after`` (:meth:`iter_failures` does this for you).
 
         Raises:
             InvalidInput: a bad filter (a naive datetime, an unknown kind…).
             StoreUnavailable: the store cannot be read.
         """
-        _check_filters(run_id, error_type, transient, limit)
+        query = self._failure_query(
+            run_id=run_id, since=since, until=until, error_type=error_type,
+            transient=transient, kind=kind, batches=batches,
+        )  # fmt: skip
+        check_count(after, "after")
+        return self._read(lambda tx: query(tx, _Page(after, None, limit, descending=False)))
+
+    def iter_failures(
+        self,
+        *,
+        run_id: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        error_type: str | None = None,
+        transient: bool | None = None,
+        kind: AuditKind | None = None,
+        batches: Collection[int] | None = None,
+        after: int = 0,
+        descending: bool = False,
+        page_size: int = PAGE_SIZE,
+    ) -> Iterator[FailureRecord]:
+        """The failure audit page by page: :meth:`failures` without holding it all.
+
+        Each page is one read-only transaction, keyed by position (rows after the previous
+        page's last, or before it when ``descending``: newest first), so memory stays flat
+        and a row appended meanwhile is read once, in its place.
+
+        Raises:
+            InvalidInput: a bad filter or page size (raised by the call, before any read).
+            StoreUnavailable: the store cannot be read.
+        """
+        query = self._failure_query(
+            run_id=run_id, since=since, until=until, error_type=error_type,
+            transient=transient, kind=kind, batches=batches,
+        )  # fmt: skip
+        check_count(after, "after")
+        check_count(page_size, "page_size", minimum=1)
+        return self._pages(query, after=after, descending=descending, page_size=page_size)
+
+    def _failure_query(
+        self,
+        *,
+        run_id: str | None,
+        since: datetime | None,
+        until: datetime | None,
+        error_type: str | None,
+        transient: bool | None,
+        kind: AuditKind | None,
+        batches: Collection[int] | None,
+    ) -> Callable[[SQLTransaction, _Page], list[FailureRecord]]:
+        """Check the audit's filters once; the page query that applies them."""
+        _check_filters(run_id, error_type, transient, None)
         if kind is not None and kind not in AUDIT_KINDS:
             raise InvalidInput("kind", f"expected one of {', '.join(AUDIT_KINDS)} or None")
         if since is not None:
             check_aware(since, "since")
         if until is not None:
             check_aware(until, "until")
-        return self._read(
-            lambda tx: self._failures.failures(
+        listed = _check_batches(batches)
+
+        def query(tx: SQLTransaction, page: _Page) -> list[FailureRecord]:
+            return self._failures.failures(
                 tx,
                 run_id=run_id,
                 since=since,
@@ -286,9 +367,14 @@ class Projections:
                 error_type=error_type,
                 transient=transient,
                 kind=kind,
-                limit=limit,
+                limit=page.limit,
+                after=page.after,
+                before=page.before,
+                batches=listed,
+                descending=page.descending,
             )
-        )
+
+        return query
 
     def stuck(
         self,
@@ -327,28 +413,176 @@ class Projections:
         after: int = 0,
         until: datetime | None = None,
         limit: int | None = None,
+        since: datetime | None = None,
+        batches: Collection[int] | None = None,
+        topics: Collection[str] | None = None,
     ) -> list[TimelineEntry]:
-        """Every event of a run in global order (after a position, up to a moment)."""
-        check_run_id(run_id)
+        """Every event of a run in global order (after a position, up to a moment).
+
+        ``after`` and ``limit`` page it by position: pass the last entry's ``position`` as the
+        next ``after`` (:meth:`iter_timeline` does this for you). ``since``/``until`` keep
+        the events of that time span (both inclusive), ``batches`` those batch indexes,
+        ``topics`` those event topics (``Yielded.topic``…).
+
+        Raises:
+            InvalidInput: a bad run id, position, limit, naive time, batch or topic.
+            StoreUnavailable: the store cannot be read.
+        """
+        query = self._timeline_query(
+            run_id=run_id, since=since, until=until, batches=batches, topics=topics
+        )
         check_count(after, "after")
         if limit is not None:
             check_count(limit, "limit")
+        return self._read(lambda tx: query(tx, _Page(after, None, limit, descending=False)))
+
+    def iter_timeline(
+        self,
+        run_id: str,
+        *,
+        after: int = 0,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        batches: Collection[int] | None = None,
+        topics: Collection[str] | None = None,
+        descending: bool = False,
+        page_size: int = PAGE_SIZE,
+    ) -> Iterator[TimelineEntry]:
+        """A run's timeline page by page: :meth:`timeline` without holding the run.
+
+        Each page is one read-only transaction of at most ``page_size`` entries, keyed by
+        global position (after the previous page's last; before it when ``descending``,
+        newest first, which is how "the last N" is read), never OFFSET: memory stays flat
+        whatever the run's size, and an event appended while reading is read once, in order.
+
+        Raises:
+            InvalidInput: a bad argument (raised before the first page is read).
+            StoreUnavailable: the store cannot be read.
+        """
+        query = self._timeline_query(
+            run_id=run_id, since=since, until=until, batches=batches, topics=topics
+        )
+        check_count(after, "after")
+        check_count(page_size, "page_size", minimum=1)
+        return self._pages(query, after=after, descending=descending, page_size=page_size)
+
+    def heads(
+        self,
+        run_id: str,
+        *,
+        until: datetime | None = None,
+        batches: Collection[int] | None = None,
+    ) -> dict[int, tuple[UUID, int]]:
+        """Each batch's checkpoint id and last version at or before ``until`` (default: all).
+
+        What a state "as of" needs: ``ledger.get_checkpoint(token, as_of=version)`` starts
+        from the nearest snapshot instead of folding the run's whole timeline.
+
+        Raises:
+            InvalidInput: a bad run id, a naive ``until``, a bad batch index.
+            StoreUnavailable: the store cannot be read.
+        """
+        check_run_id(run_id)
         if until is not None:
             check_aware(until, "until")
-        return self._read(
-            lambda tx: self._timeline.timeline(
-                tx, self.ledger.mapper.to_event, run_id, after=after, until=until, limit=limit
-            )
-        )
+        listed = _check_batches(batches)
+        return self._read(lambda tx: self._timeline.heads(tx, run_id, until=until, batches=listed))
 
-    def run_state_as_of(self, run_id: str, moment: datetime) -> dict[int, CheckpointState]:
-        """Each batch's state at ``moment``, by replaying the run's timeline up to it."""
-        check_run_id(run_id)
+    def run_state_as_of(
+        self, run_id: str, moment: datetime, *, batches: Collection[int] | None = None
+    ) -> dict[int, CheckpointState]:
+        """Each batch's state at ``moment`` (of ``batches``, or every batch created by then)."""
         check_aware(moment, "moment")
+        return self.run_states(run_id, until=moment, batches=batches)
+
+    def run_states(
+        self,
+        run_id: str,
+        *,
+        until: datetime | None = None,
+        batches: Collection[int] | None = None,
+    ) -> dict[int, CheckpointState]:
+        """Each batch's state at its last event the views include (up to ``until``), by batch.
+
+        One ledger read per batch, from its nearest snapshot up to that version
+        (:meth:`heads`), never the whole timeline in memory.
+
+        Raises:
+            InvalidInput: a bad run id, a naive ``until``, a bad batch index.
+            StoreUnavailable: the store cannot be read.
+        """
         states: dict[int, CheckpointState] = {}
-        for entry in self.timeline(run_id, until=moment):
-            states[entry.batch_index] = apply(states.get(entry.batch_index), entry.event)
+        for batch, (oid, version) in sorted(
+            self.heads(run_id, until=until, batches=batches).items()
+        ):
+            token = CheckpointToken(run_id=run_id, batch_index=batch, checkpoint_id=oid)
+            states[batch] = self.ledger.get_checkpoint(token, as_of=version)
         return states
+
+    def _timeline_query(
+        self,
+        *,
+        run_id: str,
+        since: datetime | None,
+        until: datetime | None,
+        batches: Collection[int] | None,
+        topics: Collection[str] | None,
+    ) -> Callable[[SQLTransaction, _Page], list[TimelineEntry]]:
+        """Check the timeline's filters once; the page query that applies them."""
+        check_run_id(run_id)
+        for moment, name in ((since, "since"), (until, "until")):
+            if moment is not None:
+                check_aware(moment, name)
+        listed = _check_batches(batches)
+        kinds = None
+        if topics is not None:
+            if isinstance(topics, str):
+                raise InvalidInput("topics", "expected a collection of topics, not one string")
+            kinds = list(topics)
+            for topic in kinds:
+                if topic not in EVENT_TYPES or topic == Snapshot.topic:
+                    known = ", ".join(t for t in EVENT_TYPES if t != Snapshot.topic)
+                    raise InvalidInput("topics", f"unknown event topic {topic!r} (one of {known})")
+        to_event = self.ledger.mapper.to_event
+
+        def query(tx: SQLTransaction, page: _Page) -> list[TimelineEntry]:
+            return self._timeline.timeline(
+                tx,
+                to_event,
+                run_id,
+                after=page.after,
+                before=page.before,
+                since=since,
+                until=until,
+                batches=listed,
+                topics=kinds,
+                limit=page.limit,
+                descending=page.descending,
+            )
+
+        return query
+
+    def _pages(
+        self,
+        query: Callable[[SQLTransaction, _Page], list[R]],
+        *,
+        after: int,
+        descending: bool,
+        page_size: int,
+    ) -> Iterator[R]:
+        """Read pages of ``query`` until a short one, each in its own read-only transaction.
+
+        Each page starts past the previous page's last row (rows are keyed by position):
+        after it, or before it when ``descending``.
+        """
+        page = _Page(after, None, page_size, descending=descending)
+        while True:
+            rows = self._read(lambda tx, page=page: query(tx, page))  # type: ignore[misc]
+            yield from rows
+            if len(rows) < page_size:
+                return
+            last = rows[-1].position
+            page = page._replace(before=last) if descending else page._replace(after=last)
 
     def tracked_position(self) -> int:
         """Global position of the last event the views applied, as recorded in the store.
@@ -481,6 +715,15 @@ class Projections:
             return call()
         except PersistenceError as exc:
             raise store_error(exc, self.ledger.store_display, operation) from exc
+
+
+def _check_batches(batches: Collection[int] | None) -> list[int] | None:
+    """Batch indexes as a list, each an int ≥ 0 (``None``: every batch)."""
+    if batches is None:
+        return None
+    if isinstance(batches, int | str):
+        raise InvalidInput("batches", "expected a collection of batch indexes")
+    return [check_count(batch, "batches") for batch in batches]
 
 
 def _check_filters(run_id: object, error_type: object, transient: object, limit: object) -> None:

@@ -46,11 +46,13 @@ if TYPE_CHECKING:
     from projections import CheckpointSummary, FailureRecord, StuckCheckpoint, TimelineEntry
 
 __all__ = [
+    "KIND_STYLES",
     "PIPE_WIDTH",
     "Step",
     "cell",
     "echo_json",
     "echo_line",
+    "escape_json_text",
     "event_attempt",
     "event_detail",
     "event_kind",
@@ -121,6 +123,15 @@ def _json_escape(match: re.Match[str]) -> str:
     return f"\\u{ord(match.group()):04x}"
 
 
+def escape_json_text(text: str) -> str:
+    r"""JSON text with the controls JSON leaves as they are (DEL, C1, bidi) as ``\uXXXX``.
+
+    For JSON written by ``json.dumps(ensure_ascii=False)`` or pydantic, whose strings hold C0
+    controls as escapes already: the same characters to a JSON reader, inert on a terminal.
+    """
+    return _UNSAFE_IN_JSON.sub(_json_escape, text)
+
+
 def echo_json(document: object, *, ascii_only: bool = False) -> None:
     r"""Print one JSON document (indented) on stdout: every ``--json`` goes through here.
 
@@ -152,14 +163,16 @@ _KINDS: dict[type[CheckpointEvent], str] = {
     Released: "released",
     Cancelled: "cancelled",
 }
-_STYLES = {
+KIND_STYLES = {
     "completed": "green",
     "failed": "red",
+    "permanent": "red",
     "retried": "yellow",
     "reset": "magenta",
     "takeover": "yellow",
     "cancelled": "blue",
 }
+"""The colour of an event's or audit row's word (rich styles, also click colour names)."""
 
 
 def cell(text: str) -> str:
@@ -170,7 +183,7 @@ def cell(text: str) -> str:
 
 
 def _styled(word: str) -> str:
-    style = _STYLES.get(word, "")
+    style = KIND_STYLES.get(word, "")
     return f"[{style}]{word}[/{style}]" if style else word
 
 

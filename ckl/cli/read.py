@@ -6,6 +6,8 @@ or, with ``--json``, one JSON document of the API's own models.
 
 from __future__ import annotations
 
+import functools
+import itertools
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,8 +18,8 @@ from ckl.cli._context import CliContext, find_token, parse_moment, pass_cli, req
 from ckl.cli._output import (
     cell,
     echo_json,
+    event_kind,
     failure_context,
-    failures_table,
     fmt_idle,
     fmt_time,
     fmt_value,
@@ -28,16 +30,24 @@ from ckl.cli._output import (
     settled_summary,
     states_table,
     stuck_table,
-    timeline_steps,
-    timeline_table,
+)
+from ckl.cli._stream import (
+    KIND_TOPICS,
+    AuditWriter,
+    StepFold,
+    TimelineWriter,
+    consume,
+    kind_filter,
+    stdout,
 )
 from projections import STUCK_IDLE_SECONDS
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
     from datetime import datetime
 
     from ledger import CheckpointState
-    from projections import AuditKind
+    from projections import AuditKind, FailureRecord, TimelineEntry
 
 __all__ = ["audit", "pending", "replay", "show", "stuck"]
 
@@ -81,7 +91,7 @@ def show(obj: CliContext, run_id: str, batch_index: int, as_json: bool) -> None:
         expiry = state.lease_expires_at
         live = "live" if state.lease_is_live(now) else "expired"
         until = "" if expiry is None else f" until {fmt_time(expiry)}"
-        lines.append(f"  owner            {state.owner} (lease {live}{until})")
+        lines.append(f"  owner            {printable(state.owner)} (lease {live}{until})")
     if state.status == "open":
         lines.append(f"  idle             {fmt_idle(idle_seconds(now, state.updated_at))}")
     lines.append(f"  version {state.version}, updated {fmt_time(state.updated_at)}")
@@ -97,6 +107,20 @@ def _next_step(state: CheckpointState) -> str:
     return f"fix the cause, then `ckl reset {where} --reason TEXT` starts it over"
 
 
+_BATCH_HELP = "Only this batch (repeat the option for several)."
+_LAST_HELP = "Only the last N matching events (read backwards by position, printed in order)."
+
+
+def _check_span(
+    ctx: click.Context, since: datetime | None, until: datetime | None, what: str = "--until"
+) -> None:
+    """``--since`` after ``--until`` matches nothing: say so (exit 2) rather than print nothing."""
+    if since is not None and until is not None and since > until:
+        raise click.BadParameter(
+            f"{fmt_time(since)} is after {what} {fmt_time(until)}", ctx, param_hint="'--since'"
+        )
+
+
 @click.command()
 @click.argument("run_id", metavar="RUN")
 @click.option(
@@ -109,6 +133,31 @@ def _next_step(state: CheckpointState) -> str:
     "2026-11-23T11:15:30.5 or 2026-11-23T12:15:30+01:00 (no zone means UTC). "
     "The timeline stops there too.",
 )
+@click.option(
+    "--batch", "batches", type=click.IntRange(min=0), multiple=True, metavar="N", help=_BATCH_HELP
+)
+@click.option(
+    "--kind",
+    "kinds",
+    type=click.Choice(list(KIND_TOPICS)),
+    multiple=True,
+    help="Only events of this kind, as the event column shows them (repeatable).",
+)
+@click.option(
+    "--since",
+    metavar="TIME",
+    callback=parse_moment,
+    default=None,
+    help="Only events at or after this ISO-8601 time (no zone means UTC).",
+)
+@click.option(
+    "--until",
+    metavar="TIME",
+    callback=parse_moment,
+    default=None,
+    help="Only events at or before this ISO-8601 time (no zone means UTC).",
+)
+@click.option("--last", type=click.IntRange(min=1), default=None, metavar="N", help=_LAST_HELP)
 @click.option("--json", "as_json", is_flag=True, help=_JSON_HELP)
 @click.option(
     "--plot",
@@ -119,45 +168,88 @@ def _next_step(state: CheckpointState) -> str:
     "(needs the 'plot' extra: pip install 'checkpoint-ledger[plot]').",
 )
 @pass_cli
+@click.pass_context
 def replay(
-    obj: CliContext, run_id: str, as_of: datetime | None, as_json: bool, plot: Path | None
+    ctx: click.Context,
+    obj: CliContext,
+    *,
+    run_id: str,
+    as_of: datetime | None,
+    batches: tuple[int, ...],
+    kinds: tuple[str, ...],
+    since: datetime | None,
+    until: datetime | None,
+    last: int | None,
+    as_json: bool,
+    plot: Path | None,
 ) -> None:
-    """Replay a run's checkpoint timeline: every event in order, and each batch's state."""
+    """Replay a run's checkpoint timeline: every event in order, and each batch's state.
+
+    Written as it is read, page by page, so a run of millions of events prints at once in
+    constant memory. --batch, --kind, --since/--until and --last choose which events; the
+    state columns are each batch's state right after the event either way, and the batch
+    table at the end is each batch's state now (or at --as-of).
+    """
+    _check_span(ctx, since, until)
+    _check_span(ctx, since, as_of, "--as-of")
+    end = as_of if until is None or (as_of is not None and as_of < until) else until
+    topics, keep = kind_filter(kinds)
     with obj.open(existing=True) as ledger, obj.views(ledger) as views:
         summaries = require_run(views, run_id)
-        entries = views.timeline(run_id, until=as_of)
-        states = {} if as_of is None else views.run_state_as_of(run_id, as_of)
-    steps, folded = timeline_steps(entries)
-    if as_of is None:
-        states = folded
-    written = None
-    if plot is not None:
-        from ckl.plotting import plot_run_progress  # noqa: PLC0415  (optional extra)
-
-        title = f"run {run_id}" + ("" if as_of is None else f" as of {fmt_time(as_of)}")
-        written = plot_run_progress(entries, plot, title=title)
-    if as_json:
-        echo_json(
-            {
-                "run_id": run_id,
-                "as_of": None if as_of is None else as_of.isoformat(),
-                "events": len(steps),
-                "timeline": [step.to_json() for step in steps],
-                "batches": [states[b].model_dump(mode="json") for b in sorted(states)],
-                "plot": None if written is None else str(written),
-            }
+        known = {summary.batch_index for summary in summaries}
+        unknown = sorted(set(batches) - known)
+        if unknown:
+            raise click.BadParameter(
+                f"run {printable(run_id)} has no batch {', '.join(map(str, unknown))}",
+                ctx,
+                next(p for p in ctx.command.params if p.name == "batches"),
+            )
+        chosen = sorted(batches) or None
+        read = functools.partial(
+            views.iter_timeline, run_id, since=since, until=end, batches=chosen, topics=topics
         )
+        entries: Iterator[TimelineEntry]
+        if last is None:
+            entries = read()
+        else:
+            newest = (
+                e for e in read(descending=True) if keep is None or event_kind(e.event) in keep
+            )
+            entries = reversed(list(itertools.islice(newest, last)))
+        out = stdout()
+        writer = TimelineWriter(
+            out,
+            as_json=as_json,
+            position_width=len(str(views.position)),
+            batch_width=len(str(max(known))),
+        )
+        fold = StepFold(ledger, run_id)
+        writer.begin(run_id, None if as_of is None else as_of.isoformat())
+        consume(entries, fold, writer, keep)
+        whole = since is None and not kinds and last is None and until is None
+        states = fold.states if whole else views.run_states(run_id, until=as_of, batches=chosen)
+        written = None
+        if plot is not None:
+            from ckl.plotting import plot_run_progress  # noqa: PLC0415  (optional extra)
+
+            title = f"run {run_id}" + ("" if as_of is None else f" as of {fmt_time(as_of)}")
+            written = plot_run_progress(list(read()), plot, title=title)
+    batch_states = [states[b] for b in sorted(states)]
+    if as_json:
+        writer.end_json(batch_states, None if written is None else str(written))
         return
-    console = make_console()
     when = "now" if as_of is None else f"as of {fmt_time(as_of)}"
-    if not steps:
+    if writer.count == 0 and not (since or until or kinds or chosen):
         first = min(summary.created_at for summary in summaries)
-        console.print(
-            f"run [cyan]{cell(run_id)}[/cyan] {when}: nothing had happened yet "
-            f"(its first checkpoint was created at {fmt_time(first)})"
+        out.write(
+            f"run {printable(run_id)} {when}: nothing had happened yet "
+            f"(its first checkpoint was created at {fmt_time(first)})\n"
         )
     else:
-        console.print(timeline_table(steps, title=cell(f"run {run_id}: {len(steps)} events")))
+        out.write(f"run {printable(run_id)}: {writer.count} events\n")
+    out.flush()
+    console = make_console()
+    if states:
         console.print(states_table(states, title=f"{when}: {settled_summary(states.values())}"))
     if written is not None:
         console.print(f"plot written to {written}")
@@ -254,11 +346,26 @@ def stuck(obj: CliContext, run_id: str | None, idle: float, as_json: bool) -> No
 @click.command()
 @click.option("--run", "run_id", metavar="RUN", default=None, help="Only this run's failures.")
 @click.option(
+    "--batch",
+    "batches",
+    type=click.IntRange(min=0),
+    multiple=True,
+    metavar="N",
+    help="Only this batch of --run (repeat the option for several).",
+)
+@click.option(
     "--since",
     metavar="TIME",
     callback=parse_moment,
     default=None,
     help="Only failures at or after this ISO-8601 time (no zone means UTC).",
+)
+@click.option(
+    "--until",
+    metavar="TIME",
+    callback=parse_moment,
+    default=None,
+    help="Only failures at or before this ISO-8601 time (no zone means UTC).",
 )
 @click.option("--error-type", metavar="T", default=None, help="Only this error type (exact).")
 @click.option(
@@ -275,6 +382,13 @@ def stuck(obj: CliContext, run_id: str | None, idle: float, as_json: bool) -> No
     "(default: all three).",
 )
 @click.option(
+    "--last",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="Only the last N matching rows (read backwards, printed in order).",
+)
+@click.option(
     "--verbose",
     "-v",
     is_flag=True,
@@ -282,14 +396,19 @@ def stuck(obj: CliContext, run_id: str | None, idle: float, as_json: bool) -> No
 )
 @click.option("--json", "as_json", is_flag=True, help=_JSON_HELP)
 @pass_cli
+@click.pass_context
 def audit(
+    ctx: click.Context,
     obj: CliContext,
     *,
     run_id: str | None,
+    batches: tuple[int, ...],
     since: datetime | None,
+    until: datetime | None,
     error_type: str | None,
     transient: bool | None,
     kind: AuditKind | None,
+    last: int | None,
     verbose: bool,
     as_json: bool,
 ) -> None:
@@ -298,28 +417,46 @@ def audit(
     A failure is a Failed event (transient or permanent; then retried, reset or still
     standing); a takeover is a worker claiming a batch whose previous owner's lease expired
     (error type LeaseExpired, transient); a cancel is `ckl cancel` (error type Cancelled).
+    Written as it is read, page by page, in constant memory.
     """
-    with obj.open(existing=True) as ledger, obj.views(ledger) as views:
-        records = views.failures(
-            run_id=run_id, since=since, error_type=error_type, transient=transient, kind=kind
+    if batches and run_id is None:
+        raise click.BadParameter(
+            "--batch needs --run (batch numbers belong to a run)", ctx, param_hint="'--batch'"
         )
+    _check_span(ctx, since, until)
+    with obj.open(existing=True) as ledger, obj.views(ledger) as views:
+        read = functools.partial(
+            views.iter_failures,
+            run_id=run_id,
+            since=since,
+            until=until,
+            error_type=error_type,
+            transient=transient,
+            kind=kind,
+            batches=sorted(batches) or None,
+        )
+        records: Iterable[FailureRecord] = (
+            read()
+            if last is None
+            else reversed(list(itertools.islice(read(descending=True), last)))
+        )
+        out = stdout()
+        writer = AuditWriter(out, as_json=as_json, show_run=run_id is None)
+        writer.begin()
+        contexts: list[FailureRecord] = []
+        for record in records:
+            writer.write(record)
+            if verbose and record.kind == "failure":
+                # The tracebacks come after the table, as before; only the rows that have one.
+                contexts.append(record)
+        summary = writer.end()
     if as_json:
-        echo_json([record.model_dump(mode="json") for record in records])
         return
-    if not records:
-        click.echo("nothing matches")
+    if summary is None:
+        out.write("nothing matches\n")
         return
-    failures = [record for record in records if record.kind == "failure"]
-    permanent = sum(1 for record in failures if not record.transient)
-    title = f"{len(failures)} failure(s), {permanent} permanent"
-    for word in ("takeover", "cancel"):
-        count = sum(1 for record in records if record.kind == word)
-        if count:
-            title += f", {count} {word}(s)"
-    console = make_console()
-    console.print(failures_table(records, title=title, show_run=run_id is None))
-    if verbose:
-        for record in (record for record in records if record.kind == "failure"):
-            console.print()
-            for line in failure_context(record):
-                console.print(line, markup=False, highlight=False, soft_wrap=True)
+    out.write(summary + "\n")
+    for record in contexts:
+        out.write("\n")
+        for line in failure_context(record):
+            out.write(line + "\n")
