@@ -363,8 +363,9 @@ def test_audit_shows_takeovers_and_verbose_shows_tracebacks_host_and_pid_escaped
     out = verbose.stdout
     assert "\x1b" not in out
     assert "1 failure(s), 0 permanent, 1 takeover(s)" in out
-    assert "takeover LeaseExpired" in out
-    assert "lease of 'w0' expired; taken over by 'w1'" in out
+    takeover = [line for line in out.splitlines() if "  takeover  " in line]
+    assert len(takeover) == 1, out
+    assert "LeaseExpired: lease of 'w0' expired; taken over by 'w1'" in takeover[0]
     # The message is text: the escape sequence shown escaped, the markup and emoji code as typed.
     assert "\\x1b[2J\\x1b[31mscreen wiped [/] [red]not red[/red] :smile:" in out
     assert "tk/0 attempt 2 failure at " in out
