@@ -75,6 +75,7 @@ from ledger.errors import (
     StoreFull,
     StoreNotADatabase,
     StoreReadOnly,
+    StoreSchemaMismatch,
     StoreUnavailable,
     TamperDetected,
 )
@@ -159,6 +160,7 @@ __all__ = [
     "StoreFull",
     "StoreNotADatabase",
     "StoreReadOnly",
+    "StoreSchemaMismatch",
     "StoreUnavailable",
     "TamperDetected",
     "VerifyReport",

@@ -225,23 +225,35 @@ class Ledger:
         *,
         settings: LedgerSettings | None = None,
         clock: Callable[[], datetime] | None = None,
+        read_only: bool | None = None,
     ) -> Ledger:
         """Open a ledger on ``store``, else ``$CKL_STORE``, else ``./checkpoints.db``.
 
         ``clock`` replaces the ledger's clock (see :meth:`now`), for tests and simulations
         that need time under control: it must return timezone-aware datetimes.
 
+        ``read_only`` (default ``settings.read_only``, ``$CKL_READ_ONLY``): open the store
+        read-only (SQLite ``mode=ro``, PostgreSQL read-only sessions). Nothing is created,
+        upgraded or written; every write raises :class:`StoreReadOnly` before anything is
+        sent. A writer (the default) creates the schema, or upgrades an older one.
+
         Raises:
             InvalidStoreURL: the URL names no known backend.
             InvalidInput: a ``CKL_*`` variable holds an invalid value.
-            StoreUnavailable: the database cannot be reached.
+            StoreUnavailable: the database cannot be reached (read-only: or the file is
+                missing).
+            StoreSchemaMismatch: (read-only) the store has no ledger schema, or an older
+                (run ``ckl migrate``) or newer (upgrade checkpoint-ledger) one.
         """
         if store is not None:
             parse_store_url(store)  # InvalidStoreURL for a non-string or unusable URL
         if settings is None:
-            settings = LedgerSettings.from_env(store=store)
-        elif store is not None:
-            settings = settings.model_copy(update={"store": store})
+            settings = LedgerSettings.from_env(store=store, read_only=read_only)
+        else:
+            update: dict[str, object] = {} if store is None else {"store": store}
+            if read_only is not None:
+                update["read_only"] = read_only
+            settings = settings.model_copy(update=update)
         try:
             recorder = open_recorder(settings)
         except PersistenceError as exc:

@@ -80,6 +80,7 @@ __all__ = [
     "StoreFull",
     "StoreNotADatabase",
     "StoreReadOnly",
+    "StoreSchemaMismatch",
     "StoreUnavailable",
     "TamperDetected",
 ]
@@ -508,6 +509,32 @@ class LedgerClosed(StoreFailure):
 
     what = "is closed in this process"
     advice = "open a new Ledger: a closed one releases its connections for good"
+
+
+class StoreSchemaMismatch(LedgerError):
+    """A store opened read-only has no ledger schema, or an older or newer one than the code.
+
+    Attributes:
+        store: the store URL, password masked.
+        found: the store's schema version (0: no ledger schema).
+        expected: the version this checkpoint-ledger keeps.
+    """
+
+    def __init__(self, store: str, found: int, expected: int) -> None:
+        if found == 0:
+            what = f"store {store} has no checkpoint-ledger schema (an empty or foreign database)"
+            advice = "check the store URL; a writer or `ckl migrate` creates the schema"
+        elif found < expected:
+            what = f"store {store} has schema version {found}, older than this code's {expected}"
+            advice = f"upgrade it with `ckl migrate --store {store}` (stop older writers first)"
+        else:
+            what = f"store {store} has schema version {found}, newer than this code's {expected}"
+            advice = "upgrade checkpoint-ledger to read it"
+        super().__init__(f"{what}: {advice}")
+        self.store, self.found, self.expected = store, found, expected
+
+    def __reduce__(self) -> tuple[type[Self], tuple[str, int, int]]:
+        return type(self), (self.store, self.found, self.expected)
 
 
 class TamperDetected(LedgerError):

@@ -99,6 +99,13 @@ class LedgerSettings(BaseModel):
             "(SQLite; on PostgreSQL LISTEN/NOTIFY wakes them at once and this is a safety net)."
         ),
     )
+    read_only: bool = Field(
+        default=False,
+        description=(
+            "Open the store read-only: SQLite mode=ro, PostgreSQL read-only sessions; never "
+            "creates, upgrades or writes (writes raise StoreReadOnly; see `ckl migrate`)."
+        ),
+    )
     pool_size: int = Field(default=4, gt=0, description="PostgreSQL connections kept open.")
     connect_timeout: float = Field(
         default=5.0,

@@ -42,7 +42,7 @@ from eventsourcing.persistence import (
 )
 
 from ledger.chain import ChainRow
-from ledger.errors import InvalidInput
+from ledger.errors import InvalidInput, StoreReadOnly
 from ledger.store.failures import store_error
 from ledger.store.subscription import FIRST_RETRY, LogSubscription
 
@@ -464,6 +464,9 @@ class LedgerRecorder(ProcessRecorder):
         """
         self.store = store
         self.poll_interval = settings.poll_interval
+        # Read-only (settings.read_only): nothing is created, upgraded or written; every write
+        # method calls refuse_write first, so a write is refused before anything is sent.
+        self.read_only = settings.read_only
         # Subscriptions to wake when this recorder appends (an in-process wake-up: on SQLite
         # the only one besides polling), and wait()-ers to wake when it records tracking.
         self._append_wakers: set[threading.Event] = set()
@@ -472,6 +475,17 @@ class LedgerRecorder(ProcessRecorder):
         # The (version, hash) of the last event this recorder committed per checkpoint, so
         # that the next append chains to it without reading it back (most recently used last).
         self._heads: dict[UUID, tuple[int, bytes]] = {}
+
+    def refuse_write(self, operation: str) -> None:
+        """Raise ``StoreReadOnly`` if this recorder is read-only (before anything is sent).
+
+        Raises:
+            StoreReadOnly: the recorder was opened with ``read_only``.
+        """
+        if self.read_only:
+            raise StoreReadOnly(
+                self.store.display, operation, "the ledger was opened read-only (CKL_READ_ONLY)"
+            )
 
     def _remember_heads(self, heads: dict[UUID, tuple[int, bytes]]) -> None:
         """Keep the heads of a committed append; at most ``HEADS_KEPT``, least recent out."""
@@ -521,7 +535,23 @@ class LedgerRecorder(ProcessRecorder):
 
     @abstractmethod
     def create_tables(self) -> None:
-        """Create the tables, indexes and append-only triggers, once, safely under races."""
+        """Create the tables, indexes and append-only triggers, once, safely under races.
+
+        Read-only (``settings.read_only``), only check the schema: nothing is created.
+
+        Raises:
+            StoreSchemaMismatch: (read-only) no ledger schema, or another version than
+                :attr:`code_schema_version`.
+        """
+
+    @abstractmethod
+    def schema_version(self) -> int:
+        """The store's schema version, read without writing (0: no ledger schema)."""
+
+    @property
+    @abstractmethod
+    def code_schema_version(self) -> int:
+        """The schema version this code creates and upgrades stores to."""
 
     @abstractmethod
     def insert_snapshot(self, snapshot: StoredEvent) -> None:

@@ -6,12 +6,13 @@ SQLite's shared-cache mode reports table locks as errors rather than waiting on 
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, NamedTuple
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 from uuid import UUID, uuid4
 
 from eventsourcing.persistence import (
@@ -25,7 +26,7 @@ from eventsourcing.persistence import (
 )
 
 from ledger.chain import chain_hash
-from ledger.errors import RunArchived
+from ledger.errors import RunArchived, StoreSchemaMismatch
 from ledger.store.base import (
     ARCHIVES_TABLE,
     COMMAND_INDEX,
@@ -46,7 +47,7 @@ if TYPE_CHECKING:
 
     from ledger.settings import LedgerSettings
 
-__all__ = ["SCHEMA_TABLE", "SQLiteLedgerRecorder"]
+__all__ = ["OLD_WRITER_MESSAGE", "SCHEMA_TABLE", "SQLiteLedgerRecorder"]
 
 # The event table (the benchmarks build their raw baseline table from it, so shapes match).
 SCHEMA_TABLE = f"""CREATE TABLE IF NOT EXISTS {EVENTS_TABLE} (
@@ -106,7 +107,14 @@ _SCHEMA = [
 # from each checkpoint's Created event; eventsourcing's tracking table, which takes over the
 # projections' ckl_view_tracking row. 4: the command id is a column with a partial unique
 # index (idempotent commands; old rows keep NULL). 5: the archive trigger checks every version.
-_SCHEMA_VERSION = 5
+# 6: an insert without a hash is refused (the trigger below): every writer since schema 2
+# hashes its rows, so only a writer of an older schema, still running after an upgrade, would
+# append unchained rows that `ckl verify` then reports.
+_SCHEMA_VERSION = 6
+OLD_WRITER_MESSAGE = (
+    "this store was upgraded by a newer checkpoint-ledger: upgrade this process"
+    " (it would append rows without hashes)"
+)
 _ARCHIVED_MESSAGE = "ckl_archives: the run is archived"
 # What SQLite says when the command index refuses a row, and what the trigger below says too.
 _COMMAND_CLASH = (
@@ -142,6 +150,11 @@ _MIGRATE = [
     # The new unique key is one more that INSERT OR REPLACE would resolve by deleting the
     # older row past the DELETE trigger (as _no_replace says): refused before it gets there,
     # with the message SQLite's own refusal by the index has.
+    # Schema 6: a writer of schema 1 (no hash column then) cannot append to an upgraded store.
+    f"DROP TRIGGER IF EXISTS {EVENTS_TABLE}_hashed",
+    f"""CREATE TRIGGER {EVENTS_TABLE}_hashed BEFORE INSERT ON {EVENTS_TABLE}
+        WHEN NEW.event_hash IS NULL
+        BEGIN SELECT RAISE(ABORT, '{OLD_WRITER_MESSAGE}'); END""",
     f"DROP TRIGGER IF EXISTS {EVENTS_TABLE}_no_replace_command",
     f"""CREATE TRIGGER {EVENTS_TABLE}_no_replace_command BEFORE INSERT ON {EVENTS_TABLE}
         WHEN NEW.command_id IS NOT NULL AND EXISTS (SELECT 1 FROM {EVENTS_TABLE}
@@ -202,6 +215,27 @@ def _translate(exc: sqlite3.Error) -> PersistenceError:
     return InterfaceError(f"{type(exc).__name__}: {exc}")
 
 
+def _read_only_uri(path: str) -> str:
+    return f"file:{quote(path)}?mode=ro"
+
+
+def _wal_without_shm(path: str) -> bool:
+    """The file is in WAL mode (header bytes 18-19 are 2) and has no ``-shm`` file."""
+    try:
+        with open(path, "rb") as file:  # noqa: PTH123
+            header = file.read(20)
+    except OSError:
+        return False
+    return header[18:20] == b"\x02\x02" and not os.path.exists(path + "-shm")  # noqa: PTH110
+
+
+def _on_read_only_file_system(path: str) -> bool:
+    try:
+        return bool(os.statvfs(os.path.dirname(os.path.abspath(path))).f_flag & os.ST_RDONLY)  # noqa: PTH100, PTH120
+    except OSError:
+        return False
+
+
 class _SQLiteTransaction(SQLTransaction):
     """A transaction on one connection; a write one already excludes every other writer."""
 
@@ -252,6 +286,11 @@ class SQLiteLedgerRecorder(LedgerRecorder):
         super().__init__(store, settings)
         self._path = store.sqlite_path
         self._uri = store.kind == "memory"
+        if self.read_only and not self._uri:
+            # mode=ro: SQLite itself refuses every write, and creates no file (a missing one
+            # is an error, not a new empty database).
+            self._path = _read_only_uri(os.path.abspath(self._path))  # noqa: PTH100
+            self._uri = True
         self._synchronous = "FULL" if settings.durability == "full" else "NORMAL"
         self._timeout = settings.connect_timeout
         # Connections lent to one thread at a time, as many as threads ask for; at most
@@ -267,6 +306,8 @@ class SQLiteLedgerRecorder(LedgerRecorder):
             self._pool = Pool(self._connect, name=store.display, keep=settings.pool_size)
 
     def _connect(self) -> sqlite3.Connection:
+        if self.read_only and self.store.kind == "sqlite":
+            return self._connect_read_only()
         try:
             conn = sqlite3.connect(
                 self._path,
@@ -281,6 +322,45 @@ class SQLiteLedgerRecorder(LedgerRecorder):
         except sqlite3.Error as exc:
             raise _translate(exc) from exc
         return conn
+
+    def _connect_read_only(self) -> sqlite3.Connection:
+        """A ``mode=ro`` connection, checked by a first read (no PRAGMA that writes).
+
+        A WAL database needs its ``-shm`` file even to be read: where it is missing and cannot
+        be created (a read-only directory), SQLite refuses. On a read-only file system nobody
+        can write the database, so it is opened ``immutable`` (no locks, no ``-shm``); in a
+        read-only directory of a writable file system, a writer may still come, so that is an
+        error saying what to do.
+        """
+        path = self.store.sqlite_path
+        if not os.path.exists(path):  # noqa: PTH110
+            msg = f"there is no SQLite database at {path} (a read-only open never creates one)"
+            raise OperationalError(msg)
+        try:
+            conn = self._open_uri(self._path)
+            try:
+                conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            except sqlite3.OperationalError as exc:
+                conn.close()
+                if "readonly" not in str(exc) or not _wal_without_shm(path):
+                    raise
+                if not _on_read_only_file_system(path):
+                    msg = (
+                        f"{self.store.display} is a WAL database and SQLite cannot create its "
+                        f"{path}-shm file (the directory is not writable), which even a "
+                        "read-only open needs: make the directory writable, or read a copy"
+                    )
+                    raise OperationalError(msg) from exc
+                conn = self._open_uri(self._path + "&immutable=1")
+                conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.Error as exc:
+            raise _translate(exc) from exc
+        return conn
+
+    def _open_uri(self, uri: str) -> sqlite3.Connection:
+        return sqlite3.connect(
+            uri, uri=True, timeout=self._timeout, isolation_level=None, check_same_thread=False
+        )
 
     def _ensure_wal(self, conn: sqlite3.Connection) -> None:
         # Switching a new file to WAL needs an exclusive lock, and SQLite does not always wait
@@ -312,6 +392,8 @@ class SQLiteLedgerRecorder(LedgerRecorder):
 
     @contextmanager
     def _transaction(self, *, write: bool) -> Iterator[sqlite3.Connection]:
+        if write:
+            self.refuse_write("a write transaction")
         with self._connection() as conn:
             try:
                 # IMMEDIATE takes the write lock up front, where the busy timeout applies;
@@ -328,8 +410,36 @@ class SQLiteLedgerRecorder(LedgerRecorder):
                     conn.rollback()
                 raise _translate(exc) from exc
 
+    def schema_version(self) -> int:
+        """The store's schema version (0: no ledger schema: an empty or foreign database)."""
+        with self._transaction(write=False) as conn:
+            version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+            if version == 0:
+                found = conn.execute(
+                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                    (EVENTS_TABLE,),
+                ).fetchone()
+                version = 1 if found is not None else 0  # schema 1 kept user_version 0
+        return version
+
+    @property
+    def code_schema_version(self) -> int:
+        """The schema version this code creates and upgrades to."""
+        return _SCHEMA_VERSION
+
     def create_tables(self) -> None:
-        """Create or upgrade the schema once; concurrent openers queue on SQLite's write lock."""
+        """Create or upgrade the schema once; concurrent openers queue on SQLite's write lock.
+
+        Read-only, only check it.
+
+        Raises:
+            StoreSchemaMismatch: (read-only) no schema, or another version than the code's.
+        """
+        if self.read_only:
+            found = self.schema_version()
+            if found != _SCHEMA_VERSION:
+                raise StoreSchemaMismatch(self.store.display, found, _SCHEMA_VERSION)
+            return
         with self._transaction(write=False) as conn:
             if conn.execute("PRAGMA user_version").fetchone()[0] >= _SCHEMA_VERSION:
                 return
@@ -387,6 +497,7 @@ class SQLiteLedgerRecorder(LedgerRecorder):
                 ``tracking`` is not after the application's recorded position.
             InvalidInput: ``command_ids`` does not match ``stored_events``.
         """
+        self.refuse_write("append")
         commands = aligned_command_ids(stored_events, command_ids)
         # Hashed before the write lock where the predecessor's hash is known (the writer's own
         # last append): the lock, which every writer of the file queues for, is held for the
@@ -575,6 +686,7 @@ class SQLiteLedgerRecorder(LedgerRecorder):
 
     def insert_snapshot(self, snapshot: StoredEvent) -> None:
         """Keep a snapshot; an existing one at the same version is left as it is."""
+        self.refuse_write("snapshot")
         with self._transaction(write=True) as conn:
             conn.execute(
                 f"INSERT OR IGNORE INTO {SNAPSHOTS_TABLE} VALUES (?, ?, ?, ?)",

@@ -135,7 +135,7 @@ def test_a_sqlite_store_of_schema_2_gets_run_ids_and_keeps_its_tracked_position(
     _check_migrated(url, position, tmp_path)
     conn = sqlite3.connect(tmp_path / "old.db")
     try:
-        assert conn.execute("PRAGMA user_version").fetchone() == (5,)
+        assert conn.execute("PRAGMA user_version").fetchone() == (6,)
         legacy = "SELECT count(*) FROM sqlite_master WHERE name = 'ckl_view_tracking'"
         assert conn.execute(legacy).fetchone() == (0,)
         with pytest.raises(sqlite3.IntegrityError, match="append-only"), conn:
@@ -159,7 +159,7 @@ def test_a_postgres_store_of_schema_3_gets_run_ids_and_keeps_its_tracked_positio
         conn.execute("UPDATE ckl_schema SET version = 3")
     _check_migrated(postgres_url, position, tmp_path)
     with psycopg.connect(postgres_url, autocommit=True) as conn:
-        assert conn.execute("SELECT version FROM ckl_schema").fetchone() == (5,)
+        assert conn.execute("SELECT version FROM ckl_schema").fetchone() == (6,)
         legacy = conn.execute("SELECT to_regclass('ckl_view_tracking')").fetchone()
         assert legacy == (None,)
         with pytest.raises(psycopg.errors.RestrictViolation):

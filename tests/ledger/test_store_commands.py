@@ -309,7 +309,7 @@ def test_a_sqlite_store_of_schema_3_gets_the_command_column_when_a_writer_opens_
     _check_migrated(url, token, old_events)
     conn = sqlite3.connect(path)
     try:
-        assert conn.execute("PRAGMA user_version").fetchone() == (5,)
+        assert conn.execute("PRAGMA user_version").fetchone() == (6,)
         index = "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = ?"
         (ddl,) = conn.execute(index, (COMMAND_INDEX,)).fetchone()
         assert "UNIQUE" in ddl
@@ -337,7 +337,7 @@ def test_a_postgres_store_of_schema_4_gets_the_command_column_when_a_writer_open
         conn.execute("UPDATE ckl_schema SET version = 4")
     _check_migrated(postgres_url, token, old_events)
     with psycopg.connect(postgres_url, autocommit=True) as conn:
-        assert conn.execute("SELECT version FROM ckl_schema").fetchone() == (5,)
+        assert conn.execute("SELECT version FROM ckl_schema").fetchone() == (6,)
         row = conn.execute(
             "SELECT indexdef FROM pg_indexes WHERE indexname = %s", (COMMAND_INDEX,)
         ).fetchone()

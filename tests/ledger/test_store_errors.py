@@ -146,6 +146,7 @@ _SAMPLES: dict[str, LedgerError] = {
     "RunArchived": ledger.errors.RunArchived("r"),
     "RunNotFinished": ledger.errors.RunNotFinished("r", 2),
     "TamperDetected": ledger.errors.TamperDetected("run 'r'", 2),
+    "StoreSchemaMismatch": ledger.errors.StoreSchemaMismatch("sqlite:///x.db", 2, 6),
     "FileNotWritable": ledger.errors.FileNotWritable("path", "out/r.jsonl", "No space left"),
     "RunNotFound": ledger.errors.RunNotFound("run-9"),
     "PlotUnavailable": ledger.errors.PlotUnavailable("No module named 'matplotlib'"),

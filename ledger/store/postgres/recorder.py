@@ -16,7 +16,7 @@ import psycopg
 from eventsourcing.persistence import Notification, OperationalError, StoredEvent, Tracking
 from psycopg import pq
 
-from ledger.errors import InvalidInput
+from ledger.errors import InvalidInput, StoreSchemaMismatch
 from ledger.store.base import (
     EVENTS_TABLE,
     PURGE_PERMITS_TABLE,
@@ -38,7 +38,7 @@ from ledger.store.postgres.append import (
 from ledger.store.postgres.clock import ServerClock
 from ledger.store.postgres.notify import CHANNEL, PostgresListener, PostgresNotifier
 from ledger.store.postgres.positions import MAX_EVENTS_PER_TRANSACTION, VISIBLE_HORIZON
-from ledger.store.postgres.schema import create_schema, lock_key
+from ledger.store.postgres.schema import SCHEMA_VERSION, create_schema, lock_key, schema_version
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -120,12 +120,16 @@ class PostgresLedgerRecorder(LedgerRecorder):
         self.channel = CHANNEL
         self._connect_timeout = settings.connect_timeout
         synchronous_commit = "on" if settings.durability == "full" else "off"
+        options = f"-c synchronous_commit={synchronous_commit}"
+        if self.read_only:
+            # Every transaction of every session read-only: the server refuses any write too.
+            options += " -c default_transaction_read_only=on"
 
         self._connect_kwargs: dict[str, Any] = {
             "autocommit": True,
             "connect_timeout": max(1, int(settings.connect_timeout)),
             # Set at connect time, so every pooled connection has the store's durability.
-            "options": f"-c synchronous_commit={synchronous_commit}",
+            "options": options,
         }
         # At most `pool_size` connections are open at once; a thread waits for one to come
         # back up to connect_timeout.
@@ -184,8 +188,23 @@ class PostgresLedgerRecorder(LedgerRecorder):
             eventsourcing.persistence.ProgrammingError: the store was made by a newer
                 checkpoint-ledger, or cannot be migrated.
         """
+        if self.read_only:
+            found = self.schema_version()
+            if found != SCHEMA_VERSION:
+                raise StoreSchemaMismatch(self.store.display, found, SCHEMA_VERSION)
+            return
         with self._conn() as conn:
             create_schema(conn, self.store.display)
+
+    def schema_version(self) -> int:
+        """The store's schema version, read without writing (0: no ledger schema)."""
+        with self._conn() as conn:
+            return schema_version(conn) or 0
+
+    @property
+    def code_schema_version(self) -> int:
+        """The schema version this code creates and upgrades stores to."""
+        return SCHEMA_VERSION
 
     def insert_events(
         self,
@@ -205,6 +224,7 @@ class PostgresLedgerRecorder(LedgerRecorder):
             IntegrityError: a version is taken or skipped, or ``tracking`` is not after the
                 application's recorded position.
         """
+        self.refuse_write("append")
         commands = aligned_command_ids(stored_events, command_ids)
         if tracking is not None:
             return self._insert_tracked(stored_events, run_id, commands, tracking)
@@ -363,6 +383,7 @@ class PostgresLedgerRecorder(LedgerRecorder):
 
     def insert_snapshot(self, snapshot: StoredEvent) -> None:
         """Keep a snapshot; an existing one at the same version is left as it is."""
+        self.refuse_write("snapshot")
         with self._conn() as conn:
             conn.execute(
                 f"INSERT INTO {SNAPSHOTS_TABLE} VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
@@ -394,11 +415,13 @@ class PostgresLedgerRecorder(LedgerRecorder):
     def transaction(
         self,
         *,
-        readonly: bool = False,  # noqa: ARG002  (MVCC: readers never block writers)
+        readonly: bool = False,
         pipeline: bool = False,
         snapshot: bool = False,
     ) -> Iterator[SQLTransaction]:
         """A transaction on one pooled connection, pipelined if asked."""
+        if not readonly:
+            self.refuse_write("a write transaction")
         with self._conn() as conn, conn.transaction():
             if snapshot:  # the first statement of the transaction, as PostgreSQL requires
                 conn.execute(_SNAPSHOT_READ)

@@ -6,7 +6,8 @@ and archive markers (``ledger.chain``, ``ledger.archive``). Version 4: the run i
 (the insert guard parsed the state as JSON before; ``_migrate_to_4`` backfills it), and
 eventsourcing's tracking table, which takes over the projections' ``ckl_view_tracking`` rows.
 Version 5: the command id is a column with a partial unique index, ``COMMAND_INDEX``
-(idempotent commands; ``_migrate_to_5``). The schema is created once, under an advisory lock
+(idempotent commands; ``_migrate_to_5``). Version 6: the insert trigger refuses a row without
+a hash (a writer of an older schema, still running after an upgrade). The schema is created once, under an advisory lock
 (:func:`create_schema`), so many processes may open a new store together.
 """
 
@@ -35,6 +36,8 @@ if TYPE_CHECKING:
 __all__ = [
     "ARCHIVED_SQLSTATE",
     "GAP_SQLSTATE",
+    "OLD_WRITER_MESSAGE",
+    "OLD_WRITER_SQLSTATE",
     "SCHEMA",
     "SCHEMA_VERSION",
     "create_schema",
@@ -42,7 +45,14 @@ __all__ = [
     "schema_version",
 ]
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
+OLD_WRITER_SQLSTATE = "23CK6"
+"""Raised by the insert trigger for a row without a hash: a writer older than the store's schema
+(class 23, an integrity constraint violation, as SQLite's trigger refusal is)."""
+OLD_WRITER_MESSAGE = (
+    "this store was upgraded by a newer checkpoint-ledger: upgrade this process"
+    " (it would append rows without hashes)"
+)
 ARCHIVED_SQLSTATE = "CK001"
 """Raised by the insert trigger for a write to an archived run (``ledger.errors.RunArchived``)."""
 GAP_SQLSTATE = "CK002"
@@ -171,6 +181,11 @@ SCHEMA = [
                 RAISE EXCEPTION 'checkpoint % has no version %; version % refused',
                     NEW.originator_id, NEW.originator_version - 1, NEW.originator_version
                     USING ERRCODE = '{GAP_SQLSTATE}';
+            END IF;
+            -- Schema 6: every writer since schema 3 hashes its rows (version 0, eventsourcing's
+            -- own, aside); a row without one comes from a writer older than the store.
+            IF NEW.event_hash IS NULL AND NEW.originator_version > 0 THEN
+                RAISE EXCEPTION '{OLD_WRITER_MESSAGE}' USING ERRCODE = '{OLD_WRITER_SQLSTATE}';
             END IF;
             RETURN NEW;
         END $$""",
