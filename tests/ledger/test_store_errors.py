@@ -225,14 +225,15 @@ def test_a_sqlite_file_damaged_after_writing_is_store_corrupt(tmp_path: Path) ->
 def _insert_raw(store_url: str, token: CheckpointToken, version: int, topic: str) -> None:
     """Append a row the ledger did not write (inserts are allowed: the table is append-only)."""
     state = b'{"written_by": "a newer checkpoint-ledger"}'
+    digest = b"\x00" * 32  # a hash of its own (schema 6 refuses rows without one)
     if store_url.startswith(SQLITE_PREFIX):
         conn = sqlite3.connect(store_url.removeprefix(SQLITE_PREFIX))
         try:
             with conn:
                 conn.execute(
-                    "INSERT INTO ckl_events (originator_id, originator_version, topic, state) "
-                    "VALUES (?, ?, ?, ?)",
-                    (str(token.checkpoint_id), version, topic, state),
+                    "INSERT INTO ckl_events (originator_id, originator_version, topic, state,"
+                    " event_hash) VALUES (?, ?, ?, ?, ?)",
+                    (str(token.checkpoint_id), version, topic, state, digest),
                 )
         finally:
             conn.close()
@@ -241,9 +242,9 @@ def _insert_raw(store_url: str, token: CheckpointToken, version: int, topic: str
             # A position in the writing transaction's own range, as ledger.store.postgres assigns.
             pg.execute(
                 "INSERT INTO ckl_events (notification_id, originator_id, originator_version,"
-                " topic, state) VALUES (pg_current_xact_id()::text::bigint * 65536 + 1,"
-                " %s, %s, %s, %s)",
-                (token.checkpoint_id, version, topic, state),
+                " topic, state, event_hash) VALUES (pg_current_xact_id()::text::bigint * 65536"
+                " + 1, %s, %s, %s, %s, %s)",
+                (token.checkpoint_id, version, topic, state, digest),
             )
 
 
