@@ -427,6 +427,11 @@ class SQLiteLedgerRecorder(LedgerRecorder):
         """The schema version this code creates and upgrades to."""
         return _SCHEMA_VERSION
 
+    def _check_schema(self) -> None:
+        found = self.schema_version()
+        if found != _SCHEMA_VERSION:
+            raise StoreSchemaMismatch(self.store.display, found, _SCHEMA_VERSION)
+
     def create_tables(self) -> None:
         """Create or upgrade the schema once; concurrent openers queue on SQLite's write lock.
 
@@ -436,9 +441,7 @@ class SQLiteLedgerRecorder(LedgerRecorder):
             StoreSchemaMismatch: (read-only) no schema, or another version than the code's.
         """
         if self.read_only:
-            found = self.schema_version()
-            if found != _SCHEMA_VERSION:
-                raise StoreSchemaMismatch(self.store.display, found, _SCHEMA_VERSION)
+            self._check_schema()
             return
         with self._transaction(write=False) as conn:
             if conn.execute("PRAGMA user_version").fetchone()[0] >= _SCHEMA_VERSION:

@@ -7,8 +7,9 @@ and archive markers (``ledger.chain``, ``ledger.archive``). Version 4: the run i
 eventsourcing's tracking table, which takes over the projections' ``ckl_view_tracking`` rows.
 Version 5: the command id is a column with a partial unique index, ``COMMAND_INDEX``
 (idempotent commands; ``_migrate_to_5``). Version 6: the insert trigger refuses a row without
-a hash (a writer of an older schema, still running after an upgrade). The schema is created once, under an advisory lock
-(:func:`create_schema`), so many processes may open a new store together.
+a hash (a writer of an older schema, still running after an upgrade). The schema is created
+once, under an advisory lock (:func:`create_schema`), so many processes may open a new store
+together.
 """
 
 from __future__ import annotations
