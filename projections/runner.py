@@ -44,6 +44,7 @@ from ledger import (
 )
 from ledger.events import EVENT_TYPES, Snapshot
 from ledger.store import TRACKING_TABLE, store_error
+from projections._private import PrivateViewsRecorder
 from projections.cursor import CursorView
 from projections.failures import AUDIT_KINDS, FailureView
 from projections.fold import PageWriter, decode
@@ -58,6 +59,7 @@ if TYPE_CHECKING:
     from uuid import UUID
 
     from ledger import SQLTransaction
+    from ledger.store import LedgerRecorder
     from projections._common import View
     from projections.models import (
         AuditKind,
@@ -136,7 +138,10 @@ class Projections:
         check_count(history_size, "history_size", minimum=1)
         check_count(batch_size, "batch_size", minimum=1)
         self.ledger = ledger
-        self.recorder = ledger.recorder
+        self.recorder: LedgerRecorder = ledger.recorder
+        # A read-only ledger cannot write the store's views: it reads them while they are
+        # current, else builds its own in memory (see _open_read_only).
+        self._follows_stored_views = False
         self.history_size = history_size
         self.batch_size = batch_size
         self._cursor = CursorView()
@@ -154,16 +159,20 @@ class Projections:
             postgres=ledger.recorder.store.kind == "postgres", history_size=history_size
         )
         self._apply_lock = threading.Lock()
+        if ledger.recorder.read_only:
+            self._store_call("open views", self._open_read_only)
+        step = self._follow_tracking if self._follows_stored_views else self._apply_batch
         # Any LedgerError is waited out, as a store outage is: the views must keep following.
         self._follower = LogFollower(
             ledger,
-            lambda _follower: self._store_call("apply", self._apply_batch),
+            lambda _follower: self._store_call("apply", step),
             name="ckl-projections",
             what="views",
             log=log,
             retry_on=(LedgerError,),
         )
-        self._store_call("create views", self._create_tables)
+        if not self._follows_stored_views:
+            self._store_call("create views", self._create_tables)
         self._follower.advance(self._store_call("read position", self._tracked_position))
 
     # ---------------------------------------------------------------- life cycle
@@ -223,7 +232,10 @@ class Projections:
     def sync(self, timeout: float = 5.0) -> int:
         """Read-your-writes: wait until the views include everything committed by now."""
         check_seconds(timeout, "timeout")
-        target = self._store_call("read log head", self.recorder.max_notification_id) or 0
+        # Stored views on a read-only ledger: as of their tracked position (the log's head
+        # when they were opened, or later if a projector elsewhere moved them on).
+        head = self._tracked_position if self._follows_stored_views else self._log_head
+        target = self._store_call("read log head", head) or 0
         return self.wait_for(target, timeout)
 
     def rebuild(self) -> int:
@@ -606,6 +618,47 @@ class Projections:
         return self._read(self._cursor.checkpoint_counts)
 
     # ---------------------------------------------------------------- internals
+
+    def _log_head(self) -> int | None:
+        return self.recorder.max_notification_id()
+
+    def _open_read_only(self) -> None:
+        """Read the store's views if they are current, else build private ones (one note).
+
+        Current: built with this code's view schema, and tracked up to the log's readable
+        head. Otherwise the views are built in a private in-memory database from the log
+        (``projections._private``); nothing is written to the store either way.
+        """
+        store = self.ledger.recorder
+        built: int | None = None
+        tracked: int | None = None
+        with store.transaction(readonly=True) as tx:
+            if tx.has_table(SCHEMA_TABLE):
+                rows = tx.query(
+                    f"SELECT version FROM {SCHEMA_TABLE} WHERE name = %s", (TRACKING_NAME,)
+                )
+                built = int(rows[0][0]) if rows else None
+                tracked = tx.max_tracking_id(TRACKING_NAME) or 0
+        head = store.log_head().readable or 0
+        if built == VIEWS_SCHEMA_VERSION and tracked == head:
+            self._follows_stored_views = True
+            return
+        note = (
+            f"the views of read-only store {self.ledger.store_display} are not current "
+            f"(built with schema {built}, at position {tracked} of {head}): building them in "
+            "memory from the log for this process (`ckl project` or `ckl rebuild` with write "
+            "access brings the stored views up to date)"
+        )
+        log.warning(note)
+        self.recorder = PrivateViewsRecorder(store, self.ledger.settings)
+
+    def _follow_tracking(self) -> bool:
+        """Stored views on a read-only ledger: move to the position a projector recorded."""
+        tracked = self._tracked_position()
+        if tracked <= self._follower.position:
+            return False
+        self._follower.advance(tracked)
+        return True
 
     def _lock_schema(self, tx: SQLTransaction) -> None:
         tx.lock_for_schema("views")

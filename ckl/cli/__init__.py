@@ -127,6 +127,12 @@ COMMANDS: tuple[CommandEntry, ...] = (
         "Drop the projections and replay the whole log into them.",
     ),
     CommandEntry(
+        "migrate",
+        "ckl.cli.manage",
+        "migrate",
+        "Upgrade the store's schema to this version's (idempotent); --check only reports.",
+    ),
+    CommandEntry(
         "metrics",
         "ckl.cli.metrics",
         "metrics_command",

@@ -57,17 +57,21 @@ class CliContext:
         """
         return LedgerSettings.from_env(store=self.store, **overrides)
 
-    def open(self, *, existing: bool = False, **overrides: object) -> Ledger:
+    def open(self, *, existing: bool = False, write: bool = False, **overrides: object) -> Ledger:
         """Open the store: the one way every command reaches it.
 
-        ``existing``: refuse a SQLite file that is not there yet. Read commands pass
-        ``existing=True`` so a mistyped path is an error, not a new empty database file left
-        behind. ``overrides``: settings a command's options set (see :meth:`settings`).
+        ``existing``: refuse a SQLite file that is not there yet, and open the store
+        read-only (``Ledger.open(read_only=True)``): read commands pass ``existing=True``, so a
+        mistyped path is an error, not a new empty database file left behind, and a read never
+        creates, upgrades or writes anything. ``write``: a command that changes an existing
+        store (retry, cancel…) passes it with ``existing`` to open it for writing.
+        ``overrides``: settings a command's options set (see :meth:`settings`).
 
         Raises:
             InvalidInput: a setting has a value of the wrong type or range.
             InvalidStoreURL: a bad URL, or (``existing``) no SQLite file at the path.
             StoreUnavailable: the store cannot be reached.
+            StoreSchemaMismatch: (read-only) the store's schema is missing, older or newer.
         """
         settings = self.settings(**overrides)
         if existing:
@@ -79,7 +83,7 @@ class CliContext:
                     f"there is no SQLite database at {path} (this command never "
                     "creates one; check the path, or run a job or `ckl demo` first)",
                 )
-        return Ledger.open(settings=settings)
+        return Ledger.open(settings=settings, read_only=True if existing and not write else None)
 
     @contextlib.contextmanager
     def views(self, ledger: Ledger) -> Iterator[Projections]:

@@ -129,7 +129,7 @@ def archive(obj: CliContext, run_id: str, file: Path, as_json: bool) -> None:
     purge and an archive marker are one transaction; the run cannot be written again unless
     FILE is imported back with --restore. Needs the owner role on PostgreSQL.
     """
-    with obj.open(existing=True) as ledger:
+    with obj.open(existing=True, write=True) as ledger:
         summary = archive_run(ledger, run_id, file)
     _report(summary, "archived and purged", as_json=as_json)
 

@@ -1,4 +1,4 @@
-"""The commands that change something: demo, retry, cancel, reset, project, rebuild.
+"""The commands that change something: demo, retry, cancel, reset, project, rebuild, migrate.
 
 ``retry`` and ``cancel`` act on one batch, or on every batch of a run that needs it. They read
 each checkpoint's state from the store (``Ledger.run_states``: the truth, not the views) and
@@ -7,17 +7,20 @@ send one command per batch; a batch that settled in between is reported as skipp
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
 from typing import TYPE_CHECKING
 
 import click
+from eventsourcing.persistence import PersistenceError
 
 from ckl.cli._context import CliContext, find_token, pass_cli
 from ckl.cli._output import echo_json, fmt_value, make_console, printable
 from ckl.demo import new_run_id, replay_and_audit, run_demo
-from ledger import InvalidTransition, RunNotFound
+from ledger import InvalidStoreURL, InvalidTransition, RunNotFound
+from ledger.store import migrate_schema, parse_store_url, store_error
 from projections import Projections
 
 if TYPE_CHECKING:
@@ -25,7 +28,7 @@ if TYPE_CHECKING:
 
     from ledger import CheckpointState, Ledger
 
-__all__ = ["cancel", "demo", "project", "rebuild", "reset", "retry"]
+__all__ = ["cancel", "demo", "migrate", "project", "rebuild", "reset", "retry"]
 
 
 @click.command()
@@ -118,7 +121,7 @@ def retry(
     """
     if (batch_index is None) == (not all_transient):
         raise click.UsageError("give BATCH, or --all-transient (not both)", ctx)
-    with obj.open(existing=True) as ledger:
+    with obj.open(existing=True, write=True) as ledger:
         if batch_index is not None:
             token = find_token(ledger, run_id, batch_index)
             before = ledger.get_checkpoint(token)
@@ -228,7 +231,7 @@ def cancel(
     permanently failed and cancelled ones are reported as skipped. With --json: the new state
     (BATCH), or {"run_id", "reason", "cancelled", "skipped"}.
     """
-    with obj.open(existing=True) as ledger:
+    with obj.open(existing=True, write=True) as ledger:
         if batch_index is not None:
             token = find_token(ledger, run_id, batch_index)
             before = ledger.get_checkpoint(token)
@@ -288,7 +291,7 @@ def reset(obj: CliContext, run_id: str, batch_index: int, reason: str, as_json: 
     Cursor, progress and results are cleared. For a transient failure, `ckl retry` resumes from
     the last cursor instead and keeps the progress.
     """
-    with obj.open(existing=True) as ledger:
+    with obj.open(existing=True, write=True) as ledger:
         token = find_token(ledger, run_id, batch_index)
         before = ledger.get_checkpoint(token)
         state = ledger.reset_checkpoint(token, reason)
@@ -333,7 +336,7 @@ def project(obj: CliContext, poll_interval: float) -> None:
 @pass_cli
 def rebuild(obj: CliContext, as_json: bool) -> None:
     """Drop the projections and replay the whole log into them."""
-    with obj.open(existing=True) as ledger, Projections(ledger) as views:
+    with obj.open(existing=True, write=True) as ledger, Projections(ledger) as views:
         started = time.perf_counter()
         position = views.rebuild()
         seconds = time.perf_counter() - started
@@ -341,3 +344,52 @@ def rebuild(obj: CliContext, as_json: bool) -> None:
         echo_json({"position": position, "seconds": round(seconds, 3)})
     else:
         click.echo(f"rebuilt the views up to position {position} in {seconds:.2f}s")
+
+
+@click.command()
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Only say whether an upgrade is due (exit 1 if it is, 0 if current); writes nothing.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@pass_cli
+@click.pass_context
+def migrate(ctx: click.Context, obj: CliContext, check: bool, as_json: bool) -> None:
+    """Upgrade the store's schema to this version's (idempotent); print from/to versions.
+
+    Read commands open stores read-only and never upgrade them: an older store is refused
+    with advice to run this. Stop writers of older versions first: the upgraded store refuses
+    their appends.
+    """
+    settings = obj.settings()
+    url = parse_store_url(settings.store)
+    path = url.database_file
+    if path is not None and not os.path.exists(path):  # noqa: PTH110
+        raise InvalidStoreURL(url.display, f"there is no SQLite database at {path} to migrate")
+    try:
+        versions = migrate_schema(settings, check=check)
+    except PersistenceError as exc:
+        raise store_error(exc, url.display, "migrate", path=path) from exc
+    due = versions.before < versions.code
+    if as_json:
+        echo_json(
+            {
+                "store": url.display,
+                "from": versions.before,
+                "to": versions.after,
+                "code": versions.code,
+                "due": due and check,
+            }
+        )
+    elif check:
+        click.echo(
+            f"{url.display}: schema {versions.before}, this version keeps {versions.code}: "
+            + ("an upgrade is due (run `ckl migrate`)" if due else "current")
+        )
+    elif due:
+        click.echo(f"{url.display}: upgraded schema {versions.before} -> {versions.after}")
+    else:
+        click.echo(f"{url.display}: schema {versions.after} is current, nothing to do")
+    if check and due:
+        ctx.exit(1)

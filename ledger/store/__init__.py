@@ -13,7 +13,7 @@ One URL picks the backend (``ledger.store.url``); ``open_recorder(settings)`` re
 - ``postgres``: the PostgreSQL backend (schema, append, notify, clock, recorder)
 """
 
-from ledger.store.backends import open_recorder
+from ledger.store.backends import SchemaVersions, migrate_schema, open_recorder
 from ledger.store.base import (
     ARCHIVES_TABLE,
     COMMAND_INDEX,
@@ -44,7 +44,9 @@ __all__ = [
     "LogHead",
     "LogListener",
     "SQLTransaction",
+    "SchemaVersions",
     "StoreURL",
+    "migrate_schema",
     "open_recorder",
     "parse_store_url",
     "permanent_failure",

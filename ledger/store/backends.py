@@ -9,8 +9,9 @@ import of another ledger module made inside a function, on purpose.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
+from ledger.errors import StoreSchemaMismatch
 from ledger.store.base import LedgerRecorder
 from ledger.store.url import parse_store_url
 
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
     from ledger.settings import LedgerSettings
     from ledger.store.url import StoreKind, StoreURL
 
-__all__ = ["BACKENDS", "open_recorder", "recorder_class"]
+__all__ = ["BACKENDS", "SchemaVersions", "migrate_schema", "open_recorder", "recorder_class"]
 
 BACKENDS: dict[StoreKind, str] = {
     "sqlite": "ledger.store.sqlite:SQLiteLedgerRecorder",
@@ -54,3 +55,40 @@ def open_recorder(settings: LedgerSettings) -> LedgerRecorder:
         recorder.close()
         raise
     return recorder
+
+
+class SchemaVersions(NamedTuple):
+    """A store's schema version before and after :func:`migrate_schema`, and the code's."""
+
+    before: int
+    after: int
+    code: int
+
+
+def migrate_schema(settings: LedgerSettings, *, check: bool = False) -> SchemaVersions:
+    """Upgrade the store's schema to this code's (``check``: only read its version).
+
+    The version is read through a read-only recorder, so ``check`` (and a current store)
+    writes nothing; an upgrade is what a writer's open does (``create_tables``), at once.
+    Idempotent.
+
+    Raises:
+        StoreSchemaMismatch: the store's schema is newer than the code's.
+        eventsourcing.persistence.PersistenceError: the database cannot be reached.
+    """
+    store = parse_store_url(settings.store)
+    cls = recorder_class(store)
+    reader = cls(store, settings.model_copy(update={"read_only": True}))
+    try:
+        before, code = reader.schema_version(), reader.code_schema_version
+    finally:
+        reader.close()
+    if before > code:
+        raise StoreSchemaMismatch(store.display, before, code)
+    if check or before == code:
+        return SchemaVersions(before, before, code)
+    writer = open_recorder(settings.model_copy(update={"read_only": False}))
+    try:
+        return SchemaVersions(before, writer.schema_version(), code)
+    finally:
+        writer.close()

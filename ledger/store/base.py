@@ -302,6 +302,10 @@ class SQLTransaction(ABC):
     def _view_tables(self) -> list[str]:
         """The names of the tables named ``ckl_view_*`` that have a ``checkpoint_id`` column."""
 
+    @abstractmethod
+    def has_table(self, name: str) -> bool:
+        """Whether the table ``name`` exists (a read: nothing is created)."""
+
     # ------------------------------------------------------------ chains
 
     def select_chain(self, checkpoint_id: UUID) -> list[ChainRow]:

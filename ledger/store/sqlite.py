@@ -185,6 +185,7 @@ _ARCHIVED_CHECKPOINT = (
 )
 _COLUMNS = "notification_id, originator_id, originator_version, topic, state"
 _PURGE_PERMIT = f"INSERT INTO {PURGE_PERMITS_TABLE} (originator_id) VALUES (%s)"
+_HAS_TABLE = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
 _VIEW_TABLES = (
     "SELECT m.name FROM sqlite_master AS m, pragma_table_info(m.name) AS c "
     "WHERE m.type = 'table' AND m.name LIKE 'ckl\\_view\\_%' ESCAPE '\\' "
@@ -219,21 +220,25 @@ def _read_only_uri(path: str) -> str:
     return f"file:{quote(path)}?mode=ro"
 
 
-def _wal_without_shm(path: str) -> bool:
-    """The file is in WAL mode (header bytes 18-19 are 2) and has no ``-shm`` file."""
+def _is_wal(path: str) -> bool:
+    """The file is in WAL mode: its header's read and write versions (bytes 18, 19) are 2."""
     try:
         with open(path, "rb") as file:  # noqa: PTH123
             header = file.read(20)
     except OSError:
         return False
-    return header[18:20] == b"\x02\x02" and not os.path.exists(path + "-shm")  # noqa: PTH110
+    return header[18:20] == b"\x02\x02"
 
 
-def _on_read_only_file_system(path: str) -> bool:
+def _unwritable_directory(path: str) -> bool:
+    """Nobody but root may create files next to ``path``: a read-only mount or permissions."""
+    directory = os.path.dirname(os.path.abspath(path))  # noqa: PTH100, PTH120
     try:
-        return bool(os.statvfs(os.path.dirname(os.path.abspath(path))).f_flag & os.ST_RDONLY)  # noqa: PTH100, PTH120
+        mounted_read_only = bool(os.statvfs(directory).f_flag & os.ST_RDONLY)
+        no_write_bits = not os.stat(directory).st_mode & 0o222  # noqa: PTH116
     except OSError:
         return False
+    return mounted_read_only or no_write_bits or not os.access(directory, os.W_OK)
 
 
 class _SQLiteTransaction(SQLTransaction):
@@ -266,6 +271,9 @@ class _SQLiteTransaction(SQLTransaction):
 
     def _view_tables(self) -> list[str]:
         return [str(r[0]) for r in self.query(_VIEW_TABLES)]
+
+    def has_table(self, name: str) -> bool:
+        return bool(self.query(_HAS_TABLE, (name,)))
 
 
 class SQLiteLedgerRecorder(LedgerRecorder):
@@ -326,33 +334,36 @@ class SQLiteLedgerRecorder(LedgerRecorder):
     def _connect_read_only(self) -> sqlite3.Connection:
         """A ``mode=ro`` connection, checked by a first read (no PRAGMA that writes).
 
-        A WAL database needs its ``-shm`` file even to be read: where it is missing and cannot
-        be created (a read-only directory), SQLite refuses. On a read-only file system nobody
-        can write the database, so it is opened ``immutable`` (no locks, no ``-shm``); in a
-        read-only directory of a writable file system, a writer may still come, so that is an
-        error saying what to do.
+        A WAL database needs its ``-shm`` index even to be read, and SQLite creates it (and an
+        empty ``-wal``) where the directory lets it. In a directory nobody may write (a
+        read-only mount, or no write permission: only root could still write there) a
+        database with no ``-wal`` file holds everything in its main file and no writer can be
+        at work, so it is opened ``immutable``: no locks, no ``-shm``, nothing created. With a
+        ``-wal`` file there, its content is needed and the index cannot be made: an error says
+        what to do.
         """
         path = self.store.sqlite_path
         if not os.path.exists(path):  # noqa: PTH110
             msg = f"there is no SQLite database at {path} (a read-only open never creates one)"
             raise OperationalError(msg)
+        uri = self._path
+        if _is_wal(path) and not os.path.exists(path + "-shm") and _unwritable_directory(path):  # noqa: PTH110
+            if os.path.exists(path + "-wal"):  # noqa: PTH110
+                msg = (
+                    f"{self.store.display} is a WAL database with a {path}-wal file, and its "
+                    f"directory is not writable, so SQLite cannot create the {path}-shm index "
+                    "that reading it needs: read it where the directory is writable, or "
+                    "checkpoint it (open it once with a writer) before making it read-only"
+                )
+                raise OperationalError(msg)
+            uri += "&immutable=1"
         try:
-            conn = self._open_uri(self._path)
+            conn = self._open_uri(uri)
             try:
                 conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
-            except sqlite3.OperationalError as exc:
+            except BaseException:
                 conn.close()
-                if "readonly" not in str(exc) or not _wal_without_shm(path):
-                    raise
-                if not _on_read_only_file_system(path):
-                    msg = (
-                        f"{self.store.display} is a WAL database and SQLite cannot create its "
-                        f"{path}-shm file (the directory is not writable), which even a "
-                        "read-only open needs: make the directory writable, or read a copy"
-                    )
-                    raise OperationalError(msg) from exc
-                conn = self._open_uri(self._path + "&immutable=1")
-                conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+                raise
         except sqlite3.Error as exc:
             raise _translate(exc) from exc
         return conn

@@ -108,6 +108,10 @@ class _PostgresTransaction(SQLTransaction):
     def _view_tables(self) -> list[str]:
         return [str(r[0]) for r in self.query(_VIEW_TABLES)]
 
+    def has_table(self, name: str) -> bool:
+        rows = self.query("SELECT to_regclass(%s) IS NOT NULL", (name,))
+        return bool(rows and rows[0][0])
+
 
 class PostgresLedgerRecorder(LedgerRecorder):
     """The ledger's event and snapshot tables in one PostgreSQL database."""
