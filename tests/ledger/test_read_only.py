@@ -14,7 +14,7 @@ import re
 import shutil
 import sqlite3
 import stat
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psycopg
 import pytest
@@ -24,6 +24,9 @@ from ledger.store import migrate_schema
 from ledger.store.postgres.schema import OLD_WRITER_MESSAGE as PG_OLD_WRITER
 from ledger.store.sqlite import OLD_WRITER_MESSAGE
 from projections import Projections
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 SIDE_FILES = ("-wal", "-shm", "-journal")
 
@@ -103,7 +106,7 @@ def test_a_read_only_copy_in_a_read_only_directory_is_read_and_nothing_is_writte
         with Ledger.open(url, read_only=True) as ledger:
             token = ledger.find_checkpoint("ro", 0)
             assert token is not None
-            with pytest.raises(StoreReadOnly, match="open read-only|opened read-only"):
+            with pytest.raises(StoreReadOnly, match="opened read-only"):
                 ledger.checkpoint_yield(token, cursor=2, items_processed=2)
             with pytest.raises(StoreReadOnly):
                 ledger.create_checkpoint("ro", 9)
@@ -227,7 +230,7 @@ def test_a_wal_file_in_an_unwritable_directory_is_a_clear_error(tmp_path: Path) 
     (path.parent / "s.db-wal").write_bytes(b"")  # a WAL file the index would be needed for
     path.parent.chmod(stat.S_IRUSR | stat.S_IXUSR)
     try:
-        with pytest.raises(Exception, match="cannot create the .*-shm index"):
+        with pytest.raises(Exception, match=r"cannot create the .*-shm index"):
             Ledger.open(f"sqlite:///{path}", read_only=True)
         assert not os.path.exists(f"{path}-shm")  # noqa: PTH110
     finally:
@@ -260,7 +263,7 @@ def test_postgres_read_only_sessions(postgres_url: str) -> None:
             ledger.checkpoint_yield(token, cursor=2, items_processed=2)
         # The session itself is read-only: even a statement past the recorder's guard fails.
         with pytest.raises(Exception, match="read-only transaction"):
-            ledger.recorder._query("CREATE TABLE ckl_probe (x int)", ())  # noqa: SLF001
+            ledger.recorder._query("CREATE TABLE ckl_probe (x int)", ())
     with psycopg.connect(postgres_url, autocommit=True) as conn:
         assert conn.execute("SELECT to_regclass('ckl_view_schema')").fetchone() == (None,)
         conn.execute("UPDATE ckl_schema SET version = 5")
