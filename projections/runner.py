@@ -643,13 +643,18 @@ class Projections:
         if built == VIEWS_SCHEMA_VERSION and tracked == head:
             self._follows_stored_views = True
             return
-        note = (
-            f"the views of read-only store {self.ledger.store_display} are not current "
-            f"(built with schema {built}, at position {tracked} of {head}): building them in "
-            "memory from the log for this process (`ckl project` or `ckl rebuild` with write "
-            "access brings the stored views up to date)"
+        state = (
+            "has no views"
+            if built is None
+            else f"has views of schema {built} at position {tracked} of {head}"
         )
-        log.warning(note)
+        # INFO, not a warning: the reads are right either way, only slower (a replay).
+        log.info(
+            "read-only store %s %s: building them in memory from the log for this process "
+            "(`ckl project` or `ckl rebuild` with write access brings the stored ones up to date)",
+            self.ledger.store_display,
+            state,
+        )
         self.recorder = PrivateViewsRecorder(store, self.ledger.settings)
 
     def _follow_tracking(self) -> bool:

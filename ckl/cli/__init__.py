@@ -130,7 +130,7 @@ COMMANDS: tuple[CommandEntry, ...] = (
         "migrate",
         "ckl.cli.manage",
         "migrate",
-        "Upgrade the store's schema to this version's (idempotent); --check only reports.",
+        "Upgrade the store's schema to this version's (idempotent); print from/to versions.",
     ),
     CommandEntry(
         "metrics",
