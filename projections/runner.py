@@ -187,8 +187,10 @@ class Projections:
         self._follower.stop()
 
     def close(self) -> None:
-        """Stop following. The ledger stays open."""
+        """Stop following. The ledger stays open (private in-memory views are dropped)."""
         self.stop()
+        if self.recorder is not self.ledger.recorder:
+            self.recorder.close()
 
     def __enter__(self) -> Self:
         return self
