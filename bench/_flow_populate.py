@@ -20,12 +20,14 @@ from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
+from uuid import UUID
 
 import psycopg
 
 from bench._workload import ITEMS_PER_YIELD, yield_payload
 from ledger import Completed, Created, Failed, Ledger, LedgerSettings, Retried, Yielded
 from ledger._mapper import EventMapper
+from ledger.chain import chain_hash
 from ledger.checkpoint import checkpoint_id_for
 from projections import Projections
 from projections._common import to_json, to_time
@@ -185,7 +187,9 @@ CURSOR_COLUMNS = (
 )
 HISTORY_COLUMNS = "checkpoint_id, seq, attempt, cursor, items_processed, at, position"
 TIMELINE_COLUMNS = "position, run_id, checkpoint_id, batch_index, version, topic, at"
-EVENT_COLUMNS = "notification_id, originator_id, originator_version, topic, state, run_id"
+EVENT_COLUMNS = (
+    "notification_id, originator_id, originator_version, topic, state, run_id, event_hash"
+)
 
 
 class BulkLoader(Protocol):
@@ -215,6 +219,7 @@ class LogBuilder:
     cursors: dict[str, _Cursor] = field(default_factory=dict)
     history: dict[str, deque[tuple[str, int, int, int, str, int]]] = field(default_factory=dict)
     _ids: dict[tuple[str, int], str] = field(default_factory=dict)
+    _hashes: dict[str, bytes] = field(default_factory=dict)
     _second: tuple[int, str] = (-1, "")
 
     def write(self, specs: Iterable[Spec]) -> int:
@@ -268,7 +273,10 @@ class LogBuilder:
         if self.views:
             self._fold(spec, oid, at, topic, p)
             timeline.append((p, spec.run_id, oid, spec.batch_index, spec.version, topic, at))
-        return (p, oid, spec.version, topic, state, spec.run_id)
+        # Chained as the ledger chains them (the store refuses rows without a hash).
+        prev = self._hashes.get(oid) if spec.version > 1 else None
+        digest = self._hashes[oid] = chain_hash(prev, UUID(oid), spec.version, topic, state)
+        return (p, oid, spec.version, topic, state, spec.run_id, digest)
 
     def _at(self, p: int) -> str:
         """``to_time`` of the event at position ``p``: one millisecond apart, micros never 0."""

@@ -43,8 +43,7 @@ from ledger import (
     check_token,
 )
 from ledger.events import EVENT_TYPES, Snapshot
-from ledger.store import TRACKING_TABLE, store_error
-from projections._private import PrivateViewsRecorder
+from ledger.store import TRACKING_TABLE, private_views_recorder, store_error
 from projections.cursor import CursorView
 from projections.failures import AUDIT_KINDS, FailureView
 from projections.fold import PageWriter, decode
@@ -630,7 +629,7 @@ class Projections:
 
         Current: built with this code's view schema, and tracked up to the log's readable
         head. Otherwise the views are built in a private in-memory database from the log
-        (``projections._private``); nothing is written to the store either way.
+        (``ledger.store.private``); nothing is written to the store either way.
         """
         store = self.ledger.recorder
         built: int | None = None
@@ -658,7 +657,7 @@ class Projections:
             self.ledger.store_display,
             state,
         )
-        self.recorder = PrivateViewsRecorder(store, self.ledger.settings)
+        self.recorder = private_views_recorder(store, self.ledger.settings)
 
     def _follow_tracking(self) -> bool:
         """Stored views on a read-only ledger: move to the position a projector recorded."""

@@ -13,7 +13,12 @@ One URL picks the backend (``ledger.store.url``); ``open_recorder(settings)`` re
 - ``postgres``: the PostgreSQL backend (schema, append, notify, clock, recorder)
 """
 
-from ledger.store.backends import SchemaVersions, migrate_schema, open_recorder
+from ledger.store.backends import (
+    SchemaVersions,
+    migrate_schema,
+    open_recorder,
+    private_views_recorder,
+)
 from ledger.store.base import (
     ARCHIVES_TABLE,
     COMMAND_INDEX,
@@ -50,6 +55,7 @@ __all__ = [
     "open_recorder",
     "parse_store_url",
     "permanent_failure",
+    "private_views_recorder",
     "quote_identifier",
     "redact_url",
     "store_error",

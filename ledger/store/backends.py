@@ -19,7 +19,14 @@ if TYPE_CHECKING:
     from ledger.settings import LedgerSettings
     from ledger.store.url import StoreKind, StoreURL
 
-__all__ = ["BACKENDS", "SchemaVersions", "migrate_schema", "open_recorder", "recorder_class"]
+__all__ = [
+    "BACKENDS",
+    "SchemaVersions",
+    "migrate_schema",
+    "open_recorder",
+    "private_views_recorder",
+    "recorder_class",
+]
 
 BACKENDS: dict[StoreKind, str] = {
     "sqlite": "ledger.store.sqlite:SQLiteLedgerRecorder",
@@ -92,3 +99,16 @@ def migrate_schema(settings: LedgerSettings, *, check: bool = False) -> SchemaVe
         return SchemaVersions(before, writer.schema_version(), code)
     finally:
         writer.close()
+
+
+def private_views_recorder(source: LedgerRecorder, settings: LedgerSettings) -> LedgerRecorder:
+    """A private in-memory SQLite database for view tables, reading the log from ``source``.
+
+    For a read-only ledger whose stored views are not current (``ledger.store.private``);
+    SQLite is imported only now, as every backend is.
+    """
+    found = importlib.import_module("ledger.store.private").PrivateViewsRecorder(source, settings)
+    if not isinstance(found, LedgerRecorder):  # pragma: no cover  (the module's own class)
+        msg = "ledger.store.private.PrivateViewsRecorder is not a LedgerRecorder"
+        raise TypeError(msg)
+    return found

@@ -14,8 +14,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 from uuid import uuid4
 
-from ledger.store import EVENTS_TABLE, LogHead, parse_store_url
+from ledger.store.base import EVENTS_TABLE, LogHead
 from ledger.store.sqlite import SQLiteLedgerRecorder
+from ledger.store.url import parse_store_url
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
     from eventsourcing.persistence import Notification
 
     from ledger.settings import LedgerSettings
-    from ledger.store import LedgerRecorder
+    from ledger.store.base import LedgerRecorder
 
 __all__ = ["PrivateViewsRecorder"]
 
