@@ -159,7 +159,7 @@ class Projections:
             self._store_call("open views", self._open_read_only)
         # The dialect of the database the view tables are in (private views are SQLite).
         self._writer = PageWriter(
-            postgres=self.recorder.store.kind == "postgres", history_size=history_size
+            postgres=self.recorder.postgres_dialect, history_size=history_size
         )
         step = self._follow_tracking if self._follows_stored_views else self._apply_batch
         # Any LedgerError is waited out, as a store outage is: the views must keep following.

@@ -24,7 +24,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Protocol
 from uuid import UUID
 
 from eventsourcing.persistence import (
@@ -459,6 +459,8 @@ class LedgerRecorder(ProcessRecorder):
     """
 
     store: StoreURL
+    postgres_dialect: ClassVar[bool] = False
+    """Whether the tables are PostgreSQL's (the projections' page writer picks its SQL by it)."""
 
     def __init__(self, store: StoreURL, settings: LedgerSettings) -> None:
         """Connect to ``store`` (``ledger.store.backends`` constructs every backend so).

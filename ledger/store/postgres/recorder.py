@@ -116,6 +116,7 @@ class _PostgresTransaction(SQLTransaction):
 class PostgresLedgerRecorder(LedgerRecorder):
     """The ledger's event and snapshot tables in one PostgreSQL database."""
 
+    postgres_dialect: ClassVar[bool] = True
     clock_refresh: ClassVar[float] = 30.0
     """Seconds between measurements of the server's clock (``database_now``)."""
 
