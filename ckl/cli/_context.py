@@ -60,11 +60,12 @@ class CliContext:
     def open(self, *, existing: bool = False, write: bool = False, **overrides: object) -> Ledger:
         """Open the store: the one way every command reaches it.
 
-        ``existing``: refuse a SQLite file that is not there yet, and open the store
-        read-only (``Ledger.open(read_only=True)``): read commands pass ``existing=True``, so a
-        mistyped path is an error, not a new empty database file left behind, and a read never
-        creates, upgrades or writes anything. ``write``: a command that changes an existing
-        store (retry, cancel…) passes it with ``existing`` to open it for writing.
+        ``existing``: refuse a SQLite file that is not there yet, and never create or upgrade
+        the store's schema: read commands pass ``existing=True``, so a mistyped path is an
+        error, not a new empty database file left behind. A read-only store (``CKL_READ_ONLY``,
+        a read-only file, directory or mount) is opened read-only and nothing is written; on
+        a writable one only the views are brought up to date. ``write``: a command that
+        changes an existing store (retry, cancel…) passes it with ``existing`` to write.
         ``overrides``: settings a command's options set (see :meth:`settings`).
 
         Raises:
@@ -83,7 +84,20 @@ class CliContext:
                     f"there is no SQLite database at {path} (this command never "
                     "creates one; check the path, or run a job or `ckl demo` first)",
                 )
-        return Ledger.open(settings=settings, read_only=True if existing and not write else None)
+        if not existing or write:
+            return Ledger.open(settings=settings)
+        # A read: opened read-only first, which checks the schema without writing anything
+        # (missing, older or newer: StoreSchemaMismatch naming `ckl migrate`). On a store this
+        # process may write, the read then goes on as a writer whose schema is current, so
+        # nothing is created or upgraded, but the views are kept up to date in the store as
+        # before (a read of a big store must not replay its whole log in memory each time).
+        # A read-only store (CKL_READ_ONLY, a read-only file, directory or mount) stays
+        # read-only: its views are read as they are, or built privately.
+        probe = Ledger.open(settings=settings, read_only=True)
+        if settings.read_only or not _writable(parse_store_url(settings.store).database_file):
+            return probe
+        probe.close()
+        return Ledger.open(settings=settings)
 
     @contextlib.contextmanager
     def views(self, ledger: Ledger) -> Iterator[Projections]:
@@ -91,6 +105,30 @@ class CliContext:
         with Projections(ledger) as views:
             views.sync(timeout=60.0)
             yield views
+
+
+def _writable(path: str | None) -> bool:
+    """True unless ``path`` (a SQLite file; ``None`` for a server) may not be written.
+
+    Its mode bits count, not only ``os.access``: root may write anything, but a file someone
+    made read-only (an auditor's copy) is treated as read-only here too.
+    """
+    if path is None:
+        return True
+    directory = os.path.dirname(os.path.abspath(path))  # noqa: PTH100, PTH120
+    try:
+        file_mode = os.stat(path).st_mode  # noqa: PTH116
+        dir_mode = os.stat(directory).st_mode  # noqa: PTH116
+        mounted_read_only = bool(os.statvfs(directory).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+    return (
+        bool(file_mode & 0o222)
+        and bool(dir_mode & 0o222)
+        and not mounted_read_only
+        and os.access(path, os.W_OK)
+        and os.access(directory, os.W_OK)
+    )
 
 
 pass_cli = click.make_pass_decorator(CliContext)

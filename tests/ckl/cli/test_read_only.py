@@ -89,3 +89,23 @@ def test_write_commands_on_an_existing_store_still_write(tmp_path: Path) -> None
         token = ledger.find_checkpoint("ro", 0)
         assert token is not None
         assert ledger.get_checkpoint(token).status == "cancelled"
+
+
+def test_a_read_on_a_writable_store_keeps_its_views_and_never_upgrades(tmp_path: Path) -> None:
+    # A writable store: the read brings the stored views up to date (the next read starts from
+    # there, not from a private replay of the whole log) and touches nothing of the log's.
+    path = tmp_path / "live.db"
+    url = f"sqlite:///{path}"
+    _fill(url)
+    with sqlite3.connect(path) as conn:
+        schema = conn.execute("PRAGMA user_version").fetchone()
+        conn.execute("DELETE FROM ckl_tracking WHERE name = 'views'")
+        events = conn.execute("SELECT count(*) FROM ckl_events").fetchone()
+    done = ckl("replay", "ro", "--json", store=url)
+    assert done.returncode == 0, done.stderr
+    with sqlite3.connect(path) as conn:
+        tracked = conn.execute("SELECT position FROM ckl_tracking WHERE name = 'views'").fetchone()
+        head = conn.execute("SELECT max(notification_id) FROM ckl_events").fetchone()
+        assert conn.execute("PRAGMA user_version").fetchone() == schema
+        assert conn.execute("SELECT count(*) FROM ckl_events").fetchone() == events
+    assert tracked == head
