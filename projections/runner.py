@@ -317,6 +317,8 @@ class Projections:
             transient=transient, kind=kind, batches=batches,
         )  # fmt: skip
         check_count(after, "after")
+        if limit is not None:
+            check_count(limit, "limit")
         return self._read(lambda tx: query(tx, _Page(after, None, limit, descending=False)))
 
     def iter_failures(
