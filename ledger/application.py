@@ -62,7 +62,14 @@ from ledger.checkpoint import (
     decide_yield,
     retry_due_at,
 )
-from ledger.checks import check_aware, check_count, check_name, check_run_id, check_seconds
+from ledger.checks import (
+    check_aware,
+    check_count,
+    check_name,
+    check_run_id,
+    check_seconds,
+    check_text,
+)
 from ledger.errors import (
     CheckpointNotFound,
     ConflictingCommand,
@@ -494,13 +501,18 @@ class Ledger:
         attempt: int | None = None,
         lease: Lease | None = None,
         command_id: str | None = None,
+        traceback_text: str | None = None,
+        host: str | None = None,
+        pid: int | None = None,
     ) -> CheckpointState:
         """Mark the current attempt failed; a transient failure may be retried.
 
         ``error`` is an exception (its class name becomes the error type, its traceback is
         kept) or a message (error type ``"Error"`` unless ``error_type`` is given). Messages
         and tracebacks longer than ``max_error_message_chars`` are truncated, never refused.
-        The host and process id are recorded with the failure. The same failure again is a
+        The host and process id are recorded with the failure: this process's, unless
+        ``host`` and ``pid`` name the worker's (a worker that reports through ``ckl serve``),
+        as ``traceback_text`` gives a traceback for a message. The same failure again is a
         no-op. A failure under a lease ends the lease. ``attempt``, ``lease`` and
         ``command_id`` as for :meth:`checkpoint_yield`.
 
@@ -529,10 +541,23 @@ class Ledger:
             raise InvalidInput("transient", f"expected a bool, got {type(transient).__name__}")
         if not isinstance(kind, str) or not 1 <= len(kind) <= 200:  # noqa: PLR2004
             raise InvalidInput("error_type", "must be a str of 1 to 200 characters")
+        if traceback_text is not None:
+            check_text(traceback_text, "traceback_text")
+            trace = self._truncate(_scrub(traceback_text), keep_end=True)
+        if host is not None:
+            check_text(host, "host")
+            if not 1 <= len(host) <= 255:  # noqa: PLR2004
+                raise InvalidInput("host", "must be a str of 1 to 255 characters")
+        if pid is not None:
+            check_count(pid, "pid")
         message = self._truncate(_scrub(message))
         kind = _scrub(kind)
         fence = _fence(token, attempt, lease)
-        context = {"traceback": trace, "host": _HOST, "pid": os.getpid()}
+        context = {
+            "traceback": trace,
+            "host": _HOST if host is None else _scrub(host),
+            "pid": os.getpid() if pid is None else pid,
+        }
         return self._command(
             token,
             lambda s, now, cid: decide_fail(

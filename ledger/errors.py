@@ -33,7 +33,12 @@ LedgerError                          `except LedgerError` catches everything we 
 │   ├── RunArchived                  the run was archived: it cannot be written again
 │   ├── ArchiveFileInvalid           an archive file is malformed or fails its hash chains
 │   └── ImportConflict               the store already holds different events for the run
-└── PlotUnavailable                  charts need matplotlib (the plot extra), not importable
+├── PlotUnavailable                  charts need matplotlib (the plot extra), not importable
+└── ServiceError                     the HTTP service (`ckl serve`) refused a request itself
+    ├── Unauthorized                 no bearer token, or one the server does not know (401)
+    ├── OutOfScope                   the token lacks the scope the call needs (403)
+    ├── TooManyStreams               a client holds as many event streams as it may (429)
+    └── ServiceStopping              the server is shutting down; retry elsewhere or later (503)
 ```
 
 Every error carries its facts as attributes and is picklable, because errors cross process
@@ -65,6 +70,7 @@ __all__ = [
     "LeaseLost",
     "LedgerClosed",
     "LedgerError",
+    "OutOfScope",
     "PayloadMismatch",
     "PayloadTooLarge",
     "PlotUnavailable",
@@ -72,6 +78,8 @@ __all__ = [
     "RunArchived",
     "RunNotFinished",
     "RunNotFound",
+    "ServiceError",
+    "ServiceStopping",
     "StaleAttempt",
     "StoreAuthFailed",
     "StoreCorrupt",
@@ -83,6 +91,8 @@ __all__ = [
     "StoreSchemaMismatch",
     "StoreUnavailable",
     "TamperDetected",
+    "TooManyStreams",
+    "Unauthorized",
 ]
 
 
@@ -671,3 +681,87 @@ class PlotUnavailable(LedgerError):
 
     def __reduce__(self) -> tuple[type[Self], tuple[str]]:
         return type(self), (self.detail,)
+
+
+class ServiceError(LedgerError):
+    """The HTTP service refused a request before any ledger call: nothing was read or written."""
+
+
+class Unauthorized(ServiceError):
+    """The request has no bearer token, or one the server's token file does not hold.
+
+    The token itself is never part of the error (nor of any log line).
+
+    Attributes:
+        reason: ``"missing"`` (no ``Authorization: Bearer`` header) or ``"unknown"``.
+    """
+
+    def __init__(self, reason: str) -> None:
+        what = (
+            "has no bearer token" if reason == "missing" else "has a token the server does not know"
+        )
+        super().__init__(
+            f"the request {what}; send `Authorization: Bearer <token>` with a token from "
+            "the server's --token-file"
+        )
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[type[Self], tuple[str]]:
+        return type(self), (self.reason,)
+
+
+class OutOfScope(ServiceError):
+    """The token is known but lacks the scope this call needs.
+
+    Attributes:
+        token_name: the name the token file gives the token (never the token).
+        needed: the scope the call needs (``read``, ``write`` or ``operate``).
+        granted: the token's scopes.
+    """
+
+    def __init__(self, token_name: str, needed: str, granted: tuple[str, ...]) -> None:
+        super().__init__(
+            f"token {token_name!r} has scope(s) {', '.join(granted) or 'none'}; this call needs "
+            f"{needed!r} (add it to the token's line in the token file)"
+        )
+        self.token_name, self.needed, self.granted = token_name, needed, tuple(granted)
+
+    def __reduce__(self) -> tuple[type[Self], tuple[str, str, tuple[str, ...]]]:
+        return type(self), (self.token_name, self.needed, self.granted)
+
+
+class TooManyStreams(ServiceError):
+    """A client already holds as many open event streams as the server allows it.
+
+    Attributes:
+        client: who the server counted (a token's name, or the peer address without tokens).
+        limit: the streams allowed per client (``ckl serve --max-streams``).
+    """
+
+    def __init__(self, client: str, limit: int) -> None:
+        super().__init__(
+            f"client {client} already holds {limit} open event stream(s), the most allowed; "
+            "close one (or raise ckl serve --max-streams) and reconnect"
+        )
+        self.client, self.limit = client, limit
+
+    def __reduce__(self) -> tuple[type[Self], tuple[str, int]]:
+        return type(self), (self.client, self.limit)
+
+
+class ServiceStopping(ServiceError):
+    """The server is shutting down: the call was not taken (nothing was written).
+
+    Attributes:
+        operation: what the request asked for.
+    """
+
+    def __init__(self, operation: str) -> None:
+        super().__init__(
+            f"the server is shutting down and did not take {operation}; nothing was written: "
+            "repeat the request (with the same Idempotency-Key) when it is back"
+        )
+        self.operation = operation
+
+    def __reduce__(self) -> tuple[type[Self], tuple[str]]:
+        return type(self), (self.operation,)

@@ -20,7 +20,7 @@ from ledger import (
     Failed,
 )
 from projections._common import from_json, parse_time
-from projections.models import CheckpointSummary, RunProgress
+from projections.models import CheckpointSummary, RunProgress, RunStatus, RunSummary
 
 if TYPE_CHECKING:
     from ledger import SQLTransaction
@@ -132,12 +132,52 @@ class CursorView:
             cancelled=counts.get("cancelled", 0),
         )
 
+    def runs(self, tx: SQLTransaction) -> list[RunSummary]:
+        """Every run's counts by status and items, in one grouped scan, latest activity first."""
+        rows = tx.query(
+            "SELECT run_id, max(total_batches), count(*),"
+            " sum(CASE WHEN status = 'completed' THEN 1 ELSE 0 END),"
+            " sum(CASE WHEN status = 'failed' THEN 1 ELSE 0 END),"
+            " sum(CASE WHEN status = 'open' THEN 1 ELSE 0 END),"
+            " sum(CASE WHEN status = 'cancelled' THEN 1 ELSE 0 END),"
+            f" sum(items_processed), min(created_at), max(updated_at) FROM {TABLE}"
+            " GROUP BY run_id"
+        )
+        runs = [_run_summary(row) for row in rows]
+        runs.sort(key=lambda run: (run.last_activity, run.run_id), reverse=True)
+        return runs
+
     def checkpoint_counts(self, tx: SQLTransaction) -> dict[str, int]:
         """Checkpoints of every run by status, in one scan; every status present, 0 if none."""
         rows = tx.query(f"SELECT status, count(*) FROM {TABLE} GROUP BY status")
         counts = dict.fromkeys(STATUSES, 0)
         counts.update({str(status): int(count) for status, count in rows})
         return counts
+
+
+def _run_summary(row: tuple[Any, ...]) -> RunSummary:
+    total = None if row[1] is None else int(row[1])
+    created, completed, failed, opened, cancelled = (int(n) for n in row[2:7])
+    status: RunStatus
+    if failed:
+        status = "failed"
+    elif opened or (total is not None and created < total):
+        status = "running"
+    else:
+        status = "completed"
+    return RunSummary(
+        run_id=row[0],
+        status=status,
+        total_batches=total,
+        created=created,
+        completed=completed,
+        failed=failed,
+        open=opened,
+        cancelled=cancelled,
+        items_processed=int(row[7] or 0),
+        created_at=parse_time(row[8]),
+        last_activity=parse_time(row[9]),
+    )
 
 
 def _summary(row: tuple[Any, ...]) -> CheckpointSummary:

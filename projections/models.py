@@ -17,6 +17,8 @@ __all__ = [
     "History",
     "HistoryEntry",
     "RunProgress",
+    "RunStatus",
+    "RunSummary",
     "StuckCheckpoint",
     "StuckReason",
     "TimelineEntry",
@@ -24,6 +26,11 @@ __all__ = [
 
 AuditKind: TypeAlias = Literal["failure", "takeover", "cancel"]
 """What a row of the failure audit records: a ``Failed``, a lease takeover or a cancel."""
+
+RunStatus: TypeAlias = Literal["failed", "running", "completed"]
+"""A run as a whole: ``failed`` if any checkpoint is failed (transient ones included, until
+retried), else ``running`` while any is open or fewer than ``total_batches`` exist, else
+``completed`` (every checkpoint completed or cancelled)."""
 
 StuckReason: TypeAlias = Literal["lease expired", "idle"]
 """Why a checkpoint is stuck: its owner's lease ran out, or nothing happened for too long."""
@@ -91,6 +98,22 @@ class RunProgress(_Frozen):
     def fraction(self) -> float | None:
         """Completed / total_batches, when the total is known."""
         return None if not self.total_batches else self.completed / self.total_batches
+
+
+class RunSummary(_Frozen):
+    """One run of the store, for a run list: counts by status, items, first and last activity."""
+
+    run_id: str
+    status: RunStatus
+    total_batches: int | None = Field(description="The largest declared at create, if any.")
+    created: int = Field(description="Checkpoints created.")
+    completed: int
+    failed: int
+    open: int
+    cancelled: int
+    items_processed: int = Field(description="Summed over the run's checkpoints.")
+    created_at: datetime = Field(description="When its first checkpoint was created.")
+    last_activity: datetime = Field(description="The time of its latest event of any kind.")
 
 
 class FailureRecord(_Frozen):

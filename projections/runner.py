@@ -66,6 +66,8 @@ if TYPE_CHECKING:
         FailureRecord,
         History,
         RunProgress,
+        RunStatus,
+        RunSummary,
         StuckCheckpoint,
         TimelineEntry,
     )
@@ -282,6 +284,36 @@ class Projections:
         """Completed / total batches of a run (completions are durable by construction)."""
         check_run_id(run_id)
         return self._read(lambda tx: self._cursor.progress(tx, run_id))
+
+    def runs(
+        self,
+        *,
+        status: RunStatus | None = None,
+        contains: str | None = None,
+        limit: int | None = None,
+    ) -> list[RunSummary]:
+        """The store's runs, latest activity first, with their counts by status.
+
+        ``status`` keeps the runs of that :data:`~projections.models.RunStatus`, ``contains``
+        those whose id contains the text, ``limit`` the first so many. One grouped scan of the
+        cursor view (one row per checkpoint), filtered after it: made for run lists of up to
+        some thousands of runs.
+
+        Raises:
+            InvalidInput: an unknown status, a ``contains`` that is not a str, a bad limit.
+        """
+        if status is not None and status not in ("failed", "running", "completed"):
+            raise InvalidInput("status", "must be 'failed', 'running' or 'completed'")
+        if contains is not None:
+            check_text(contains, "contains")
+        if limit is not None:
+            check_count(limit, "limit", minimum=1)
+        runs = self._read(self._cursor.runs)
+        if status is not None:
+            runs = [run for run in runs if run.status == status]
+        if contains:
+            runs = [run for run in runs if contains in run.run_id]
+        return runs if limit is None else runs[:limit]
 
     def history(self, token: CheckpointToken) -> History:
         """The bounded history of a checkpoint: its last ``history_size`` yields."""

@@ -111,6 +111,9 @@ class Coordinator:
         attempt: int | None = None,
         lease: Lease | None = None,
         command_id: str | None = None,
+        traceback_text: str | None = None,
+        host: str | None = None,
+        pid: int | None = None,
     ) -> CheckpointState:
         """The seed's ``failCheckpoint``: awaiters receive a ``CheckpointFailedError``."""
         return self.ledger.fail_checkpoint(
@@ -121,6 +124,9 @@ class Coordinator:
             attempt=attempt,
             lease=lease,
             command_id=command_id,
+            traceback_text=traceback_text,
+            host=host,
+            pid=pid,
         )
 
     def retry_checkpoint(

@@ -7,6 +7,7 @@ Each command is one public call plus formatting, in a module by concern:
 - ``manage.py``: ``demo``, ``retry``, ``cancel``, ``reset``, ``project``, ``rebuild``
 - ``metrics.py``: ``metrics``
 - ``audit.py``: ``verify``, ``export``, ``import``, ``archive``, ``grants``
+- ``serve.py``: ``serve``, ``token``
 - ``_context.py`` (the one way to the store, time arguments, lookups), ``_output.py`` (the one
   JSON printer, lines and tables) and ``_exit.py`` (exit codes)
 
@@ -161,6 +162,18 @@ COMMANDS: tuple[CommandEntry, ...] = (
         "ckl.cli.audit",
         "archive",
         "Export a finished RUN to FILE, check the file, then purge the run from the store.",
+    ),
+    CommandEntry(
+        "serve",
+        "ckl.cli.serve",
+        "serve",
+        "Serve the ledger over HTTP: JSON API under /v1, SSE streams, the web UI at /.",
+    ),
+    CommandEntry(
+        "token",
+        "ckl.cli.serve",
+        "token",
+        "Make a bearer token for `ckl serve`: print it once, append its SHA-256 to the file.",
     ),
     CommandEntry(
         "grants",

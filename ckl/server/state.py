@@ -1,0 +1,116 @@
+"""What every route shares: the options, the server's state, its dependencies (auth)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Annotated
+
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from ckl.server.auth import Scope, TokenEntry, TokenTable
+from ckl.server.limits import DEFAULT_MAX_BODY_BYTES
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ckl.server.stream import StreamHub
+    from ledger import Ledger
+    from projections import Projections
+
+__all__ = [
+    "API_PREFIX",
+    "ServeOptions",
+    "ServerState",
+    "State",
+    "package_version",
+    "require",
+    "server_state",
+]
+
+API_PREFIX = "/v1"
+
+
+@dataclass(frozen=True, slots=True)
+class ServeOptions:
+    """What ``ckl serve``'s options set (the store comes from the usual settings)."""
+
+    tokens: TokenTable = field(default_factory=TokenTable)
+    """Accepted bearer tokens; empty: no authentication (the server must be on loopback)."""
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    """Largest request body; larger ones get 413 before they are read."""
+    max_streams: int = 16
+    """Open SSE streams per client (a token's name, or the peer address without tokens)."""
+    stream_buffer_bytes: int = 1024 * 1024
+    """Bytes of events a slow SSE client may have waiting before it is cut off (it then
+    resumes from the store with ``Last-Event-ID``)."""
+    keepalive: float = 15.0
+    """Seconds between SSE keep-alive comments on a quiet stream."""
+    max_await: float = 300.0
+    """Longest ``…/await?timeout=`` a request may ask for."""
+    views_timeout: float = 30.0
+    """How long a query waits for the views to include everything committed before it."""
+
+
+class ServerState:
+    """What every route needs: the ledger, its views, the stream hub and the options."""
+
+    def __init__(self, ledger: Ledger, views: Projections, options: ServeOptions) -> None:
+        self.ledger, self.views, self.options = ledger, views, options
+        self.hub: StreamHub | None = None
+        self.stopping = asyncio.Event()
+
+    def fresh_views(self) -> Projections:
+        """The views, caught up with everything committed before this call (read-your-writes)."""
+        self.views.sync(timeout=self.options.views_timeout)
+        return self.views
+
+
+def package_version() -> str:
+    """The installed checkpoint-ledger version."""
+    try:
+        return version("checkpoint-ledger")
+    except PackageNotFoundError:  # pragma: no cover - run from a bare checkout
+        return "0+unknown"
+
+
+def server_state(request: Request) -> ServerState:
+    """The app's :class:`ServerState` (a route dependency)."""
+    state: ServerState = request.app.state.ckl
+    return state
+
+
+State = Annotated[ServerState, Depends(server_state)]
+
+_bearer = HTTPBearer(auto_error=False, description="A token from the server's --token-file.")
+
+
+def require(scope: Scope) -> Callable[..., TokenEntry | None]:
+    """The dependency that checks the request's bearer token holds ``scope``.
+
+    Without a token file every request passes (the server is then bound to loopback). The
+    token's name is kept on ``request.state.client`` (streams are counted per client).
+
+    Raises:
+        Unauthorized: no token, or an unknown one (401).
+        OutOfScope: the token lacks ``scope`` (403).
+    """
+
+    def check(
+        request: Request,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
+    ) -> TokenEntry | None:
+        tokens: TokenTable = request.app.state.ckl.options.tokens
+        if not tokens:
+            client = request.client
+            request.state.client = client.host if client else "local"
+            return None
+        entry = tokens.authenticate(None if credentials is None else credentials.credentials)
+        tokens.authorize(entry, scope)
+        request.state.client = entry.name
+        return entry
+
+    check.__name__ = f"require_{scope}"
+    return check
