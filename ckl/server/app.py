@@ -83,7 +83,9 @@ def create_app(ledger: Ledger, options: ServeOptions | None = None) -> FastAPI:
         finally:
             state.stopping.set()
             state.hub.stop()
-            state.views.close()
+            # Both threads end before the caller closes the ledger under them.
+            await asyncio.to_thread(state.hub.join)
+            await asyncio.to_thread(state.views.close)
 
     app = FastAPI(
         title="checkpoint-ledger",

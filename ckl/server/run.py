@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import signal
 import sys
 from typing import TYPE_CHECKING
 
@@ -82,6 +83,9 @@ class _Server(uvicorn.Server):
             if state.hub is not None:
                 state.hub.stop()
         await super().shutdown(sockets)
+        # uvicorn raises a captured signal again once it has shut down; SIGTERM is the normal
+        # way to stop a service, so after a clean shutdown it exits 0 (Ctrl-C keeps ckl's 130).
+        self._captured_signals = [s for s in self._captured_signals if s != signal.SIGTERM]
 
 
 def serve(

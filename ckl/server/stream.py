@@ -156,6 +156,10 @@ class StreamHub:
         for client in self._clients:
             client.ready.set()
 
+    def join(self) -> None:
+        """Wait until the reader thread has ended (call off the event loop, after :meth:`stop`)."""
+        self._follower.stop(wait=True)
+
     # ------------------------------------------------------------- hub thread
 
     def _read_page(self, follower: LogFollower) -> bool:
