@@ -65,15 +65,18 @@ ERRORS: dict[int | str, dict[str, object]] = {
 def create_app(ledger: Ledger, options: ServeOptions | None = None) -> FastAPI:
     """The service over ``ledger`` (which the caller opens and closes).
 
-    The views follow the log from startup to shutdown; so does the stream hub, whose open
-    streams end (with a final ``closing`` event) when the server shuts down.
+    The stream hub follows the log from startup to shutdown (its open streams end with a final
+    ``closing`` event then); the views are brought up to date by the queries that read them.
     """
     chosen = options or ServeOptions()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # The views are not followed in the background: each query that reads them brings
+        # them up to date first (ServerState.fresh_views), in one batch for everything since
+        # the last one. A follower woken by every append would commit a views transaction per
+        # command, a second fsync for each yield a worker sends.
         state = ServerState(ledger, Projections(ledger), chosen)
-        state.views.start()
         state.hub = stream.StreamHub(ledger, asyncio.get_running_loop(), chosen)
         state.hub.start()
         app.state.ckl = state

@@ -189,4 +189,7 @@ class Health(BaseModel):
     status: Literal["ok"]
     store: str = Field(description="The store, password masked.")
     version: str
-    views_position: int = Field(description="The global position the views have applied.")
+    views_position: int = Field(
+        description="The global position the views have applied (queries bring them up to date)."
+    )
+    stream_position: int = Field(description="The global position the event streams have reached.")

@@ -102,6 +102,7 @@ def health(state: State) -> Response:
             store=state.ledger.store_display,
             version=package_version(),
             views_position=state.views.position,
+            stream_position=0 if state.hub is None else state.hub.position,
         )
     )
 

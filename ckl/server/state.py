@@ -63,7 +63,11 @@ class ServerState:
         self.stopping = asyncio.Event()
 
     def fresh_views(self) -> Projections:
-        """The views, caught up with everything committed before this call (read-your-writes)."""
+        """The views, caught up with everything committed before this call (read-your-writes).
+
+        The caller's thread applies what is missing, in pages (the views' own lock and
+        tracking keep that exactly once when several requests catch up at a time).
+        """
         self.views.sync(timeout=self.options.views_timeout)
         return self.views
 
