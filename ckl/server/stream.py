@@ -1,6 +1,7 @@
 """Server-Sent Events: every run's events (``/v1/stream``) or one run's, catch-up then live.
 
-One :class:`StreamHub` per server reads the log once for every client: a
+One :class:`StreamHub` per server reads the log once for every client (and, while no client
+is attached, only moves its position to the log's head, decoding nothing): a
 :class:`~ledger.LogFollower` thread reads pages by global position (on PostgreSQL only below
 the visible horizon, so a position it has passed is final), encodes each event **once** as an
 SSE frame, and hands the page to the event loop, which appends it to the buffer of every
@@ -29,6 +30,7 @@ stream with a ``closing`` event too.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import logging
 import threading
@@ -163,6 +165,8 @@ class StreamHub:
     # ------------------------------------------------------------- hub thread
 
     def _read_page(self, follower: LogFollower) -> bool:
+        if not self._clients:
+            return self._skip_ahead(follower)
         rows = self.ledger.read_log(after=follower.position, limit=PAGE)
         frames: list[Frame] = []
         for position, event in rows:
@@ -184,6 +188,39 @@ class StreamHub:
             return False
         follower.advance(last)
         return len(rows) == PAGE
+
+    def _skip_ahead(self, follower: LogFollower) -> bool:
+        """With no client attached, move to the log's readable head without reading events.
+
+        The loop decides (where clients attach): if one attached meanwhile, the events are
+        read after all (True: read now). A stream still catching up reads from the store up
+        to wherever the hub is, so a skip never leaves it a gap.
+        """
+        head = self.ledger.recorder.log_head().readable or 0
+        if head <= follower.position:
+            return False
+        decided: concurrent.futures.Future[bool] = concurrent.futures.Future()
+
+        def decide() -> None:
+            idle = not self._clients
+            if idle:
+                self.position = max(self.position, head)
+            decided.set_result(idle)
+
+        try:
+            self.loop.call_soon_threadsafe(decide)
+        except RuntimeError:  # the loop is closed: the server is gone
+            return False
+        while True:
+            try:
+                idle = decided.result(timeout=0.1)
+                break
+            except TimeoutError:
+                if follower.stopping:
+                    return False
+        if idle:
+            follower.advance(head)
+        return not idle
 
     # ------------------------------------------------------------- event loop
 
