@@ -77,6 +77,12 @@ __all__ = ["serve", "token"]
     show_default=True,
     help="Seconds between polls for other processes' writes (SQLite; PostgreSQL uses NOTIFY).",
 )
+@click.option(
+    "--archive-dir",
+    type=click.Path(file_okay=False, exists=True, writable=True),
+    default=None,
+    help="Where POST /v1/runs/RUN/archive writes archives (without it archiving is refused).",
+)
 @click.option("--access-log", is_flag=True, help="Log every request (never its token).")
 @pass_cli
 def serve(
@@ -91,6 +97,7 @@ def serve(
     keepalive: float,
     max_await: float,
     poll_interval: float,
+    archive_dir: str | None,
     access_log: bool,
 ) -> None:
     """Serve the ledger over HTTP: JSON API under /v1, SSE streams, the web UI at /.
@@ -113,6 +120,7 @@ def serve(
         stream_buffer_bytes=stream_buffer_bytes,
         keepalive=keepalive,
         max_await=max_await,
+        archive_dir=archive_dir,
     )
     with obj.open(poll_interval=poll_interval) as ledger:
         run_server(
@@ -131,8 +139,8 @@ def serve(
     "--scopes",
     default="read",
     show_default=True,
-    help="Comma-separated: read (queries, streams), write (worker commands), operate "
-    "(retry, reset, cancel, verify).",
+    help="Comma-separated: read (queries, streams, export), write (worker commands), operate "
+    "(retry, reset, cancel, verify, archive).",
 )
 @click.option(
     "--token-file",

@@ -34,6 +34,7 @@ from starlette.staticfiles import StaticFiles
 from ckl.server import commands, queries, stream
 from ckl.server.errors import ErrorBody, error_response
 from ckl.server.limits import BodyLimit
+from ckl.server.paths import RawSegments
 from ckl.server.state import API_PREFIX, ServeOptions, ServerState, package_version
 from ledger import InvalidInput, LedgerError
 from projections import Projections
@@ -106,6 +107,7 @@ def create_app(ledger: Ledger, options: ServeOptions | None = None) -> FastAPI:
         responses=ERRORS,
     )
     app.add_middleware(BodyLimit, limit=chosen.max_body_bytes)
+    app.add_middleware(RawSegments)  # outermost: routing sees run ids whole
     _add_error_handlers(app)
     routers: tuple[APIRouter, ...] = (commands.router, queries.router, stream.router)
     for router in routers:

@@ -12,7 +12,7 @@ token (at least 16 characters) is accepted too, for quick set-ups.
 
 Scopes: ``read`` (every GET and the streams), ``write`` (the worker's commands: create, yield,
 complete, fail, claim, claim-next, heartbeat, release), ``operate`` (retry, reset, cancel,
-verify). A token holds any set of them; a worker typically has ``read,write``.
+verify, archive). A token holds any set of them; a worker typically has ``read,write``.
 
 Checking a token hashes it and compares the digest with **every** line's digest in constant
 time (``hmac.compare_digest``), so neither which line matched nor how much of a secret was

@@ -9,7 +9,10 @@ reset and cancel (and verify, in :mod:`ckl.server.queries`).
 
 from __future__ import annotations
 
+import os
+from datetime import UTC, datetime
 from typing import Annotated
+from urllib.parse import quote
 
 from fastapi import APIRouter, Header, Path, Security
 from starlette.responses import Response
@@ -27,7 +30,14 @@ from ckl.server.models import (
     YieldBody,
 )
 from ckl.server.state import State, require
-from ledger import CheckpointState, CheckpointToken, InvalidInput, Lease
+from ledger import (
+    ArchiveSummary,
+    CheckpointState,
+    CheckpointToken,
+    InvalidInput,
+    Lease,
+    archive_run,
+)
 
 __all__ = ["router"]
 
@@ -62,10 +72,10 @@ _TOO_LARGE: dict[int | str, dict[str, object]] = {
 }
 _WRITES = {**_NOT_FOUND, **_CONFLICT, **_TOO_LARGE}
 
-_CHECKPOINT = "/runs/{run_id}/checkpoints/{batch_index}"
+_CHECKPOINT = "/runs/{run_id:run_id}/checkpoints/{batch_index}"
 
 
-def _json(model: CheckpointState | Lease | ClaimNextResult) -> Response:
+def _json(model: CheckpointState | Lease | ClaimNextResult | ArchiveSummary) -> Response:
     return Response(model.model_dump_json(), media_type="application/json")
 
 
@@ -319,7 +329,7 @@ def release(
 
 
 @router.post(
-    "/runs/{run_id}/claim-next",
+    "/runs/{run_id:run_id}/claim-next",
     operation_id="claim_next",
     summary="Claim the run's first claimable checkpoint, in batch order (lease null: none now)",
     response_model=ClaimNextResult,
@@ -339,3 +349,36 @@ def claim_next(
         command_id=key,
     )
     return _json(ClaimNextResult(lease=lease))
+
+
+@router.post(
+    "/runs/{run_id:run_id}/archive",
+    operation_id="archive_run",
+    summary="Archive a finished run: export it to the server's --archive-dir, check, purge",
+    response_model=ArchiveSummary,
+    responses={
+        **_NOT_FOUND,
+        409: {
+            "model": ErrorBody,
+            "description": "RunNotFinished, ArchiveError: not archived; nothing changed.",
+        },
+        410: {"model": ErrorBody, "description": "RunArchived: archived already."},
+    },
+    dependencies=_OPERATE,
+)
+def archive(run_id: RunId, state: State) -> Response:
+    """``archive_run``: the file is ``<archive-dir>/<run id, URL-quoted>-<UTC time>.jsonl``.
+
+    Afterwards the run cannot be written again in this store (``ckl import --restore`` brings
+    it back). Refused unless the server was started with ``--archive-dir``.
+    """
+    directory = state.options.archive_dir
+    if directory is None:
+        raise InvalidInput(
+            "archive_dir",
+            "this server archives nowhere: start it with ckl serve --archive-dir DIR "
+            "(or archive with `ckl archive RUN FILE`)",
+        )
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    path = os.path.join(directory, f"{quote(run_id, safe='')}-{stamp}.jsonl")  # noqa: PTH118
+    return _json(archive_run(state.ledger, run_id, path))

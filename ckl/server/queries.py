@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import re
+import tempfile
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Literal
 
 from fastapi import APIRouter, Path, Query, Security
-from starlette.responses import Response
+from starlette.background import BackgroundTask
+from starlette.responses import FileResponse, Response
 
 from ckl.server.errors import ErrorBody
 from ckl.server.models import (
@@ -37,6 +41,7 @@ from ledger import (
     RunNotFound,
     ServiceStopping,
     VerifyReport,
+    export_run,
     verify_chains,
 )
 from projections import History, RunProgress
@@ -53,7 +58,7 @@ _READ = [Security(require("read"))]
 _NOT_FOUND: dict[int | str, dict[str, object]] = {
     404: {"model": ErrorBody, "description": "CheckpointNotFound or RunNotFound."},
 }
-_CHECKPOINT = "/runs/{run_id}/checkpoints/{batch_index}"
+_CHECKPOINT = "/runs/{run_id:run_id}/checkpoints/{batch_index}"
 MAX_PAGE = 10_000
 
 RunId = Annotated[str, Path(description="The run.")]
@@ -240,7 +245,7 @@ def list_runs(
 
 
 @router.get(
-    "/runs/{run_id}",
+    "/runs/{run_id:run_id}",
     operation_id="get_run",
     summary="A run's progress and each batch's state, now or as of a moment",
     response_model=RunDetail,
@@ -287,7 +292,7 @@ def get_run(run_id: RunId, state: State, as_of: Moment = None) -> Response:
 
 
 @router.get(
-    "/runs/{run_id}/timeline",
+    "/runs/{run_id:run_id}/timeline",
     operation_id="timeline",
     summary="A run's events in global order, filtered and paged",
     response_model=Timeline,
@@ -324,7 +329,7 @@ def timeline(
 
 
 @router.get(
-    "/runs/{run_id}/pending",
+    "/runs/{run_id:run_id}/pending",
     operation_id="pending",
     summary="A run's open checkpoints, where each resumes, and who holds it",
     response_model=PendingList,
@@ -345,7 +350,7 @@ Idle = Annotated[
 
 
 @router.get(
-    "/runs/{run_id}/stuck",
+    "/runs/{run_id:run_id}/stuck",
     operation_id="stuck_in_run",
     summary="A run's stuck checkpoints: lease expired, or idle too long",
     response_model=StuckList,
@@ -421,3 +426,35 @@ def failures(
 def verify(state: State, body: VerifyBody | None = None) -> Response:
     """``verify_chains``: ``ok`` is false when events were altered or removed."""
     return _json(verify_chains(state.ledger, None if body is None else body.run_id))
+
+
+@router.get(
+    "/runs/{run_id:run_id}/export",
+    operation_id="export_run",
+    summary="Every event of a run as a JSON-lines archive (the `ckl export` file)",
+    response_class=FileResponse,
+    responses={
+        **_NOT_FOUND,
+        200: {
+            "content": {"application/x-ndjson": {"schema": {"type": "string"}}},
+            "description": "A header line (counts, head hashes), then one line per event.",
+        },
+        409: {"model": ErrorBody, "description": "ArchiveError: the run's chains are broken."},
+    },
+    dependencies=_READ,
+)
+def export(run_id: RunId, state: State) -> FileResponse:
+    """``export_run``, written to a temporary file and sent (then removed)."""
+    handle, path = tempfile.mkstemp(prefix="ckl-export-", suffix=".jsonl")
+    os.close(handle)
+    try:
+        export_run(state.ledger, run_id, path)
+    except BaseException:
+        os.unlink(path)  # noqa: PTH108
+        raise
+    return FileResponse(
+        path,
+        media_type="application/x-ndjson",
+        filename=re.sub(r"[^A-Za-z0-9._-]", "_", run_id) + ".jsonl",
+        background=BackgroundTask(os.unlink, path),
+    )

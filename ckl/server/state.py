@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from ckl.server import paths  # noqa: F401  (registers the {run_id:run_id} convertor routes use)
 from ckl.server.auth import Scope, TokenEntry, TokenTable
 from ckl.server.limits import DEFAULT_MAX_BODY_BYTES
 
@@ -50,6 +51,8 @@ class ServeOptions:
     """Seconds between SSE keep-alive comments on a quiet stream."""
     max_await: float = 300.0
     """Longest ``…/await?timeout=`` a request may ask for."""
+    archive_dir: str | None = None
+    """Where ``POST /v1/runs/{run_id}/archive`` writes archives (None: archiving is off)."""
     views_timeout: float = 30.0
     """How long a query waits for the views to include everything committed before it."""
 

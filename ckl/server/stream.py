@@ -432,7 +432,7 @@ async def stream_all(
 
 
 @router.get(
-    "/runs/{run_id}/stream",
+    "/runs/{run_id:run_id}/stream",
     operation_id="run_stream",
     summary="One run's events as Server-Sent Events: catch-up, then live",
     response_class=StreamingResponse,
