@@ -90,8 +90,7 @@ class Server:
         except subprocess.TimeoutExpired:
             self.kill()
             pytest.fail(f"ckl serve did not stop within {timeout}s of SIGTERM:\n{self.output()}")
-        if self._reader is not None:
-            self._reader.join(5)
+        self._close_pipe()
         return code
 
     def kill(self) -> None:
@@ -99,6 +98,14 @@ class Server:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait(10)
+        self._close_pipe()
+
+    def _close_pipe(self) -> None:
+        """After the exit: the reader has seen the end of the output; close the pipe."""
+        if self._reader is not None:
+            self._reader.join(5)
+        if self.process is not None and self.process.stdout is not None:
+            self.process.stdout.close()
 
     def client(self, token: str | None = None, **kwargs: object) -> httpx.Client:
         """A keep-alive HTTP client of this server (with a bearer token, if given)."""
