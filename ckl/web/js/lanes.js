@@ -170,6 +170,7 @@ export function lanes({ batches, t0, t1, cut, width, selected, onSelect }) {
   const axis = s("g", { class: "axis" });
   const { ticks: marks, step } = ticks(t0, t1, Math.max(2, Math.floor((x1 - x0) / 90)));
   for (const t of marks) {
+    if (x(t) > x1 - 24 || x(t) < x0 + 24) continue; // keep clear of the columns' heads
     axis.append(
       s("line", { x1: x(t), x2: x(t), y1: AXIS_H - 4, y2: height, class: "grid-line" }),
       s("text", { x: x(t), y: AXIS_H - 8, "text-anchor": "middle" }, tickLabel(t, step)),
@@ -255,9 +256,13 @@ export function lanes({ batches, t0, t1, cut, width, selected, onSelect }) {
   });
 
   if (cut !== null && cut !== undefined) {
+    const label = `as of ${clock(new Date(cut).toISOString())}`;
+    const w = label.length * 6.2 + 10;
+    const lx = Math.max(2, x(cut) - w);
     root.append(
-      s("line", { x1: x(cut), x2: x(cut), y1: AXIS_H - 4, y2: height, class: "cut" }),
-      s("text", { x: x(cut) - 4, y: AXIS_H - 8, class: "cut-label", "text-anchor": "end" }, `as of ${clock(new Date(cut).toISOString())}`),
+      s("line", { x1: x(cut), x2: x(cut), y1: 3, y2: height, class: "cut" }),
+      s("rect", { x: lx, y: 3, width: w, height: 15, rx: 3, class: "cut-tag" }),
+      s("text", { x: lx + 5, y: 14, class: "cut-label" }, label),
     );
   }
   return root;

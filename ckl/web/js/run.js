@@ -366,7 +366,11 @@ export class RunView {
             : "–",
           "stat-counts",
         ),
-        stat("Last event", last ? h("span", { title: last.at }, `${topicName(last.topic)} #${last.batch_index} · ${ago(last.at)}`) : "–", "stat-last"),
+        stat(
+          this.asOf ? "Last event before" : "Last event",
+          last ? h("span", { title: last.at }, `${topicName(last.topic)} #${last.batch_index} · ${ago(last.at, this.asOf ? ms(this.asOf) : Date.now())}`) : "–",
+          "stat-last",
+        ),
       ),
     );
   }

@@ -199,14 +199,18 @@ export class RunListView {
       h("td", { class: "w-progress" }, bar(run.completed, total, { cls: `bar-${run.status}` })),
       h(
         "td",
-        { class: "counts" },
-        h("span", { class: "n-completed", title: "completed" }, `✓ ${run.completed}`),
+        {},
+        h(
+          "span",
+          { class: "counts" },
+          h("span", { class: "n-completed", title: "completed" }, `✓ ${run.completed}`),
         run.failed ? h("span", { class: "n-failed", title: "failed" }, `✗ ${run.failed}`) : null,
         run.open ? h("span", { class: "n-open", title: "open" }, `● ${run.open}`) : null,
         run.cancelled ? h("span", { class: "n-cancelled", title: "cancelled" }, `⊘ ${run.cancelled}`) : null,
         run.total_batches && run.created < run.total_batches
           ? h("span", { class: "n-missing", title: "not created yet" }, `○ ${run.total_batches - run.created}`)
           : null,
+        ),
       ),
       h("td", { class: "num items" }, num(run.items_processed)),
       h(
