@@ -144,8 +144,10 @@ export class RunView {
     setCrumbs(h("a", { href: "#/" }, "Runs"), this.runId);
     window.addEventListener("resize", this.onResize);
     this.asOf = params.get("as_of");
+    // Idle times and lease expiries change with no event: a slow poll keeps the tables true.
+    // The lanes and the event table change only with events (the stream), never by this poll.
     this.timer = setInterval(() => {
-      if (!this.asOf && !this.missing) this.loadState();
+      if (!this.asOf && !this.missing) this.loadState({ tablesOnly: true });
     }, REFRESH_MS);
     this.load();
   }
@@ -189,7 +191,7 @@ export class RunView {
     this.follow();
   }
 
-  async loadState() {
+  async loadState({ tablesOnly = false } = {}) {
     const signal = this.abort.signal;
     try {
       const [detail, failures, pending, stuck] = await Promise.all([
@@ -207,7 +209,14 @@ export class RunView {
       if (signal.aborted) return;
       this.error = error;
     }
-    if (!this.asOf) this.renderSoon();
+    if (this.asOf) return;
+    if (tablesOnly) {
+      this.renderHead();
+      this.renderFailures();
+      this.renderPending();
+    } else {
+      this.renderSoon();
+    }
   }
 
   follow() {
