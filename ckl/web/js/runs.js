@@ -59,7 +59,9 @@ export class RunListView {
     setCrumbs();
     this.update(params);
     this.follow();
-    this.timer = setInterval(() => this.load(), REFRESH_MS);
+    // Stuck batches and "last activity" change with no event: a slow poll of /v1/stuck keeps
+    // them true. The runs themselves change only with events (the stream).
+    this.timer = setInterval(() => this.load({ stuckOnly: true }), REFRESH_MS);
   }
 
   update(params) {
@@ -110,12 +112,13 @@ export class RunListView {
     });
   }
 
-  async load() {
+  async load({ stuckOnly = false } = {}) {
     const status = ["running", "failed", "completed"].includes(this.status) ? this.status : null;
+    const signal = this.abort.signal;
     try {
       const [list, stuck] = await Promise.all([
-        api.get("/runs", { status, contains: this.text || null }, { signal: this.abort.signal }),
-        api.get("/stuck", {}, { signal: this.abort.signal }),
+        stuckOnly ? { runs: this.runs } : api.get("/runs", { status, contains: this.text || null }, { signal }),
+        api.get("/stuck", {}, { signal }),
       ]);
       this.stuck = new Map();
       for (const row of stuck.stuck) {
