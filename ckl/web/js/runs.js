@@ -97,7 +97,7 @@ export class RunListView {
     // has to say what changes from now on (no replay of the store's history).
     let after = 0;
     try {
-      after = (await api.get("/health", {}, { signal: this.abort.signal })).views_position;
+      after = (await api.get("/health", {}, { signal: this.abort.signal })).stream_position;
     } catch {
       /* from the start, then */
     }
