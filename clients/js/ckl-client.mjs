@@ -7,7 +7,7 @@
 // lost reply or a 503 with Retry-After, are applied at most once. Errors are thrown as a
 // CklError subclass named like the server's `error` (StaleAttempt, InvalidInput…), with the
 // same hierarchy as the Python exceptions, so `err instanceof InvalidTransition` catches a
-// StaleAttempt too. Types: ckl-client.d.ts.
+// StaleAttempt too. Types: ckl-client.d.mts.
 
 // ------------------------------------------------------------------------------- errors
 
