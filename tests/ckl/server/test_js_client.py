@@ -236,6 +236,8 @@ def test_retries_after_lost_replies_and_a_503_apply_each_command_once_and_errors
     assert keys[4:] == ["complete-once", "complete-once"]
     assert out["yielded"] == [10, 10, 2]
     assert out["completed"] == ["completed", 3]
+    # GET …/events gives each event its own fields (cursor, result), not only the base's.
+    assert out["events"] == [[1, None, None], [2, 10, None], [3, None, {"rows": 10}]]
     assert out["completeWaitedMs"] >= 900
     events = [event for _, _, event in run_events(store_url, "faults")]
     assert [type(event).__name__ for event in events] == ["Created", "Yielded", "Completed"]
