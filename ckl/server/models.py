@@ -134,8 +134,8 @@ class ClaimNextResult(BaseModel):
 class EventList(BaseModel):
     """A checkpoint's events in version order (a page of them)."""
 
-    # SerializeAsAny: each event with its own fields (cursor, result…), not only the base's.
     events: list[SerializeAsAny[CheckpointEvent]]
+    """Each event with all its fields (a `Yielded` with its cursor…), not only the base's."""
     next_after_version: int | None = Field(description="Pass as after_version for the next page.")
 
 
