@@ -206,6 +206,19 @@ export interface Health {
   store: string;
   version: string;
   views_position: number;
+  stream_position: number;
+}
+
+export interface ArchiveSummary {
+  run_id: string;
+  path: string;
+  events: number;
+  checkpoints: number;
+  file_sha256: string;
+  heads: { [checkpointId: string]: JsonObject };
+  written: number;
+  purged: boolean;
+  restored: boolean;
 }
 
 /** One SSE event's data: the event and where it sits in the log. */
@@ -317,7 +330,7 @@ export class CklClient {
   request<T = unknown>(
     method: "GET" | "POST",
     path: string,
-    options?: CommandOptions & { body?: JsonValue },
+    options?: CommandOptions & { body?: JsonValue; raw?: boolean },
   ): Promise<T>;
 
   createCheckpoint(runId: string, batchIndex: number, options?: CreateOptions): Promise<CheckpointState>;
@@ -341,6 +354,10 @@ export class CklClient {
   /** The lease of the run's first claimable checkpoint, or null when none is claimable now. */
   claimNext(runId: string, options: ClaimNextOptions): Promise<Lease | null>;
   verify(runId?: string | null, options?: CommandOptions): Promise<VerifyReport>;
+  /** Archive a finished run into the server's --archive-dir (operate scope). */
+  archiveRun(runId: string, options?: CommandOptions): Promise<ArchiveSummary>;
+  /** The run's JSON-lines archive, as `ckl export` writes it. */
+  exportRun(runId: string, options?: CallOptions): Promise<string>;
 
   getCheckpoint(runId: string, batchIndex: number, options?: CallOptions & { asOf?: number | Moment }): Promise<CheckpointState>;
   getCheckpoint(ref: CheckpointRef, options?: CallOptions & { asOf?: number | Moment }): Promise<CheckpointState>;

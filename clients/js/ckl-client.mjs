@@ -207,8 +207,8 @@ export class CklClient {
     return headers;
   }
 
-  /** One request with its retries; the parsed JSON body, or a typed error thrown. */
-  async request(method, path, { body, idempotencyKey, signal } = {}) {
+  /** One request with its retries; the parsed JSON body (`raw`: the text), or a typed error. */
+  async request(method, path, { body, idempotencyKey, signal, raw = false } = {}) {
     const headers = this.#headers();
     if (method === "POST") {
       headers["Content-Type"] = "application/json";
@@ -237,6 +237,7 @@ export class CklClient {
         continue;
       }
       const text = await response.text();
+      if (raw && response.ok) return text;
       let parsed = text;
       try {
         parsed = text ? JSON.parse(text) : null;
@@ -360,6 +361,14 @@ export class CklClient {
     return found.lease;
   }
 
+  /**
+   * Archive a finished run into the server's --archive-dir: export, check, purge (operate
+   * scope); what was archived (path, events, file_sha256…).
+   */
+  archiveRun(runId, options = {}) {
+    return this.request("POST", `${runPath(runId)}/archive`, options);
+  }
+
   /** Recompute the hash chains of one run, or of the whole store (operate scope). */
   verify(runId = null, options = {}) {
     return this.request("POST", "/verify", { ...options, body: compact({ run_id: runId ?? undefined }) });
@@ -467,7 +476,12 @@ export class CklClient {
     );
   }
 
-  /** Liveness, the store and the views' position. */
+  /** Every event of a run as the JSON-lines archive `ckl export` writes (a string). */
+  exportRun(runId, options = {}) {
+    return this.request("GET", `${runPath(runId)}/export`, { ...options, raw: true });
+  }
+
+  /** Liveness, the store and the views' and streams' positions. */
   health(options = {}) {
     return this.request("GET", "/health", options);
   }

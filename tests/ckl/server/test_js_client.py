@@ -194,25 +194,32 @@ def test_the_stream_reader_delivers_every_event_once_in_order_across_a_server_re
 
 
 @pytest.fixture
-def tokens(tmp_path: Path) -> tuple[Path, str, str]:
-    """A token file with a worker (read, write) and a viewer (read): (file, worker, viewer)."""
-    worker, viewer = "worker-token-0123456789", "viewer-token-0123456789"
+def tokens(tmp_path: Path) -> tuple[Path, str, str, str]:
+    """Tokens of a worker (read, write), a viewer (read), an operator: (file, *tokens)."""
+    worker, viewer, oncall = (f"{name}-token-0123456789" for name in ("worker", "viewer", "oncall"))
     path = tmp_path / "tokens"
-    path.write_text(f"worker read,write {worker}\nviewer read {viewer}\n")
-    return path, worker, viewer
+    path.write_text(
+        f"worker read,write {worker}\nviewer read {viewer}\noncall read,write,operate {oncall}\n"
+    )
+    return path, worker, viewer, oncall
 
 
 def test_retries_after_lost_replies_and_a_503_apply_each_command_once_and_errors_are_typed(
-    node: str, sqlite_url: str, tokens: tuple[Path, str, str]
+    node: str, sqlite_url: str, tokens: tuple[Path, str, str, str], tmp_path: Path
 ) -> None:
     # The client's side of idempotency: one backend is enough (the ledger's repeat of a
     # command id is tested on both in tests/ledger).
     store_url = sqlite_url
-    token_file, worker, viewer = tokens
-    server = Server(store_url, "--token-file", str(token_file), "--poll-interval", "0.05").start()
+    token_file, worker, viewer, oncall = tokens
+    run_id = "jobs/faults #1"  # a run id that needs encoding in a URL path
+    archives = tmp_path / "archives"
+    archives.mkdir()
+    server = Server(
+        store_url, "--token-file", str(token_file), "--archive-dir", str(archives)
+    ).start()
     try:
         done = subprocess.run(
-            [node, str(SCRIPTS / "client_faults.mjs"), server.url, "faults", worker, viewer],
+            [node, str(SCRIPTS / "client_faults.mjs"), server.url, run_id, worker, viewer, oncall],
             capture_output=True,
             text=True,
             timeout=NODE_TIMEOUT,
@@ -225,9 +232,8 @@ def test_retries_after_lost_replies_and_a_503_apply_each_command_once_and_errors
 
     # The yield's reply was lost after the server applied it: the retry, with the same
     # generated key, got the recorded outcome. The completion met a 503 (Retry-After: 1, so
-    # it waited) and then a lost reply: two requests reached the server, one event was written.
-    # What reached the server: create, the yield twice (same key), the stale yield, and the
-    # completion twice (the 503 never reached it).
+    # it waited; the 503 came from the proxy) and then a lost reply. What reached the server:
+    # create, the yield twice (one key), the stale yield, the completion twice (one key).
     paths = [path for path, _ in out["forwarded"]]
     assert paths == ["0", "yield", "yield", "yield", "complete", "complete"]
     keys = [key for _, key in out["forwarded"]]
@@ -239,10 +245,19 @@ def test_retries_after_lost_replies_and_a_503_apply_each_command_once_and_errors
     # GET …/events gives each event its own fields (cursor, result), not only the base's.
     assert out["events"] == [[1, None, None], [2, 10, None], [3, None, {"rows": 10}]]
     assert out["completeWaitedMs"] >= 900
-    events = [event for _, _, event in run_events(store_url, "faults")]
-    assert [type(event).__name__ for event in events] == ["Created", "Yielded", "Completed"]
-    assert events[1].command_id == keys[1]
-    assert events[2].command_id == "complete-once"
+    # One event per command, read from the archive file (the run was archived at the end).
+    assert out["exported"] == [True] * 4  # the header, then the run's three events
+    assert out["archived"] == [run_id, 3, True]
+    (archive,) = archives.iterdir()
+    header, *lines = archive.read_text().splitlines()
+    assert json.loads(header)["events"] == 3
+    rows = sorted((json.loads(line) for line in lines), key=lambda row: row["position"])
+    assert [row["topic"] for row in rows] == [
+        "checkpoint.Created",
+        "checkpoint.Yielded",
+        "checkpoint.Completed",
+    ]
+    assert [row["state"]["command_id"] for row in rows][1:] == [keys[1], "complete-once"]
 
     def refusal(label: str) -> tuple[str, int, list[bool]]:
         return out[label]["name"], out[label]["status"], out[label]["instances"]
@@ -253,7 +268,7 @@ def test_retries_after_lost_replies_and_a_503_apply_each_command_once_and_errors
     assert refusal("completedAgain") == ("InvalidTransition", 409, [True])
     assert refusal("stale") == ("StaleAttempt", 409, [True, True])
     assert out["stale"]["fields"] == {
-        "checkpoint": "faults/0",
+        "checkpoint": f"{run_id}/0",
         "attempt": 7,
         "current": 1,
         "hint": out["stale"]["fields"]["hint"],
@@ -263,4 +278,5 @@ def test_retries_after_lost_replies_and_a_503_apply_each_command_once_and_errors
     assert refusal("readOnly") == ("OutOfScope", 403, [True])
     assert refusal("noToken") == ("Unauthorized", 401, [True])
     assert out["readable"] == 1
+    assert refusal("writeArchived") == ("RunArchived", 410, [True])
     assert refusal("unreachable") == ("NetworkError", 0, [True])

@@ -1,7 +1,7 @@
 // The client against a real server behind a fault proxy: replies lost after the server applied
 // a command, a 503 with Retry-After, bad input, unknown runs, a stale attempt, tokens.
 // Prints one JSON summary on stdout; the test checks it and the store's events.
-// Usage: node client_faults.mjs URL RUN_ID WRITE_TOKEN READ_TOKEN
+// Usage: node client_faults.mjs URL RUN_ID WRITE_TOKEN READ_TOKEN OPERATE_TOKEN
 import http from "node:http";
 
 import {
@@ -12,12 +12,13 @@ import {
   InvalidTransition,
   NetworkError,
   OutOfScope,
+  RunArchived,
   RunNotFound,
   StaleAttempt,
   Unauthorized,
 } from "../../../../clients/js/ckl-client.mjs";
 
-const [upstream, runId, writeToken, readToken] = process.argv.slice(2);
+const [upstream, runId, writeToken, readToken, operateToken] = process.argv.slice(2);
 
 // Faults, consumed in order by the first request whose path ends with `match`.
 const plan = [
@@ -94,6 +95,11 @@ await refused("outOfScope", () => new CklClient({ baseUrl: upstream, token: writ
 await refused("readOnly", () => new CklClient({ baseUrl: upstream, token: readToken }).createCheckpoint(runId, 1), OutOfScope);
 await refused("noToken", () => new CklClient({ baseUrl: upstream }).getRun(runId), Unauthorized);
 out.readable = (await new CklClient({ baseUrl: upstream, token: readToken }).getRun(runId)).progress.completed;
+const operator = new CklClient({ baseUrl: upstream, token: operateToken });
+out.exported = (await worker.exportRun(runId)).trim().split("\n").map((line) => Object.keys(JSON.parse(line)).length > 0);
+const archived = await operator.archiveRun(runId);
+out.archived = [archived.run_id, archived.events, archived.purged];
+await refused("writeArchived", () => worker.createCheckpoint(runId, 1), RunArchived);
 proxy.closeAllConnections();
 proxy.close();
 await refused("unreachable", () => new CklClient({ baseUrl: viaProxy, retries: 1, retryDelayMs: 10 }).health(), NetworkError);
