@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, SerializeAsAny
 
 from ledger import CheckpointEvent, CheckpointState, Lease
 from projections import (
@@ -134,7 +134,8 @@ class ClaimNextResult(BaseModel):
 class EventList(BaseModel):
     """A checkpoint's events in version order (a page of them)."""
 
-    events: list[CheckpointEvent]
+    events: list[SerializeAsAny[CheckpointEvent]]
+    """Each event with all its fields (a `Yielded` with its cursor…), not only the base's."""
     next_after_version: int | None = Field(description="Pass as after_version for the next page.")
 
 
