@@ -109,6 +109,7 @@ def create_app(ledger: Ledger, options: ServeOptions | None = None) -> FastAPI:
     app.add_middleware(BodyLimit, limit=chosen.max_body_bytes)
     app.add_middleware(RawSegments)  # outermost: routing sees run ids whole
     _add_error_handlers(app)
+    _document_400_not_422(app)
     routers: tuple[APIRouter, ...] = (commands.router, queries.router, stream.router)
     for router in routers:
         app.include_router(router, prefix=API_PREFIX)
@@ -139,6 +140,28 @@ def _add_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(LedgerError, ledger_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
+
+
+def _document_400_not_422(app: FastAPI) -> None:
+    """Drop FastAPI's automatic 422 responses from the OpenAPI document.
+
+    A request that fails validation is answered 400 ``InvalidInput`` (``ERRORS``), never with
+    FastAPI's 422 ``HTTPValidationError``, so the document must not promise one.
+    """
+    generate = app.openapi
+
+    def openapi() -> dict[str, object]:
+        if app.openapi_schema is None:
+            document = generate()
+            for operations in document.get("paths", {}).values():
+                for operation in operations.values():
+                    operation.get("responses", {}).pop("422", None)
+            schemas = document.get("components", {}).get("schemas", {})
+            for name in ("HTTPValidationError", "ValidationError"):
+                schemas.pop(name, None)
+        return app.openapi_schema or {}
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _invalid_input(exc: RequestValidationError) -> InvalidInput:
