@@ -146,7 +146,8 @@ def _document_400_not_422(app: FastAPI) -> None:
     """Drop FastAPI's automatic 422 responses from the OpenAPI document.
 
     A request that fails validation is answered 400 ``InvalidInput`` (``ERRORS``), never with
-    FastAPI's 422 ``HTTPValidationError``, so the document must not promise one.
+    FastAPI's 422 ``HTTPValidationError``, so the document must not promise one; and a route
+    that checks no token (health) promises no 401 or 403.
     """
     generate = app.openapi
 
@@ -155,7 +156,11 @@ def _document_400_not_422(app: FastAPI) -> None:
             document = generate()
             for operations in document.get("paths", {}).values():
                 for operation in operations.values():
-                    operation.get("responses", {}).pop("422", None)
+                    responses = operation.get("responses", {})
+                    responses.pop("422", None)
+                    if "security" not in operation:  # no token is checked (health)
+                        responses.pop("401", None)
+                        responses.pop("403", None)
             schemas = document.get("components", {}).get("schemas", {})
             for name in ("HTTPValidationError", "ValidationError"):
                 schemas.pop(name, None)

@@ -74,7 +74,8 @@ class BodyLimit:
         """The scope with a JSON content type; ``None`` once another type was refused (400)."""
         kind = _header(scope, b"content-type")
         if kind is None:
-            # A body without a type is taken as JSON (curl -d, quick scripts).
+            # A body without a type is taken as JSON (quick scripts; note that curl -d sends
+            # a form type, which is refused: use curl --json or -H 'Content-Type: …').
             return {**scope, "headers": [*scope["headers"], (b"content-type", b"application/json")]}
         if _is_json(kind):
             return scope

@@ -23,6 +23,7 @@ from projections import (
 )
 
 __all__ = [
+    "CheckpointEventEntry",
     "ClaimBody",
     "ClaimNextBody",
     "ClaimNextResult",
@@ -131,11 +132,19 @@ class ClaimNextResult(BaseModel):
     lease: Lease | None
 
 
+class CheckpointEventEntry(BaseModel):
+    """One event of a checkpoint, with its topic (what kind of event it is)."""
+
+    topic: str = Field(description="The event's kind: checkpoint.Created, checkpoint.Yielded…")
+    event: SerializeAsAny[CheckpointEvent] = Field(
+        description="The event with all its fields (a Yielded with its cursor…)."
+    )
+
+
 class EventList(BaseModel):
     """A checkpoint's events in version order (a page of them)."""
 
-    events: list[SerializeAsAny[CheckpointEvent]]
-    """Each event with all its fields (a `Yielded` with its cursor…), not only the base's."""
+    events: list[CheckpointEventEntry]
     next_after_version: int | None = Field(description="Pass as after_version for the next page.")
 
 

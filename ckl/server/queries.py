@@ -21,6 +21,7 @@ from starlette.responses import FileResponse, Response
 
 from ckl.server.errors import ErrorBody
 from ckl.server.models import (
+    CheckpointEventEntry,
     EventList,
     FailureList,
     Health,
@@ -163,7 +164,8 @@ def checkpoint_events(
     more = len(events) > limit
     page = events[:limit]
     next_after = page[-1].originator_version if more and page else None
-    return _json(EventList(events=page, next_after_version=next_after))
+    entries = [CheckpointEventEntry(topic=event.topic, event=event) for event in page]
+    return _json(EventList(events=entries, next_after_version=next_after))
 
 
 @router.get(

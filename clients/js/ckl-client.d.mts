@@ -77,8 +77,14 @@ export interface CheckpointEvent {
   [key: string]: JsonValue;
 }
 
+export interface CheckpointEventEntry {
+  /** The event's kind: "checkpoint.Created", "checkpoint.Yielded"… */
+  topic: string;
+  event: CheckpointEvent;
+}
+
 export interface EventList {
-  events: CheckpointEvent[];
+  events: CheckpointEventEntry[];
   next_after_version: number | null;
 }
 

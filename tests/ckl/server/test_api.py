@@ -217,14 +217,16 @@ def test_create_yield_complete_and_the_checkpoint_queries(api: Api) -> None:
     # Events, paged by version.
     page = ok(api.get(cp(run, 0, "events"), limit=2))
     assert set(page) == set(EventList.model_fields)
-    assert [e["originator_version"] for e in page["events"]] == [1, 2]
+    assert [e["event"]["originator_version"] for e in page["events"]] == [1, 2]
     assert page["next_after_version"] == 2
     rest = ok(api.get(cp(run, 0, "events"), after_version=2, limit=2))
-    assert [e["originator_version"] for e in rest["events"]] == [3]
+    assert [e["event"]["originator_version"] for e in rest["events"]] == [3]
     assert rest["next_after_version"] is None
     topics = ["checkpoint.Created", "checkpoint.Yielded", "checkpoint.Completed"]
     for raw, topic in zip([*page["events"], *rest["events"]], topics, strict=True):
-        check_event(raw, topic)
+        assert set(raw) == {"topic", "event"}
+        assert raw["topic"] == topic
+        check_event(raw["event"], topic)
 
     history = History.model_validate(ok(api.get(cp(run, 0, "history"))))
     assert history.total_yields == 1

@@ -85,7 +85,7 @@ const completed = await worker.completeCheckpoint(created.token, {
 out.completed = [completed.status, completed.version];
 out.completeWaitedMs = Date.now() - started;
 out.forwarded = [...forwarded]; // what reached the server for create, yield and complete
-out.events = (await worker.checkpointEvents(created.token)).events.map((e) => [e.originator_version, e.cursor ?? null, e.result ?? null]);
+out.events = (await worker.checkpointEvents(created.token)).events.map(({ event: e }) => [e.originator_version, e.cursor ?? null, e.result ?? null]);
 
 // Typed errors (nothing written by any of them).
 await refused("badInput", () => worker.checkpointYield(runId, 0, { cursor: 11, itemsProcessed: "11" }), InvalidInput);
