@@ -27,7 +27,7 @@ import pytest
 from psycopg import sql
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping, Sequence
+    from collections.abc import Callable, Iterator, Mapping, Sequence
 
 URL_ENV = "CKL_TEST_POSTGRES_URL"
 BINDIR_ENV = "CKL_PG_BINDIR"
@@ -449,3 +449,29 @@ def store_url(request: pytest.FixtureRequest) -> str:
     """URL of an empty store, once for each backend: the same test runs on SQLite and PostgreSQL."""
     backend: str = request.param
     return cast("str", request.getfixturevalue(f"{backend}_url"))
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def new_store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], str]]:
+    """A maker of empty stores on one backend (once for each): every call gives a new one.
+
+    For tests that need many independent stores, such as one per hypothesis example, where a
+    store shared by all examples would grow with each of them. PostgreSQL databases made here
+    are dropped after the test.
+    """
+    backend: str = request.param
+    if backend == "sqlite":
+        yield lambda: f"sqlite:///{tmp_path}/ledger-{uuid4().hex[:12]}.db"
+        return
+    server = cast("PostgresServer", request.getfixturevalue("postgres_server"))
+    made: list[str] = []
+
+    def make() -> str:
+        name = f"ckl_test_{uuid4().hex[:12]}"
+        made.append(name)
+        return server.create_database(name)
+
+    yield make
+    for name in made:
+        with contextlib.suppress(psycopg.Error):
+            server.drop_database(name)
