@@ -487,12 +487,14 @@ def machine_on(store_url: str) -> type[LedgerMachine]:
 
 # The same machine in memory runs twice as many examples and longer ones: the backends' share is
 # their SQL and their connections, which a few dozen examples of 30 steps cross many times.
+@pytest.mark.slow
 def test_ledger_behaves_like_its_model(store_url: str) -> None:
     run_state_machine_as_test(
         machine_on(store_url), settings=machine_settings(examples=50, steps=30)
     )
 
 
+@pytest.mark.slow
 def test_ledger_behaves_like_its_model_in_memory() -> None:
     run_state_machine_as_test(
         machine_on(f"memory://{uuid4().hex}"), settings=machine_settings(examples=100, steps=40)

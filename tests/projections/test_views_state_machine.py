@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from uuid import uuid4
 
+import pytest
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
@@ -428,10 +429,12 @@ class ViewsMachine(RuleBasedStateMachine):
         self.ledger.close()
 
 
+@pytest.mark.slow
 def test_views_match_the_model_in_memory() -> None:
     run_state_machine_as_test(ViewsMachine, settings=machine_settings(examples=100, steps=40))
 
 
+@pytest.mark.slow
 def test_views_match_the_model_on_each_backend(new_store_url: Callable[[], str]) -> None:
     class OnStore(ViewsMachine):
         new_store = staticmethod(new_store_url)
