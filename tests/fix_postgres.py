@@ -452,26 +452,25 @@ def store_url(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def new_store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], str]]:
-    """A maker of empty stores on one backend (once for each): every call gives a new one.
+def new_store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], str]:
+    """A maker of empty stores on one backend (once for each): every call gives an empty one.
 
     For tests that need many independent stores, such as one per hypothesis example, where a
-    store shared by all examples would grow with each of them. PostgreSQL databases made here
-    are dropped after the test.
+    store shared by all examples would grow with each of them. SQLite: a new file per call.
+    PostgreSQL: the test's database, emptied at each call (its ``public`` schema dropped and
+    created again, cheaper than a new database), so the store of the previous call must be
+    closed by then.
     """
     backend: str = request.param
     if backend == "sqlite":
-        yield lambda: f"sqlite:///{tmp_path}/ledger-{uuid4().hex[:12]}.db"
-        return
-    server = cast("PostgresServer", request.getfixturevalue("postgres_server"))
-    made: list[str] = []
+        return lambda: f"sqlite:///{tmp_path}/ledger-{uuid4().hex[:12]}.db"
+    url = cast("str", request.getfixturevalue("postgres_url"))
 
-    def make() -> str:
-        name = f"ckl_test_{uuid4().hex[:12]}"
-        made.append(name)
-        return server.create_database(name)
+    def empty() -> str:
+        with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
+            conn.execute("SET lock_timeout = '30s'")  # a store left open fails the test
+            conn.execute("DROP SCHEMA public CASCADE")
+            conn.execute("CREATE SCHEMA public")
+        return url
 
-    yield make
-    for name in made:
-        with contextlib.suppress(psycopg.Error):
-            server.drop_database(name)
+    return empty
