@@ -27,7 +27,7 @@ import pytest
 from psycopg import sql
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping, Sequence
+    from collections.abc import Callable, Iterator, Mapping, Sequence
 
 URL_ENV = "CKL_TEST_POSTGRES_URL"
 BINDIR_ENV = "CKL_PG_BINDIR"
@@ -449,3 +449,28 @@ def store_url(request: pytest.FixtureRequest) -> str:
     """URL of an empty store, once for each backend: the same test runs on SQLite and PostgreSQL."""
     backend: str = request.param
     return cast("str", request.getfixturevalue(f"{backend}_url"))
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def new_store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], str]:
+    """A maker of empty stores on one backend (once for each): every call gives an empty one.
+
+    For tests that need many independent stores, such as one per hypothesis example, where a
+    store shared by all examples would grow with each of them. SQLite: a new file per call.
+    PostgreSQL: the test's database, emptied at each call (its ``public`` schema dropped and
+    created again, cheaper than a new database), so the store of the previous call must be
+    closed by then.
+    """
+    backend: str = request.param
+    if backend == "sqlite":
+        return lambda: f"sqlite:///{tmp_path}/ledger-{uuid4().hex[:12]}.db"
+    url = cast("str", request.getfixturevalue("postgres_url"))
+
+    def empty() -> str:
+        with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
+            conn.execute("SET lock_timeout = '30s'")  # a store left open fails the test
+            conn.execute("DROP SCHEMA public CASCADE")
+            conn.execute("CREATE SCHEMA public")
+        return url
+
+    return empty

@@ -8,7 +8,11 @@ from uuid import uuid4
 import psycopg
 import pytest
 
+from ledger import Ledger
+
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from tests.fix_postgres import PostgresServer
 
 
@@ -60,3 +64,19 @@ def test_restart_keeps_committed_data(postgres_server: PostgresServer, postgres_
 def test_store_url_names_one_backend_per_parameter(store_url: str) -> None:
     assert store_url.startswith(("sqlite:///", "postgresql://"))
     assert store_url.endswith("/ledger.db") or "/ckl_test_" in store_url
+
+
+def test_new_store_url_gives_an_empty_store_on_its_backend_at_each_call(
+    new_store_url: Callable[[], str],
+) -> None:
+    first = new_store_url()
+    assert first.startswith(("sqlite:///", "postgresql://"))
+    with Ledger.open(first) as ledger:
+        ledger.create_checkpoint("only-in-the-first", 0)
+        assert ledger.count_events() == 1
+    second = new_store_url()
+    assert second.split(":", 1)[0] == first.split(":", 1)[0]
+    with Ledger.open(second) as ledger:
+        assert ledger.count_events() == 0
+        ledger.create_checkpoint("only-in-the-second", 0)
+        assert ledger.find_checkpoint("only-in-the-first", 0) is None

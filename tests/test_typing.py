@@ -14,6 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
 
@@ -33,6 +35,7 @@ def test_the_readme_marks_its_worker_examples() -> None:
         assert call in joined, f"no type-checked README example shows {call}"
 
 
+@pytest.mark.slow
 def test_the_readme_worker_examples_pass_mypy_strict_outside_the_checkout(tmp_path: Path) -> None:
     files = []
     for number, example in enumerate(readme_examples()):

@@ -24,6 +24,8 @@ from collections import Counter, defaultdict
 from typing import TYPE_CHECKING, Any, ClassVar
 from uuid import uuid4
 
+import pytest
+
 from ledger import (
     CheckpointToken,
     Claimed,
@@ -169,6 +171,7 @@ def check_takeovers(
     return completions
 
 
+@pytest.mark.slow
 def test_four_workers_share_a_run_through_a_kill_and_a_freeze(store_url: str) -> None:
     run_id = f"shared-{uuid4().hex[:8]}"
     started_at = time.monotonic()

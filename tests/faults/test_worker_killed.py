@@ -27,6 +27,8 @@ import time
 from typing import TYPE_CHECKING, Any
 from uuid import uuid4
 
+import pytest
+
 from ledger import Completed, Created, Ledger, Yielded
 from streams import Coordinator, run_batches
 from tests.faults._fault_worker import ChunkedSum, DurableLog
@@ -152,6 +154,7 @@ def finish_run(store_url: str, run_id: str, log: Path) -> object:
     return worker.reports[-1]["results"]
 
 
+@pytest.mark.slow
 def test_workers_killed_at_random_points_resume_and_lose_nothing(
     store_url: str, tmp_path: Path
 ) -> None:

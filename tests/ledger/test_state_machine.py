@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 from uuid import uuid4
 
 import pytest
-from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -41,6 +40,7 @@ from ledger import (
     LedgerSettings,
     apply,
 )
+from tests._hypothesis import machine_settings
 from tests.ledger.model import LedgerModel, ModelCheckpoint, ModelFence, Outcome, canon
 
 if TYPE_CHECKING:
@@ -485,15 +485,17 @@ def machine_on(store_url: str) -> type[LedgerMachine]:
     return BoundLedgerMachine
 
 
+# The same machine in memory runs twice as many examples and longer ones: the backends' share is
+# their SQL and their connections, which a few dozen examples of 30 steps cross many times.
+@pytest.mark.slow
 def test_ledger_behaves_like_its_model(store_url: str) -> None:
     run_state_machine_as_test(
-        machine_on(store_url),
-        settings=settings(deadline=None, stateful_step_count=30),
+        machine_on(store_url), settings=machine_settings(examples=50, steps=30)
     )
 
 
+@pytest.mark.slow
 def test_ledger_behaves_like_its_model_in_memory() -> None:
     run_state_machine_as_test(
-        machine_on(f"memory://{uuid4().hex}"),
-        settings=settings(deadline=None, stateful_step_count=40),
+        machine_on(f"memory://{uuid4().hex}"), settings=machine_settings(examples=100, steps=40)
     )
