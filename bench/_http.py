@@ -6,9 +6,11 @@ of its own, and two measurements:
 - **A yield over HTTP** against ``ledger.checkpoint_yield`` in this process, on another store
   of the same kind (a SQLite file beside the server's, so neither connection's page cache is
   invalidated by the other's writes; a PostgreSQL database of its own on the same server):
-  interleaved rounds (``bench/_harness.py``) of four variants, each on its own checkpoint —
-  the in-process yield (the baseline), ``POST …/yield`` through an ``httpx.Client`` and through
-  a ``http.client.HTTPConnection`` (both keep-alive, the reply's JSON parsed), and
+  interleaved rounds (``bench/_harness.py``) of five variants, each on its own checkpoint —
+  the in-process yield (the baseline), the same on a third store whose ``Projections`` follow
+  it in this process (as the server keeps its views), ``POST …/yield`` through an
+  ``httpx.Client`` and through a ``http.client.HTTPConnection`` (both keep-alive, the reply's
+  JSON parsed), and
   ``GET /v1/health`` through ``http.client`` (the HTTP floor: uvicorn, FastAPI and the client
   with no ledger call). Every operation's own wall time is kept too, for p50 and p99. Then
   yields and health requests timed alone, one after the other, for the server's CPU per
@@ -56,15 +58,17 @@ from bench._http_clients import ClientProcess
 from bench._markdown import micros, table, text, times, times_spread, verdict
 from bench._workload import Feed, open_ledger, yield_payload
 from ledger import Ledger
+from projections import Projections
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
     from bench._harness import Op
 
 __all__ = [
     "FULL",
     "QUICK",
+    "STORES",
     "HttpProfile",
     "HttpResults",
     "measure_backend",
@@ -75,6 +79,8 @@ __all__ = [
 ROOT = Path(__file__).resolve().parents[1]
 YIELD_RUN = "bench-http-yield"
 STREAM_RUN = "bench-http-stream"
+STORES = ("served", "inproc", "views")
+"""The stores of one backend: the server's, the baseline's and the in-process one with views."""
 YIELD_GOAL = 1.5
 LAG_GOAL_MS = 50.0
 """p99 delivery lag on PostgreSQL."""
@@ -311,7 +317,7 @@ class _HttpFeed:
 
 
 @contextlib.contextmanager
-def _pyspy(served: _Served, backend: str) -> object:
+def _pyspy(served: _Served, backend: str) -> Iterator[None]:
     """py-spy on the server while the block runs, if ``BENCH_HTTP_PYSPY`` names a folder."""
     folder = os.environ.get("BENCH_HTTP_PYSPY")
     tool = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
@@ -332,16 +338,23 @@ def _pyspy(served: _Served, backend: str) -> object:
 
 
 def _measure_yields(
-    profile: HttpProfile, served: _Served, inproc_store: str, backend: str
+    profile: HttpProfile, served: _Served, stores: dict[str, str], backend: str
 ) -> YieldResult:
-    names = ("inproc", "httpx", "http.client", "health")
+    names = ("inproc", "inproc-views", "httpx", "http.client", "health")
     samples: dict[str, list[float]] = {name: [] for name in names}
-    with open_ledger(inproc_store) as ledger:
+    with (
+        open_ledger(stores["inproc"]) as ledger,
+        open_ledger(stores["views"]) as viewed,
+        Projections(viewed) as views,
+    ):
+        views.start()
         feed = Feed(ledger.create_checkpoint(YIELD_RUN, 0))
+        feed_viewed = Feed(viewed.create_checkpoint(YIELD_RUN, 0))
         remote_x, remote_c = _HttpFeed(served, 1), _HttpFeed(served, 2)
         try:
             actions: dict[str, Callable[[], object]] = {
                 "inproc": lambda: feed.yield_on(ledger),
+                "inproc-views": lambda: feed_viewed.yield_on(viewed),
                 "httpx": remote_x.by_httpx,
                 "http.client": remote_c.by_http_client,
                 "health": remote_c.health,
@@ -361,7 +374,7 @@ def _measure_yields(
                     warmup=0,
                 )
             server_cpu = {}
-            for name in ("http.client", "health"):
+            for name in ("httpx", "http.client", "health"):
                 before = served.cpu_seconds()
                 for _ in range(profile.alone):
                     actions[name]()
@@ -437,7 +450,7 @@ def _measure_streams(
             writer.send("run", start, end)
         commits: list[tuple[int, int]] = []
         for writer in writers:
-            commits += [(int(p), int(ns)) for p, ns in writer.answer()["commits"]]  # type: ignore[union-attr]
+            commits += [(int(p), int(ns)) for p, ns in writer.answer()["commits"]]
         server_cpu = (served.cpu_seconds() - cpu_before) / ((time.monotonic_ns() - start) / 1e9)
         last = max(p for p, _ in commits)
         seen: list[tuple[list[int], list[int]]] = []
@@ -446,9 +459,9 @@ def _measure_streams(
         for sub in subscribers:
             sub.send("drain", last, 60)
             reply = sub.answer()
-            seen += [(list(ps), list(ts)) for ps, ts in reply["seen"]]  # type: ignore[union-attr]
-            client_cpu.append(float(reply["cpu"]) / float(reply["wall"]))  # type: ignore[arg-type]
-            reconnects += int(reply["reconnects"])  # type: ignore[call-overload]
+            seen += [(list(ps), list(ts)) for ps, ts in reply["seen"]]
+            client_cpu.append(float(reply["cpu"]) / float(reply["wall"]))
+            reconnects += int(reply["reconnects"])
         rss_after = served.rss_kib()
     finally:
         for process in [*subscribers, *writers]:
@@ -493,18 +506,21 @@ def _measure_streams(
 
 
 def measure_backend(
-    results: HttpResults, backend: str, served_store: str, inproc_store: str, poll: float | None
+    results: HttpResults, backend: str, stores: dict[str, str], poll: float | None
 ) -> None:
-    """Both measurements on one backend: a server on ``served_store``, a ledger on the other.
+    """Both measurements on one backend, on three empty stores of it.
 
+    ``stores``: ``served`` (the server's), ``inproc`` (the baseline's ledger) and ``views``
+    (an in-process ledger with its views following, as the server keeps them).
     ``poll``: the server's ``--poll-interval`` (SQLite; None keeps the default, for
     PostgreSQL, which wakes on NOTIFY).
     """
+    served_store = stores["served"]
     profile = results.profile
     log(f"http: {backend}: starting ckl serve")
     served = _Served(served_store, poll, max_streams=profile.subscribers + 10)
     try:
-        results.yields[backend] = _measure_yields(profile, served, inproc_store, backend)
+        results.yields[backend] = _measure_yields(profile, served, stores, backend)
         log(f"http: {backend}: {profile.subscribers} SSE subscribers, {profile.writers} writers")
         results.streams[backend] = _measure_streams(profile, served, served_store, poll)
     finally:
@@ -523,6 +539,8 @@ def _quantile(values: list[float], q: float) -> float:
 
 _LABELS = {
     "inproc": "in-process `ledger.checkpoint_yield` (baseline)",
+    "inproc-views": "in-process, with `Projections` following in the same process (as the "
+    "server runs them)",
     "httpx": "**`POST …/yield`, `httpx.Client`** (keep-alive)",
     "http.client": "`POST …/yield`, `http.client.HTTPConnection` (keep-alive)",
     "health": "`GET /v1/health`, `http.client` (no ledger call: the HTTP floor)",
@@ -647,10 +665,12 @@ def section(results: HttpResults) -> list[str]:
         "",
         text(
             "One real `ckl serve` subprocess per backend (uvicorn on loopback, `--port 0`). ",
-            "**Yield over HTTP**: interleaved rounds of four variants, each on its own ",
+            "**Yield over HTTP**: interleaved rounds of five variants, each on its own ",
             "checkpoint: the in-process `ledger.checkpoint_yield` on a store of the same kind ",
             "(a SQLite file beside the server's; a PostgreSQL database of its own on the same ",
-            "server), `POST /v1/runs/R/checkpoints/N/yield` through `httpx.Client` and through ",
+            "server), the same on a third store with `Projections` following it in this ",
+            "process (the server keeps its views so), ",
+            "`POST /v1/runs/R/checkpoints/N/yield` through `httpx.Client` and through ",
             "`http.client.HTTPConnection` (keep-alive; the reply's JSON parsed), and ",
             "`GET /v1/health` (the server's floor: no ledger call). ",
             f"{p.rounds} rounds × {p.batch} operations per variant; p50 and p99 are over every ",

@@ -38,7 +38,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bench._harness import stop_line_process
 
@@ -342,7 +342,7 @@ class ClientProcess:
         self.proc.stdin.write(" ".join(str(word) for word in words) + "\n")
         self.proc.stdin.flush()
 
-    def answer(self) -> dict[str, object]:
+    def answer(self) -> dict[str, Any]:
         """The JSON answer to the last command.
 
         Raises:

@@ -94,13 +94,8 @@ class _Suite:
             }
             _replay.measure_store(self.replay, "SQLite", stores)
         if self.http is not None:
-            _http.measure_backend(
-                self.http,
-                "SQLite",
-                f"sqlite:///{workdir / 'http-served.db'}",
-                f"sqlite:///{workdir / 'http-inproc.db'}",
-                poll=SQLITE_POLL,
-            )
+            files = {k: f"sqlite:///{workdir / f'http-{k}.db'}" for k in _http.STORES}
+            _http.measure_backend(self.http, "SQLite", files, poll=SQLITE_POLL)
 
     def postgres(self, server: PostgresServer) -> None:
         parts = self.args.parts
@@ -128,9 +123,8 @@ class _Suite:
             }
             _replay.measure_store(self.replay, "PostgreSQL", stores)
         if self.http is not None:
-            served = server.create_database("ckl_http_served")
-            inproc = server.create_database("ckl_http_inproc")
-            _http.measure_backend(self.http, "PostgreSQL", served, inproc, poll=None)
+            databases = {k: server.create_database(f"ckl_http_{k}") for k in _http.STORES}
+            _http.measure_backend(self.http, "PostgreSQL", databases, poll=None)
 
     def _dbos(self, server: PostgresServer) -> None:
         assert self.scale is not None
