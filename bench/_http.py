@@ -127,7 +127,7 @@ FULL = HttpProfile(
     warmup=30,
     alone=500,
     subscribers=100,
-    client_processes=2,
+    client_processes=1,
     writers=8,
     rate=20.0,
     seconds=20.0,
@@ -167,6 +167,56 @@ class StreamResult:
     client_cpu: list[float]
     """Each subscriber process's CPU seconds per wall second, likewise."""
     poll: float | None
+    holders: _Holders | None = None
+    """PostgreSQL: the transactions that held the visible horizon back while the writers wrote."""
+
+
+@dataclass
+class _Holders:
+    """Samples of the oldest transaction holding an xid (hence the visible horizon)."""
+
+    ages_ms: list[float] = field(default_factory=list)
+    """Its age at each sample that found one (none found: nothing held the horizon)."""
+    samples: int = 0
+    by_statement: collections.Counter[str] = field(default_factory=collections.Counter)
+    """What it was running, for the samples where it was older than 10 ms."""
+
+
+class _HorizonSampler:
+    """On PostgreSQL, samples ``pg_stat_activity`` every 20 ms in a thread of this process."""
+
+    QUERY = (
+        "SELECT extract(epoch FROM clock_timestamp() - xact_start) * 1000, left(query, 60)"
+        " FROM pg_stat_activity WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid()"
+        " ORDER BY xact_start LIMIT 1"
+    )
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.found = _Holders()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="horizon-sampler", daemon=True)
+
+    def __enter__(self) -> _Holders:
+        self._thread.start()
+        return self.found
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        import psycopg  # noqa: PLC0415  (PostgreSQL only)
+
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            while not self._stop.wait(0.02):
+                row = conn.execute(self.QUERY).fetchone()
+                self.found.samples += 1
+                if row is not None:
+                    age, statement = float(row[0]), str(row[1])
+                    self.found.ages_ms.append(age)
+                    if age > 10:
+                        self.found.by_statement[statement.split("(", maxsplit=1)[0].strip()] += 1
 
 
 @dataclass
@@ -446,11 +496,13 @@ def _measure_streams(
         start = time.monotonic_ns() + 200_000_000
         end = start + int(profile.seconds * 1e9)
         cpu_before = served.cpu_seconds()
-        for writer in writers:
-            writer.send("run", start, end)
+        sampler = _HorizonSampler(store) if poll is None else contextlib.nullcontext()
         commits: list[tuple[int, int]] = []
-        for writer in writers:
-            commits += [(int(p), int(ns)) for p, ns in writer.answer()["commits"]]
+        with sampler as holders:
+            for writer in writers:
+                writer.send("run", start, end)
+            for writer in writers:
+                commits += [(int(p), int(ns)) for p, ns in writer.answer()["commits"]]
         server_cpu = (served.cpu_seconds() - cpu_before) / ((time.monotonic_ns() - start) / 1e9)
         last = max(p for p, _ in commits)
         seen: list[tuple[list[int], list[int]]] = []
@@ -502,6 +554,7 @@ def _measure_streams(
         server_cpu=server_cpu,
         client_cpu=client_cpu,
         poll=poll,
+        holders=holders,
     )
 
 
@@ -625,6 +678,35 @@ def _stream_table(results: HttpResults) -> str:
     return table(header, rows)
 
 
+def _holders_lines(results: HttpResults) -> list[str]:
+    out = []
+    for backend, s in results.streams.items():
+        found = s.holders
+        if found is None:
+            continue
+        if not found.ages_ms:
+            out += [f"{backend}: no transaction held an xid at any of {found.samples} samples.", ""]
+            continue
+        ages = found.ages_ms
+        total = sum(found.by_statement.values())
+        what = ", ".join(
+            f"`{statement}…` {count / total:.0%}"
+            for statement, count in found.by_statement.most_common(4)
+        )
+        out += [
+            text(
+                f"{backend}: the oldest transaction holding an xid (so holding back the visible ",
+                "horizon every log reader, the stream hub included, stops at), sampled from ",
+                "`pg_stat_activity` every 20 ms while the writers wrote: one found at ",
+                f"{len(ages)} of {found.samples} samples, its age p50 ",
+                f"{statistics.median(ages):.1f} ms, p99 {_quantile(ages, 0.99):.1f} ms, max ",
+                f"{max(ages):.1f} ms; when older than 10 ms it was running: {what or 'nothing'}.",
+            ),
+            "",
+        ]
+    return out
+
+
 def summary_rows(results: HttpResults) -> list[list[str]]:
     """The summary's lines about section 11."""
     rows = []
@@ -712,6 +794,7 @@ def section(results: HttpResults) -> list[str]:
         "",
         _stream_table(results),
         "",
+        *_holders_lines(results),
         "Summary lines:",
         "",
         table(["figure", "goal", "measured: median (p25–p75)", "verdict"], summary_rows(results)),
