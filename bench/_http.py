@@ -111,14 +111,14 @@ class HttpProfile:
 QUICK = HttpProfile(
     "quick",
     rounds=3,
-    batch=15,
+    batch=10,
     warmup=5,
-    alone=30,
+    alone=20,
     subscribers=10,
     client_processes=1,
     writers=2,
     rate=20.0,
-    seconds=2.0,
+    seconds=1.0,
 )
 FULL = HttpProfile(
     "full",
@@ -484,11 +484,9 @@ def _check_stream(
     return len(want - unique), len(got) - len(unique), out_of_order, len(unique - want)
 
 
-def _measure_streams(
-    profile: HttpProfile, served: _Served, store: str, poll: float | None
-) -> StreamResult:
-    env = _env(store)
-    writers = [
+def _start_writers(profile: HttpProfile, store: str) -> list[ClientProcess]:
+    """The writer processes (started early: they import the ledger while the server starts)."""
+    return [
         ClientProcess(
             "writer",
             store,
@@ -496,13 +494,25 @@ def _measure_streams(
             str(i),
             str(profile.rate),
             str(i / profile.writers),
-            env=env,
+            env=_env(store),
         )
         for i in range(profile.writers)
     ]
+
+
+def _measure_streams(
+    profile: HttpProfile,
+    served: _Served,
+    *,
+    store: str,
+    poll: float | None,
+    writers: list[ClientProcess],
+    target: int,
+) -> StreamResult:
+    """``writers`` said ready; ``target``: the last position of their untimed yields."""
+    env = _env(store)
     subscribers: list[ClientProcess] = []
     try:
-        target = max(int(w.ready()) for w in writers)
         time.sleep(0.5)
         rss_before = served.rss_kib()
         shares = [
@@ -598,13 +608,24 @@ def measure_backend(
     served_store = stores["served"]
     profile = results.profile
     log(f"http: {backend}: starting ckl serve")
-    served = _Served(served_store, poll, max_streams=profile.subscribers + 10)
+    writers = _start_writers(profile, served_store)
     try:
-        results.yields[backend] = _measure_yields(profile, served, stores, backend)
-        log(f"http: {backend}: {profile.subscribers} SSE subscribers, {profile.writers} writers")
-        results.streams[backend] = _measure_streams(profile, served, served_store, poll)
+        served = _Served(served_store, poll, max_streams=profile.subscribers + 10)
+        try:
+            # Every writer has made its checkpoint and untimed yields before anything is timed.
+            target = max(int(writer.ready()) for writer in writers)
+            results.yields[backend] = _measure_yields(profile, served, stores, backend)
+            log(
+                f"http: {backend}: {profile.subscribers} SSE subscribers, {profile.writers} writers"
+            )
+            results.streams[backend] = _measure_streams(
+                profile, served, store=served_store, poll=poll, writers=writers, target=target
+            )
+        finally:
+            served.stop()
     finally:
-        served.stop()
+        for writer in writers:
+            writer.close()
 
 
 # ---------------------------------------------------------------------- the report
