@@ -6,16 +6,13 @@ of its own, and two measurements:
 - **A yield over HTTP** against ``ledger.checkpoint_yield`` in this process, on another store
   of the same kind (a SQLite file beside the server's, so neither connection's page cache is
   invalidated by the other's writes; a PostgreSQL database of its own on the same server):
-  interleaved rounds (``bench/_harness.py``) of five variants, each on its own checkpoint —
-  the in-process yield (the baseline), the same on a third store whose ``Projections`` follow
-  it in this process (as the server keeps its views), ``POST …/yield`` through an
-  ``httpx.Client`` and through a ``http.client.HTTPConnection`` (both keep-alive, the reply's
-  JSON parsed), and
+  interleaved rounds (``bench/_harness.py``) of four variants, each on its own checkpoint —
+  the in-process yield (the baseline), ``POST …/yield`` through an ``httpx.Client`` and
+  through a ``http.client.HTTPConnection`` (both keep-alive, the reply's JSON parsed), and
   ``GET /v1/health`` through ``http.client`` (the HTTP floor: uvicorn, FastAPI and the client
   with no ledger call). Every operation's own wall time is kept too, for p50 and p99. Then
   yields and health requests timed alone, one after the other, for the server's CPU per
-  request (``/proc/PID/stat``: every thread of the server, its views and stream hub
-  included).
+  request (``/proc/PID/stat``: every thread of the server, its stream hub included).
 - **SSE subscribers**: ``COUNT`` streams of one run (``GET /v1/runs/RUN/stream``, from the
   run's start) read by one or two subscriber processes with raw sockets, while ``WRITERS``
   separate processes write yields straight to the store at a fixed rate each
@@ -58,7 +55,6 @@ from bench._http_clients import ClientProcess
 from bench._markdown import micros, table, text, times, times_spread, verdict
 from bench._workload import Feed, open_ledger, yield_payload
 from ledger import Ledger
-from projections import Projections
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -79,8 +75,8 @@ __all__ = [
 ROOT = Path(__file__).resolve().parents[1]
 YIELD_RUN = "bench-http-yield"
 STREAM_RUN = "bench-http-stream"
-STORES = ("served", "inproc", "views")
-"""The stores of one backend: the server's, the baseline's and the in-process one with views."""
+STORES = ("served", "inproc")
+"""The stores of one backend: the server's and the in-process baseline's."""
 YIELD_GOAL = 1.5
 LAG_GOAL_MS = 50.0
 """p99 delivery lag on PostgreSQL."""
@@ -415,21 +411,14 @@ def _pyspy(served: _Served, backend: str) -> Iterator[None]:
 def _measure_yields(
     profile: HttpProfile, served: _Served, stores: dict[str, str], backend: str
 ) -> YieldResult:
-    names = ("inproc", "inproc-views", "httpx", "http.client", "health")
+    names = ("inproc", "httpx", "http.client", "health")
     samples: dict[str, list[float]] = {name: [] for name in names}
-    with (
-        open_ledger(stores["inproc"]) as ledger,
-        open_ledger(stores["views"]) as viewed,
-        Projections(viewed) as views,
-    ):
-        views.start()
+    with open_ledger(stores["inproc"]) as ledger:
         feed = Feed(ledger.create_checkpoint(YIELD_RUN, 0))
-        feed_viewed = Feed(viewed.create_checkpoint(YIELD_RUN, 0))
         remote_x, remote_c = _HttpFeed(served, 1), _HttpFeed(served, 2)
         try:
             actions: dict[str, Callable[[], object]] = {
                 "inproc": lambda: feed.yield_on(ledger),
-                "inproc-views": lambda: feed_viewed.yield_on(viewed),
                 "httpx": remote_x.by_httpx,
                 "http.client": remote_c.by_http_client,
                 "health": remote_c.health,
@@ -600,8 +589,7 @@ def measure_backend(
 ) -> None:
     """Both measurements on one backend, on three empty stores of it.
 
-    ``stores``: ``served`` (the server's), ``inproc`` (the baseline's ledger) and ``views``
-    (an in-process ledger with its views following, as the server keeps them).
+    ``stores``: ``served`` (the server's) and ``inproc`` (the baseline's ledger).
     ``poll``: the server's ``--poll-interval`` (SQLite; None keeps the default, for
     PostgreSQL, which wakes on NOTIFY).
     """
@@ -640,8 +628,6 @@ def _quantile(values: list[float], q: float) -> float:
 
 _LABELS = {
     "inproc": "in-process `ledger.checkpoint_yield` (baseline)",
-    "inproc-views": "in-process, with `Projections` following in the same process (as the "
-    "server runs them)",
     "httpx": "**`POST …/yield`, `httpx.Client`** (keep-alive)",
     "http.client": "`POST …/yield`, `http.client.HTTPConnection` (keep-alive)",
     "health": "`GET /v1/health`, `http.client` (no ledger call: the HTTP floor)",
@@ -795,12 +781,10 @@ def section(results: HttpResults) -> list[str]:
         "",
         text(
             "One real `ckl serve` subprocess per backend (uvicorn on loopback, `--port 0`). ",
-            "**Yield over HTTP**: interleaved rounds of five variants, each on its own ",
+            "**Yield over HTTP**: interleaved rounds of four variants, each on its own ",
             "checkpoint: the in-process `ledger.checkpoint_yield` on a store of the same kind ",
             "(a SQLite file beside the server's; a PostgreSQL database of its own on the same ",
-            "server), the same on a third store with `Projections` following it in this ",
-            "process (the server keeps its views so), ",
-            "`POST /v1/runs/R/checkpoints/N/yield` through `httpx.Client` and through ",
+            "server), `POST /v1/runs/R/checkpoints/N/yield` through `httpx.Client` and through ",
             "`http.client.HTTPConnection` (keep-alive; the reply's JSON parsed), and ",
             "`GET /v1/health` (the server's floor: no ledger call). ",
             f"{p.rounds} rounds × {p.batch} operations per variant; p50 and p99 are over every ",
