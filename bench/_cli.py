@@ -15,10 +15,10 @@ if TYPE_CHECKING:
 
 __all__ = ["PARTS", "Options", "finish", "flow_path", "parse", "publish"]
 
-PARTS = ("append", "scale", "flow", "startup", "replay")
+PARTS = ("append", "scale", "flow", "startup", "replay", "http")
 """The parts of the suite: the append path (sections 1-4), concurrent writers and DBOS
 (sections 5-6), the read side (docs/benchmarks-flow.md), start-up (section 7), and ``ckl
-replay`` of big runs (section 9)."""
+replay`` of big runs (section 9), and ``ckl serve`` (section 11)."""
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,8 @@ def parse(
         help="run only this part (repeatable): append = sections 1-4 (yield, history, tasker, "
         "eventsourcing), scale = sections 5-6 (concurrent writers, DBOS), flow = the read side "
         "(benchmarks-flow.md), startup = section 7 (ckl --help, the layers' imports), "
-        "replay = section 9 (ckl replay of 10k-1M-event runs to a pipe). "
+        "replay = section 9 (ckl replay of 10k-1M-event runs to a pipe), "
+        "http = section 11 (ckl serve: a yield over HTTP, SSE subscribers). "
         "Default: every part.",
     )
     parser.add_argument(

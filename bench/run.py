@@ -9,7 +9,9 @@ history, eventsourcing's recorder), ``scale`` (section 5: concurrent writer proc
 tail; section 6: DBOS Transact), ``flow`` (read-your-writes, catch-up, view updates, timeline,
 completion latency: docs/benchmarks-flow.md, summarised in docs/benchmarks.md), ``startup``
 (section 7: ``ckl --help`` and the layers' imports against a bare ``python -c pass``),
-``replay`` (section 9: ``ckl replay`` of 10 k to 1 M-event runs into a pipe, time and memory).
+``replay`` (section 9: ``ckl replay`` of 10 k to 1 M-event runs into a pipe, time and memory),
+``http`` (section 11: ``ckl serve``, a yield over HTTP against one in-process, SSE subscribers'
+delivery lag and memory).
 
 PostgreSQL is one fresh cluster started for the run with ``tests/fix_postgres.py``'s
 ``PostgresServer`` (as the ``postgres`` OS user when run as root), each part in databases of its
@@ -27,7 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bench import _flow_sections, _replay, _scale, _sections, _startup
+from bench import _flow_sections, _http, _replay, _scale, _sections, _startup
 from bench._cli import finish, flow_path, parse, publish
 from bench._dbos_peer import run_dbos
 from bench._flow_report import FlowRun, summary_rows
@@ -67,6 +69,8 @@ class _Suite:
         self.flows: list[BackendFlow] = []
         replay_profile = _replay.QUICK if args.quick else _replay.FULL
         self.replay = _replay.ReplayResults(replay_profile) if "replay" in args.parts else None
+        http_profile = _http.QUICK if args.quick else _http.FULL
+        self.http = _http.HttpResults(http_profile) if "http" in args.parts else None
 
     def sqlite(self, workdir: Path) -> None:
         parts = self.args.parts
@@ -89,6 +93,9 @@ class _Suite:
                 n: f"sqlite:///{workdir / f'replay-{n}.db'}" for n in self.replay.profile.sizes
             }
             _replay.measure_store(self.replay, "SQLite", stores)
+        if self.http is not None:
+            files = {k: f"sqlite:///{workdir / f'http-{k}.db'}" for k in _http.STORES}
+            _http.measure_backend(self.http, "SQLite", files, poll=SQLITE_POLL)
 
     def postgres(self, server: PostgresServer) -> None:
         parts = self.args.parts
@@ -115,6 +122,9 @@ class _Suite:
                 n: server.create_database(f"ckl_replay_{n}") for n in self.replay.profile.sizes
             }
             _replay.measure_store(self.replay, "PostgreSQL", stores)
+        if self.http is not None:
+            databases = {k: server.create_database(f"ckl_http_{k}") for k in _http.STORES}
+            _http.measure_backend(self.http, "PostgreSQL", databases, poll=None)
 
     def _dbos(self, server: PostgresServer) -> None:
         assert self.scale is not None
@@ -186,6 +196,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         startup=startup,
         replay=suite.replay,
     )
+    if suite.http is not None:
+        # Section 11, its summary lines at its end (docs/benchmarks.md has them in the summary).
+        report = report.rstrip() + "\n\n" + "\n".join(_http.section(suite.http)).rstrip() + "\n"
     publish(report, args.out)
     if suite.flows:
         out = None if args.out is None else flow_path(args.out)

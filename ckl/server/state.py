@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Annotated
@@ -75,8 +76,13 @@ class ServerState:
         return self.views
 
 
+@functools.cache
 def package_version() -> str:
-    """The installed checkpoint-ledger version."""
+    """The installed checkpoint-ledger version, read once.
+
+    ``/v1/health`` answers it on every call, and each read of the installed metadata parses
+    its METADATA file (a millisecond or more: most of a health check's server time).
+    """
     try:
         return version("checkpoint-ledger")
     except PackageNotFoundError:  # pragma: no cover - run from a bare checkout
