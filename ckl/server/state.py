@@ -16,7 +16,7 @@ from ckl.server.auth import Scope, TokenEntry, TokenTable
 from ckl.server.limits import DEFAULT_MAX_BODY_BYTES
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable
 
     from ckl.server.stream import StreamHub
     from ledger import Ledger
@@ -89,8 +89,12 @@ def package_version() -> str:
         return "0+unknown"
 
 
-def server_state(request: Request) -> ServerState:
-    """The app's :class:`ServerState` (a route dependency)."""
+async def server_state(request: Request) -> ServerState:
+    """The app's :class:`ServerState` (a route dependency).
+
+    ``async`` although it awaits nothing: FastAPI runs a plain ``def`` dependency in its
+    thread pool, a hop (two thread switches) per request for a dictionary lookup.
+    """
     state: ServerState = request.app.state.ckl
     return state
 
@@ -100,7 +104,7 @@ State = Annotated[ServerState, Depends(server_state)]
 _bearer = HTTPBearer(auto_error=False, description="A token from the server's --token-file.")
 
 
-def require(scope: Scope) -> Callable[..., TokenEntry | None]:
+def require(scope: Scope) -> Callable[..., Awaitable[TokenEntry | None]]:
     """The dependency that checks the request's bearer token holds ``scope``.
 
     Without a token file every request passes (the server is then bound to loopback). The
@@ -111,7 +115,7 @@ def require(scope: Scope) -> Callable[..., TokenEntry | None]:
         OutOfScope: the token lacks ``scope`` (403).
     """
 
-    def check(
+    async def check(  # async: run on the loop, not in a thread (see server_state)
         request: Request,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
     ) -> TokenEntry | None:
