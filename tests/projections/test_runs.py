@@ -49,7 +49,7 @@ def test_runs_count_and_classify_every_run(store_url: str) -> None:
             ({"limit": 0}, "limit"),
         ):
             with pytest.raises(InvalidInput) as caught:
-                views.runs(**kwargs)  # type: ignore[arg-type]
+                views.runs(**kwargs)
             assert caught.value.field == field
 
 
@@ -67,7 +67,7 @@ def test_a_remote_workers_failure_context_is_recorded_and_checked(store_url: str
             ({"traceback_text": "a\x00b"}, "traceback_text"),
         ):
             with pytest.raises(InvalidInput) as caught:
-                ledger.fail_checkpoint(token, "boom", **kwargs)  # type: ignore[arg-type]
+                ledger.fail_checkpoint(token, "boom", **kwargs)
             assert caught.value.field == field
         assert ledger.count_events(token) == before
 
