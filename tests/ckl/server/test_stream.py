@@ -1,0 +1,503 @@
+"""`ckl serve`'s SSE streams on a real uvicorn subprocess: catch-up then live, resume with
+Last-Event-ID across restarts (SIGTERM and SIGKILL), slow clients cut off and resumed,
+keep-alives, and a clean shutdown (streams closed, long-polls answered 503, no half write).
+
+The reference is always the store's own log, read through a Ledger in this process: a stream
+is right when it holds every event of its scope once, in the log's order, with ``id`` the
+event's global position. Writers are a Ledger in this process (SQLite's server polls every
+50 ms for them, PostgreSQL's is woken by NOTIFY) or real HTTP clients.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import pytest
+
+from ckl.server.run import GRACEFUL_SECONDS
+from ledger import CheckpointToken, Ledger, verify_chains
+from ledger.events import Yielded
+from tests.ckl.server._sse import Comment, SseEvent, SseStream
+from tests.ckl.server.conftest import Server
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+POLL = ("--poll-interval", "0.05")
+WAIT = 20.0
+"""Longest wait for something a test expects (a failure, not a pace)."""
+
+
+# ----------------------------------------------------------------- helpers
+
+
+def log_of(store: str, run_id: str | None = None) -> list[tuple[int, str, str]]:
+    """The store's log (or one run's part of it): (position, run id, topic), in order."""
+    with Ledger.open(store) as ledger:
+        rows = []
+        for position, event in ledger.iter_log():
+            token = ledger.token_for(event.originator_id)
+            assert token is not None
+            if run_id is None or token.run_id == run_id:
+                rows.append((position, token.run_id, event.topic))
+        return rows
+
+
+def seen(events: list[SseEvent]) -> list[tuple[int, str, str]]:
+    """What a stream delivered, in the shape of :func:`log_of`, its frames checked on the way."""
+    rows = []
+    for event in events:
+        data = event.json()
+        assert event.id == data["position"], event
+        assert event.event == data["topic"], event
+        rows.append((data["position"], data["run_id"], data["topic"]))
+    return rows
+
+
+def read_until(stream: SseStream, last: int) -> list[SseEvent]:
+    """Events until one with id ``last`` (a ``closing`` first fails the test)."""
+    events = []
+    for event in stream.events():
+        assert event.event != "closing", f"closed early: {event.data}"
+        events.append(event)
+        if event.id is not None and event.id >= last:
+            return events
+    pytest.fail(f"the stream ended ({stream.ended}) before id {last}: {events[-1:]}")
+
+
+def write(ledger: Ledger, tokens: list[CheckpointToken], count: int, start: int = 0) -> None:
+    """``count`` yields, round robin over ``tokens`` (cursor = item count = its number)."""
+    for n in range(start, start + count):
+        token = tokens[n % len(tokens)]
+        ledger.checkpoint_yield(token, n, n)
+
+
+def wait_for(what: str, check: Any, timeout: float = WAIT) -> None:
+    """Poll ``check()`` until it is true (a failure after ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def stop(server: Server, *, kill: bool = False) -> int:
+    """SIGTERM (or SIGKILL) and wait; its exit code. Its output pipe is closed too (conftest's
+    ``Server.stop`` leaves it to the garbage collector, whose ResourceWarning would fail a test
+    that drops a stopped server).
+    """
+    if kill:
+        server.kill()
+        code = server.process.returncode if server.process else 0
+    else:
+        code = server.stop()
+    if server.process is not None and server.process.stdout is not None:
+        if server._reader is not None:
+            server._reader.join(5)
+        server.process.stdout.close()
+    return code
+
+
+class Resumer(threading.Thread):
+    """A reader that reconnects with Last-Event-ID = the last id it saw, as a browser does.
+
+    It reads ``path`` from whatever server ``url`` names now (the test moves it to a restarted
+    server), records each ``closing`` event and how each connection ended, and stops once it
+    has seen an event with id ``target`` (or ``stop`` is set).
+    """
+
+    def __init__(self, url: str, path: str) -> None:
+        super().__init__(daemon=True)
+        self.url, self.path = url, path
+        self.events: list[SseEvent] = []
+        self.closings: list[tuple[dict[str, Any], int | None]] = []
+        """Each ``closing`` event's data, with the last id seen before it."""
+        self.ends: list[str] = []
+        self.resumed_from: list[str | None] = []
+        self.target: int | None = None
+        self.stop = threading.Event()
+        self.failure: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            while not self.stop.is_set() and not self._done():
+                self._connect_once()
+        except BaseException as exc:  # reported by the test thread
+            self.failure = exc
+
+    def _done(self) -> bool:
+        last = self.events[-1].id if self.events else None
+        return self.target is not None and last is not None and last >= self.target
+
+    def _connect_once(self) -> None:
+        last = str(self.events[-1].id) if self.events else None
+        stream = SseStream(self.url, self.path, last_event_id=last, timeout=5.0)
+        try:
+            stream.open()
+        except OSError:  # no server there (yet): try again, as a browser does after retry:
+            time.sleep(0.05)
+            return
+        self.resumed_from.append(last)
+        with stream:
+            assert stream.status == 200, stream.body()
+            try:
+                for event in stream.events():
+                    if event.event == "closing":  # the last event: the body ends next
+                        self.closings.append((event.json(), self.events[-1].id))
+                        continue
+                    assert not self.closings or self.closings[-1][1] != event.id
+                    self.events.append(event)
+                    if self._done():
+                        break
+            except OSError as exc:  # a reset mid-chunk (SIGKILL)
+                self.ends.append(type(exc).__name__)
+                return
+        self.ends.append(stream.ended)
+        time.sleep(0.05)  # a browser waits retry: (1 s); a test need not
+
+    def wait_events(self, count: int) -> None:
+        def check() -> bool:
+            if self.failure is not None:
+                raise self.failure
+            return len(self.events) >= count
+
+        wait_for(f"{count} events on {self.path} (ends {self.ends})", check)
+
+    def finish(self, target: int) -> None:
+        self.target = target
+        self.join(WAIT)
+        if self.failure is not None:
+            raise self.failure
+        assert not self.is_alive(), f"reader stuck at {self.events[-1:]} (ends {self.ends})"
+
+
+@pytest.fixture(scope="module")
+def quiet_server() -> Iterator[tuple[Server, str]]:
+    """One SQLite server for the tests whose subject is the HTTP layer, not the backend.
+
+    Keep-alives and the resume parameters are decided in ckl/server/stream.py before any store
+    read, the same code on both backends (the backends' catch-up and live paths are covered by
+    the parametrized tests above them), so one server serves those tests, each on its own run.
+    """
+    with tempfile.TemporaryDirectory() as folder:
+        store = f"sqlite:///{Path(folder) / 'ledger.db'}"
+        with Ledger.open(store):
+            pass
+        server = Server(store, *POLL, "--keepalive", "0.2").start()
+        try:
+            yield server, store
+        finally:
+            with contextlib.suppress(Exception):
+                stop(server)
+
+
+# ----------------------------------------------------------------- 1. catch-up, then live
+
+
+def test_catch_up_then_live_by_run_and_for_all(store_url: str) -> None:
+    with Ledger.open(store_url) as ledger:
+        a = [ledger.create_checkpoint("a", 0), ledger.create_checkpoint("a", 1)]
+        b = [ledger.create_checkpoint("b", 0)]
+        write(ledger, [a[0], b[0], a[1]], 30)  # before the server: all of it is catch-up
+        server = Server(store_url, *POLL).start()
+        try:
+            before = log_of(store_url)
+            with (
+                SseStream(server.url, "/v1/runs/a/stream") as run_a,
+                SseStream(server.url, "/v1/stream") as every,
+                SseStream(server.url, "/v1/runs/c/stream") as run_c,  # no such run yet
+            ):
+                assert run_a.status == every.status == run_c.status == 200
+                assert run_a.headers["content-type"].startswith("text/event-stream")
+                caught_a = read_until(run_a, max(p for p, r, _ in before if r == "a"))
+                caught_all = read_until(every, before[-1][0])
+                assert run_a.retry == every.retry == 1000
+                # live: events written while the streams are open, c's first among them
+                c = ledger.create_checkpoint("c", 0)
+                write(ledger, [b[0], a[0], c, a[1]], 40, start=30)
+                after = log_of(store_url)
+                live_a = read_until(run_a, max(p for p, r, _ in after if r == "a"))
+                live_all = read_until(every, after[-1][0])
+                only_c = read_until(run_c, max(p for p, r, _ in after if r == "c"))
+        finally:
+            stop(server)
+    assert seen(caught_a) == [row for row in before if row[1] == "a"]
+    assert seen(caught_a + live_a) == [row for row in after if row[1] == "a"]
+    assert seen(caught_all + live_all) == after
+    assert {r for _, r, _ in seen(caught_all + live_all)} == {"a", "b", "c"}
+    assert seen(only_c) == [row for row in after if row[1] == "c"]
+    ids = [e.id for e in caught_all + live_all]
+    assert ids == sorted(set(ids))  # strictly increasing
+
+
+# ----------------------------------------------------------------- 2. resume across restarts
+
+
+def test_resume_with_last_event_id_across_sigterm_and_sigkill(store_url: str) -> None:
+    """A reader follows one run while a writer appends 300 events and the server is stopped
+    (SIGTERM: a ``closing`` event, reason shutdown) and later killed (SIGKILL: the connection
+    just ends); it reconnects to each new server with Last-Event-ID. In the end it has every
+    event of the run once, in order.
+    """
+    with Ledger.open(store_url) as ledger:
+        tokens = [ledger.create_checkpoint("r", 0), ledger.create_checkpoint("other", 0)]
+        tokens.append(ledger.create_checkpoint("r", 1))
+        server = Server(store_url, *POLL, "--keepalive", "1").start()
+        reader = Resumer(server.url, "/v1/runs/r/stream")
+        reader.start()
+        try:
+            write(ledger, tokens, 90)
+            reader.wait_events(40)
+            code = stop(server)  # SIGTERM while the stream is live
+            assert code == 0, server.output()
+            wait_for("the closing event", lambda: reader.closings)
+            write(ledger, tokens, 60, start=90)  # while no server runs
+            server = Server(store_url, *POLL, "--keepalive", "1").start()
+            reader.url = server.url
+            write(ledger, tokens, 90, start=150)
+            reader.wait_events(len(log_of(store_url, "r")) - 30)
+            stop(server, kill=True)  # SIGKILL mid-stream: no closing event
+            write(ledger, tokens, 60, start=240)
+            server = Server(store_url, *POLL, "--keepalive", "1").start()
+            reader.url = server.url
+            expected = log_of(store_url, "r")
+            reader.finish(expected[-1][0])
+        finally:
+            reader.stop.set()
+            stop(server)
+            reader.join(WAIT)
+    assert seen(reader.events) == expected
+    assert len(expected) == 2 + 200  # r's creates and its two thirds of the yields
+    # The SIGTERM ended the stream with a closing event naming where to resume (a reconnect
+    # the old server accepted just before it closed its socket gets one too: never an event)
+    # and the body's last chunk; the SIGKILL just ended the connection.
+    assert reader.closings
+    for closing, last_seen in reader.closings:
+        assert closing["reason"] == "shutdown"
+        assert last_seen is not None
+        assert closing["last_event_id"] >= last_seen
+    assert reader.ends[: len(reader.closings)] == ["complete"] * len(reader.closings)
+    assert reader.ends[len(reader.closings)] in {"eof", "reset", "ConnectionResetError"}
+    # Each reconnect resumed from the last id seen.
+    assert reader.resumed_from[0] is None
+    assert all(last is not None for last in reader.resumed_from[1:])
+
+
+# ----------------------------------------------------------------- 3. a slow client
+
+
+def test_slow_client_is_cut_off_and_resumes_while_fast_ones_get_everything(
+    sqlite_url: str,
+) -> None:
+    """SQLite only: the cut-off is the hub's bookkeeping on the event loop, the same on both
+    backends, and its resume is the catch-up the parametrized tests above cover on both.
+    """
+    with Ledger.open(sqlite_url) as ledger:
+        tokens = [ledger.create_checkpoint("r", 0), ledger.create_checkpoint("other", 0)]
+        server = Server(sqlite_url, *POLL, "--stream-buffer-bytes", "2048").start()
+        fast_events: list[SseEvent] = []
+        fast_done = threading.Event()
+        try:
+            fast = SseStream(server.url, "/v1/runs/r/stream").open()
+            slow = SseStream(server.url, "/v1/runs/r/stream", rcvbuf=4096).open()
+            # The slow client reads its catch-up (the create) and then stops reading.
+            first = next(slow.events())
+            assert first.id == 1
+            time.sleep(0.3)  # both attach to the hub (live)
+
+            def read_fast() -> None:
+                with contextlib.suppress(OSError):
+                    for event in fast.events():
+                        fast_events.append(event)
+                        if event.event == "closing":
+                            break
+                fast_done.set()
+
+            threading.Thread(target=read_fast, daemon=True).start()
+            write(ledger, tokens, 600)  # ~300 frames of r, ~200 KB: far past its buffers
+            expected = log_of(sqlite_url, "r")
+            wait_for("the fast client", lambda: fast_events and fast_events[-1].id == expected[-1][0])
+            # The server answers other clients while the slow one holds its place.
+            with server.client() as client:
+                assert client.get("/v1/health", timeout=5).status_code == 200
+            # Now the slow client reads: what was sent before the cut, then closing, then the
+            # body's end.
+            slow.sock.settimeout(5)
+            *got, last = list(slow.events())
+            assert slow.ended == "complete"
+            slow.close()
+            assert last.event == "closing", last
+            closing = last.json()
+            assert closing["reason"] == "slow_client", closing
+            assert "2048 bytes" in closing["detail"]
+            assert closing["last_event_id"] == got[-1].id
+            assert got[-1].id < expected[-1][0]  # it was cut before the end
+            # It resumes from the store with the id the closing event gave it.
+            resumed = SseStream(
+                server.url, "/v1/runs/r/stream", last_event_id=str(closing["last_event_id"])
+            ).open()
+            with resumed:
+                rest = read_until(resumed, expected[-1][0])
+        finally:
+            with contextlib.suppress(OSError):
+                fast.close()
+            stop(server)
+    assert seen([first, *got, *rest]) == expected
+    assert seen(fast_events) == expected[1:]  # never cut: it was reading
+
+
+# ----------------------------------------------------------------- 4. keep-alive
+
+
+def test_keep_alive_comments_on_a_quiet_stream(quiet_server: tuple[Server, str]) -> None:
+    server, _ = quiet_server
+    items: list[SseEvent | Comment] = []
+    with SseStream(server.url, "/v1/runs/quiet/stream") as stream:
+        assert stream.headers["cache-control"] == "no-cache"
+        started = time.monotonic()
+        for item in stream.items():
+            items.append(item)
+            if time.monotonic() - started > 1.0:
+                break
+    assert not [i for i in items if isinstance(i, SseEvent)]
+    # --keepalive 0.2: about five in a second; three leave room for a loaded machine.
+    assert len([i for i in items if i == Comment("keep-alive")]) >= 3, items
+
+
+# ----------------------------------------------------------------- 5. clean shutdown
+
+
+def test_sigterm_ends_streams_and_long_polls_and_keeps_every_acknowledged_yield(
+    store_url: str,
+) -> None:
+    server = Server(store_url, *POLL).start()
+    with server.client() as client:
+        for batch in (0, 1):
+            assert client.post(f"/v1/runs/s/checkpoints/{batch}").status_code == 200
+    streams = [
+        SseStream(server.url, "/v1/stream").open(),
+        SseStream(server.url, "/v1/runs/s/stream").open(),
+    ]
+    endings: list[list[SseEvent]] = [[], []]
+
+    def read(n: int) -> None:
+        with contextlib.suppress(OSError):
+            endings[n].extend(streams[n].events())
+
+    long_poll: list[httpx.Response | BaseException] = []
+
+    def await_batch_1() -> None:
+        try:
+            long_poll.append(
+                httpx.get(
+                    f"{server.url}/v1/runs/s/checkpoints/1/await",
+                    params={"timeout": 60},
+                    timeout=70,
+                )
+            )
+        except httpx.HTTPError as exc:
+            long_poll.append(exc)
+
+    acknowledged: list[int] = []
+    refused: list[int] = []
+    stop_writing = threading.Event()
+
+    def hammer() -> None:
+        with server.client() as writer:
+            n = 0
+            while not stop_writing.is_set():
+                try:
+                    reply = writer.post(
+                        "/v1/runs/s/checkpoints/0/yield",
+                        json={"cursor": n, "items_processed": n},
+                        timeout=10,
+                    )
+                except httpx.TransportError:
+                    return  # the server is gone (or closed this connection): stop
+                if reply.status_code != 200:
+                    refused.append(reply.status_code)
+                    return
+                acknowledged.append(n)
+                n += 1
+
+    threads = [
+        threading.Thread(target=read, args=(0,), daemon=True),
+        threading.Thread(target=read, args=(1,), daemon=True),
+        threading.Thread(target=await_batch_1, daemon=True),
+        threading.Thread(target=hammer, daemon=True),
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        wait_for("the writer", lambda: len(acknowledged) >= 30)
+        started = time.monotonic()
+        code = server.stop(timeout=GRACEFUL_SECONDS + 20)
+        took = time.monotonic() - started
+    finally:
+        stop_writing.set()
+        for stream in streams:
+            stream.close()
+        stop(server, kill=True)
+    for thread in threads:
+        thread.join(WAIT)
+    assert code == 0, server.output()
+    assert not refused, refused
+    # Nothing was left for uvicorn's graceful timeout to cut: every stream and the long-poll
+    # ended by itself (a correctness bound, not a speed one).
+    assert took < GRACEFUL_SECONDS, (took, server.output())
+    for events, stream in zip(endings, streams, strict=True):
+        assert events, "no closing event"
+        assert events[-1].event == "closing"
+        assert events[-1].json()["reason"] == "shutdown"
+        assert stream.ended == "complete"
+    [answer] = long_poll
+    assert isinstance(answer, httpx.Response), answer
+    assert answer.status_code == 503
+    assert answer.json()["error"] == "ServiceStopping"
+    assert int(answer.headers["retry-after"]) >= 1
+    # Every acknowledged yield is in the store; at most the one in flight more; chains verify.
+    with Ledger.open(store_url) as ledger:
+        cursors = [
+            event.cursor
+            for event in ledger.iter_checkpoint_events(CheckpointToken.for_batch("s", 0))
+            if isinstance(event, Yielded)
+        ]
+        report = verify_chains(ledger)
+    assert cursors[: len(acknowledged)] == acknowledged
+    assert cursors == list(range(len(cursors)))
+    assert len(cursors) - len(acknowledged) <= 1
+    assert report.ok, report
+
+
+# ----------------------------------------------------------------- 6. where a stream starts
+
+
+def test_last_event_id_wins_over_after(quiet_server: tuple[Server, str]) -> None:
+    server, store = quiet_server
+    with Ledger.open(store) as ledger:
+        token = ledger.create_checkpoint("p", 0)
+        write(ledger, [token], 5)
+    rows = log_of(store, "p")
+    positions = [p for p, _, _ in rows]
+    path = f"/v1/runs/p/stream?after={positions[1]}"
+
+    def first_ids(path: str, last_event_id: str | None) -> list[int | None]:
+        with SseStream(server.url, path, last_event_id=last_event_id) as stream:
+            assert stream.status == 200, stream.body()
+            return [e.id for e in read_until(stream, positions[-1])]
+
+    assert first_ids(path, None) == positions[2:]
+    assert first_ids(path, str(positions[3])) == positions[4:]  # the header wins
+    assert first_ids(path, "  ") == positions[2:]  # a blank header is no header
+    assert first_ids("/v1/runs/p/stream", str(positions[0])) == positions[1:]
+    with SseStream(server.url, path, last_event_id="12x") as bad:
+        assert bad.status == 400
+        body = bad.body().decode()
+        assert '"InvalidInput"' in body
+        assert "Last-Event-ID" in body
