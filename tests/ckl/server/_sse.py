@@ -15,7 +15,7 @@ import json
 import socket
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
@@ -32,7 +32,7 @@ class SseEvent:
     event: str
     data: str
 
-    def json(self) -> Any:  # noqa: ANN401  (a test looks inside the JSON)
+    def json(self) -> Any:
         """The ``data:`` as JSON."""
         return json.loads(self.data)
 
@@ -65,10 +65,10 @@ class SseStream:
     _lines: deque[str] = field(default_factory=deque)
     _fields: dict[str, list[str]] = field(default_factory=dict)
     _decoder: codecs.IncrementalDecoder = field(
-        default_factory=lambda: codecs.getincrementaldecoder("utf-8")()
+        default_factory=codecs.getincrementaldecoder("utf-8")
     )
 
-    def open(self) -> SseStream:
+    def open(self) -> Self:
         """Connect, send the request, read the status line and headers."""
         parts = urlsplit(self.url)
         host, port = parts.hostname or "127.0.0.1", parts.port or 80
@@ -100,7 +100,7 @@ class SseStream:
             self._sock.close()
             self._sock = None
 
-    def __enter__(self) -> SseStream:
+    def __enter__(self) -> Self:
         return self if self._sock is not None else self.open()
 
     def __exit__(self, *exc: object) -> None:
