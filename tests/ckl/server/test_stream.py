@@ -17,7 +17,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import httpx
 import pytest
@@ -39,26 +39,53 @@ WAIT = 20.0
 # ----------------------------------------------------------------- helpers
 
 
-def log_of(store: str, run_id: str | None = None) -> list[tuple[int, str, str]]:
-    """The store's log (or one run's part of it): (position, run id, topic), in order."""
+class Row(NamedTuple):
+    """One event, as the store's log and a stream both tell it."""
+
+    position: int
+    run_id: str
+    checkpoint_id: str
+    version: int
+    topic: str
+
+
+def log_of(store: str, run_id: str | None = None) -> list[Row]:
+    """The store's log (or one run's part of it), in order."""
     with Ledger.open(store) as ledger:
         rows = []
         for position, event in ledger.iter_log():
             token = ledger.token_for(event.originator_id)
             assert token is not None
             if run_id is None or token.run_id == run_id:
-                rows.append((position, token.run_id, event.topic))
+                rows.append(
+                    Row(
+                        position,
+                        token.run_id,
+                        str(event.originator_id),
+                        event.originator_version,
+                        event.topic,
+                    )
+                )
         return rows
 
 
-def seen(events: list[SseEvent]) -> list[tuple[int, str, str]]:
+def seen(events: list[SseEvent]) -> list[Row]:
     """What a stream delivered, in the shape of :func:`log_of`, its frames checked on the way."""
     rows = []
     for event in events:
         data = event.json()
         assert event.id == data["position"], event
         assert event.event == data["topic"], event
-        rows.append((data["position"], data["run_id"], data["topic"]))
+        assert data["checkpoint_id"] == data["event"]["originator_id"], event
+        rows.append(
+            Row(
+                data["position"],
+                data["run_id"],
+                data["checkpoint_id"],
+                data["event"]["originator_version"],
+                data["topic"],
+            )
+        )
     return rows
 
 
@@ -152,13 +179,13 @@ class Resumer(threading.Thread):
         with stream:
             assert stream.status == 200, stream.body()
             try:
-                for event in stream.events():
-                    if event.event == "closing":  # the last event: the body ends next
-                        self.closings.append((event.json(), self.events[-1].id))
-                        continue
-                    assert not self.closings or self.closings[-1][1] != event.id
-                    self.events.append(event)
-                    if self._done():
+                for item in stream.items():  # keep-alives too: a target set late is seen
+                    if isinstance(item, SseEvent) and item.event == "closing":
+                        # the last event: the body ends next
+                        self.closings.append((item.json(), self.events[-1].id))
+                    elif isinstance(item, SseEvent):
+                        self.events.append(item)
+                    if self._done() or self.stop.is_set():
                         break
             except OSError as exc:  # a reset mid-chunk (SIGKILL)
                 self.ends.append(type(exc).__name__)
@@ -220,28 +247,55 @@ def test_catch_up_then_live_by_run_and_for_all(store_url: str) -> None:
             ):
                 assert run_a.status == every.status == run_c.status == 200
                 assert run_a.headers["content-type"].startswith("text/event-stream")
-                caught_a = read_until(run_a, max(p for p, r, _ in before if r == "a"))
-                caught_all = read_until(every, before[-1][0])
+                caught_a = read_until(
+                    run_a, max(row.position for row in before if row.run_id == "a")
+                )
+                caught_all = read_until(every, before[-1].position)
                 assert run_a.retry == every.retry == 1000
                 # live: events written while the streams are open, c's first among them
                 c = ledger.create_checkpoint("c", 0)
                 write(ledger, [b[0], a[0], c, a[1]], 40, start=30)
                 after = log_of(store_url)
-                live_a = read_until(run_a, max(p for p, r, _ in after if r == "a"))
-                live_all = read_until(every, after[-1][0])
-                only_c = read_until(run_c, max(p for p, r, _ in after if r == "c"))
+                live_a = read_until(run_a, max(row.position for row in after if row.run_id == "a"))
+                live_all = read_until(every, after[-1].position)
+                only_c = read_until(run_c, max(row.position for row in after if row.run_id == "c"))
         finally:
             stop(server)
-    assert seen(caught_a) == [row for row in before if row[1] == "a"]
-    assert seen(caught_a + live_a) == [row for row in after if row[1] == "a"]
+    assert seen(caught_a) == [row for row in before if row.run_id == "a"]
+    assert seen(caught_a + live_a) == [row for row in after if row.run_id == "a"]
     assert seen(caught_all + live_all) == after
-    assert {r for _, r, _ in seen(caught_all + live_all)} == {"a", "b", "c"}
-    assert seen(only_c) == [row for row in after if row[1] == "c"]
-    ids = [p for p, _, _ in seen(caught_all + live_all)]
+    assert {row.run_id for row in seen(caught_all + live_all)} == {"a", "b", "c"}
+    assert seen(only_c) == [row for row in after if row.run_id == "c"]
+    ids = [row.position for row in seen(caught_all + live_all)]
     assert ids == sorted(set(ids))  # strictly increasing
 
 
 # ----------------------------------------------------------------- 2. resume across restarts
+
+
+class Writer(threading.Thread):
+    """Appends ``count`` yields round robin over ``batches`` at a steady pace, on its own Ledger."""
+
+    def __init__(self, store: str, batches: list[tuple[str, int]], count: int) -> None:
+        super().__init__(daemon=True)
+        self.store, self.batches, self.count = store, batches, count
+        self.failure: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            with Ledger.open(self.store) as ledger:
+                tokens = [ledger.create_checkpoint(run, batch) for run, batch in self.batches]
+                for n in range(self.count):
+                    ledger.checkpoint_yield(tokens[n % len(tokens)], n, n)
+                    time.sleep(0.01)  # spread over the restarts below
+        except BaseException as exc:  # reported by the test thread
+            self.failure = exc
+
+    def finish(self) -> None:
+        self.join(WAIT * 2)
+        if self.failure is not None:
+            raise self.failure
+        assert not self.is_alive()
 
 
 def test_resume_with_last_event_id_across_sigterm_and_sigkill(store_url: str) -> None:
@@ -251,33 +305,31 @@ def test_resume_with_last_event_id_across_sigterm_and_sigkill(store_url: str) ->
     (SIGTERM: a ``closing`` event, reason shutdown) and later killed (SIGKILL: the connection
     just ends); it reconnects to each new server with Last-Event-ID.
     """
-    with Ledger.open(store_url) as ledger:
-        tokens = [ledger.create_checkpoint("r", 0), ledger.create_checkpoint("other", 0)]
-        tokens.append(ledger.create_checkpoint("r", 1))
+    with Ledger.open(store_url):
+        pass
+    server = Server(store_url, *POLL, "--keepalive", "1").start()
+    reader = Resumer(server.url, "/v1/runs/r/stream")
+    writer = Writer(store_url, [("r", 0), ("other", 0), ("r", 1)], 300)
+    reader.start()
+    writer.start()
+    try:
+        reader.wait_events(40)
+        code = stop(server)  # SIGTERM while the stream is live and the writer writes
+        assert code == 0, server.output()
+        wait_for("the closing event", lambda: reader.closings)
         server = Server(store_url, *POLL, "--keepalive", "1").start()
-        reader = Resumer(server.url, "/v1/runs/r/stream")
-        reader.start()
-        try:
-            write(ledger, tokens, 90)
-            reader.wait_events(40)
-            code = stop(server)  # SIGTERM while the stream is live
-            assert code == 0, server.output()
-            wait_for("the closing event", lambda: reader.closings)
-            write(ledger, tokens, 60, start=90)  # while no server runs
-            server = Server(store_url, *POLL, "--keepalive", "1").start()
-            reader.url = server.url
-            write(ledger, tokens, 90, start=150)
-            reader.wait_events(len(log_of(store_url, "r")) - 30)
-            stop(server, kill=True)  # SIGKILL mid-stream: no closing event
-            write(ledger, tokens, 60, start=240)
-            server = Server(store_url, *POLL, "--keepalive", "1").start()
-            reader.url = server.url
-            expected = log_of(store_url, "r")
-            reader.finish(expected[-1][0])
-        finally:
-            reader.stop.set()
-            stop(server)
-            reader.join(WAIT)
+        reader.url = server.url
+        reader.wait_events(120)
+        stop(server, kill=True)  # SIGKILL mid-stream: no closing event
+        server = Server(store_url, *POLL, "--keepalive", "1").start()
+        reader.url = server.url
+        writer.finish()
+        expected = log_of(store_url, "r")
+        reader.finish(expected[-1].position)
+    finally:
+        reader.stop.set()
+        stop(server)
+        reader.join(WAIT)
     assert seen(reader.events) == expected
     assert len(expected) == 2 + 200  # r's creates and its two thirds of the yields
     # The SIGTERM ended the stream with a closing event naming where to resume (a reconnect
@@ -343,7 +395,7 @@ def test_slow_client_is_cut_off_and_resumes_while_fast_ones_get_everything(
             expected = log_of(sqlite_url, "r")
             wait_for(
                 lambda: f"the fast client (it has {fast_events[-1:]})",
-                lambda: fast_events and fast_events[-1].id == expected[-1][0],
+                lambda: fast_events and fast_events[-1].id == expected[-1].position,
             )
             # The server answers other clients while the slow one holds its place.
             with server.client() as client:
@@ -359,13 +411,13 @@ def test_slow_client_is_cut_off_and_resumes_while_fast_ones_get_everything(
             assert closing["reason"] == "slow_client", closing
             assert f"{limit} bytes" in closing["detail"]
             assert closing["last_event_id"] == got[-1].id
-            assert closing["last_event_id"] < expected[-1][0]  # it was cut before the end
+            assert closing["last_event_id"] < expected[-1].position  # it was cut before the end
             # It resumes from the store with the id the closing event gave it.
             resumed = SseStream(
                 server.url, "/v1/runs/r/stream", last_event_id=str(closing["last_event_id"])
             ).open()
             with resumed:
-                rest = read_until(resumed, expected[-1][0])
+                rest = read_until(resumed, expected[-1].position)
         finally:
             with contextlib.suppress(OSError):
                 fast.close()
@@ -508,7 +560,7 @@ def test_last_event_id_wins_over_after(quiet_server: tuple[Server, str]) -> None
         token = ledger.create_checkpoint("p", 0)
         write(ledger, [token], 5)
     rows = log_of(store, "p")
-    positions = [p for p, _, _ in rows]
+    positions = [row.position for row in rows]
     path = f"/v1/runs/p/stream?after={positions[1]}"
 
     def first_ids(path: str, last_event_id: str | None) -> list[int | None]:
