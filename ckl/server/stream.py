@@ -293,7 +293,9 @@ async def _frames(state: ServerState, client: _Client) -> AsyncIterator[bytes]:
         client.position = upto
     # 2. live: what the hub delivers, keep-alives while quiet.
     async for chunk in _live(state, client):
+        client.sending = True  # until the server's send of it returns (keep-alives too)
         yield chunk
+        client.sending = False
 
 
 async def _live(state: ServerState, client: _Client) -> AsyncIterator[bytes]:
@@ -306,9 +308,7 @@ async def _live(state: ServerState, client: _Client) -> AsyncIterator[bytes]:
         if client.frames:
             chunk = client.drain()
             if chunk:
-                client.sending = True  # until the server's send of it returns
                 yield chunk
-                client.sending = False
             continue
         if client.cut:
             yield closing_frame(
