@@ -100,6 +100,32 @@ def read_until(stream: SseStream, last: int) -> list[SseEvent]:
     pytest.fail(f"the stream ended ({stream.ended}) before id {last}: {events[-1:]}")
 
 
+def read_to_end(stream: SseStream, last: int, timeout: float = WAIT) -> list[SseEvent]:
+    """Events until the body ends, or until the one with id ``last``, within ``timeout``."""
+    events: list[SseEvent] = []
+    deadline = time.monotonic() + timeout
+    for item in stream.items():
+        if isinstance(item, SseEvent):
+            events.append(item)
+            if item.id is not None and item.id >= last:
+                break
+        if time.monotonic() > deadline:
+            pytest.fail(f"the stream went on past {timeout}s: {events[-1:]}")
+    return events
+
+
+def collect(stream: SseStream, into: list[SseEvent]) -> threading.Thread:
+    """A thread appending the stream's events to ``into`` until it ends or is closed."""
+
+    def read() -> None:
+        with contextlib.suppress(OSError):  # closed by the test when it is done
+            into.extend(stream.events())  # one by one, as they come
+
+    thread = threading.Thread(target=read, daemon=True)
+    thread.start()
+    return thread
+
+
 def write(ledger: Ledger, tokens: list[CheckpointToken], count: int, start: int = 0) -> None:
     """``count`` yields, round robin over ``tokens`` (cursor = item count = its number)."""
     for n in range(start, start + count):
@@ -355,43 +381,49 @@ def test_slow_client_is_cut_off_and_resumes_while_fast_ones_get_everything(
 ) -> None:
     """A client that stops reading is cut off and resumes; one that reads is never cut.
 
-    The slow one is cut once its socket is full and ``limit`` bytes more wait for it; it
-    resumes from the store. The fast one gets everything, even when one delivery alone is
-    bigger than the limit.
+    The slow one opens its stream after a burst bigger than its socket can hold and reads
+    nothing: its catch-up fills the socket, and a keep-alive then waits on it. The events that
+    follow wait for it until ``limit`` bytes are passed; then it is cut off (``closing``,
+    slow_client) and resumes from the store with Last-Event-ID. The fast one reads from the
+    start and gets everything, uncut, though single deliveries are bigger than the limit.
 
     SQLite only: the cut-off is the hub's bookkeeping on the event loop, the same on both
     backends, and its resume is the catch-up the parametrized tests above cover on both.
     """
     limit = 65536
-    # Before the server's send ever waits, the kernel takes up to its largest send buffer
-    # (autotuned up to tcp_wmem's maximum) and uvicorn's transport 64 KiB more.
+    # What the server's socket takes before a send waits: the kernel's send buffer (autotuned
+    # up to tcp_wmem's maximum), then uvicorn's transport 64 KiB more.
     kernel = int(Path("/proc/sys/net/ipv4/tcp_wmem").read_text().split()[2])
     pad = 32_000  # half of max_accumulated_results_bytes: frames of ~32 KB
-    count = (kernel + 2 * 65536 + limit) * 3 // 2 // pad  # r's yields: half as much again
+    burst = (kernel + 4 * 65536) // pad
     with Ledger.open(sqlite_url) as ledger:
         r, other = ledger.create_checkpoint("r", 0), ledger.create_checkpoint("other", 0)
-        server = Server(sqlite_url, *POLL, "--stream-buffer-bytes", str(limit)).start()
+        server = Server(
+            sqlite_url, *POLL, "--stream-buffer-bytes", str(limit), "--keepalive", "0.2"
+        ).start()
         fast_events: list[SseEvent] = []
-        try:
-            fast = SseStream(server.url, "/v1/runs/r/stream").open()
-            slow = SseStream(server.url, "/v1/runs/r/stream", rcvbuf=4096).open()
-            # The slow client reads its catch-up (the create) and then stops reading.
-            first = next(slow.events())
-            assert first.id == 1
-            time.sleep(0.3)  # both attach to the hub (live)
 
-            def read_fast() -> None:
-                with contextlib.suppress(OSError):
-                    for event in fast.events():
-                        fast_events.append(event)
-                        if event.event == "closing":
-                            break
-
-            threading.Thread(target=read_fast, daemon=True).start()
-            for n in range(count):
+        def write_r(start: int, count: int) -> None:
+            for n in range(start, start + count):
                 ledger.checkpoint_yield(r, n, n, {"pad": "x" * pad})
                 if n % 4 == 0:
                     ledger.checkpoint_yield(other, n, n)
+
+        try:
+            fast = SseStream(server.url, "/v1/runs/r/stream").open()
+            collect(fast, fast_events)
+            write_r(0, burst)
+            # Once the hub has delivered the burst, the slow client's catch-up is one page
+            # and it attaches at once (a client still catching up is not attached: it reads
+            # the store, where nothing waits for it in memory).
+            head = log_of(sqlite_url, "r")[-1].position
+            wait_for("the burst", lambda: fast_events and fast_events[-1].id == head)
+            slow = SseStream(server.url, "/v1/runs/r/stream", rcvbuf=4096).open()
+            time.sleep(1.0)  # its catch-up fills its socket; a keep-alive waits on it
+            more = 4 * limit // pad
+            write_r(burst, more)  # four times the limit, live: it is cut off here...
+            time.sleep(0.3)  # (the hub delivers the rest in later pages)
+            write_r(burst + more, more)  # ...so these come only from the store
             expected = log_of(sqlite_url, "r")
             wait_for(
                 lambda: f"the fast client (it has {fast_events[-1:]})",
@@ -403,15 +435,15 @@ def test_slow_client_is_cut_off_and_resumes_while_fast_ones_get_everything(
             # Now the slow client reads: what was sent before the cut, then closing, then the
             # body's end.
             slow.sock.settimeout(5)
-            *got, last = list(slow.events())
-            assert slow.ended == "complete"
+            *got, last = read_to_end(slow, expected[-1].position)
             slow.close()
-            assert last.event == "closing", last
+            assert last.event == "closing", (last.id, last.event, len(got))
+            assert slow.ended == "complete"
             closing = last.json()
             assert closing["reason"] == "slow_client", closing
             assert f"{limit} bytes" in closing["detail"]
             assert closing["last_event_id"] == got[-1].id
-            assert closing["last_event_id"] < expected[-1].position  # it was cut before the end
+            assert closing["last_event_id"] < expected[-1].position  # cut before the end
             # It resumes from the store with the id the closing event gave it.
             resumed = SseStream(
                 server.url, "/v1/runs/r/stream", last_event_id=str(closing["last_event_id"])
@@ -422,7 +454,7 @@ def test_slow_client_is_cut_off_and_resumes_while_fast_ones_get_everything(
             with contextlib.suppress(OSError):
                 fast.close()
             stop(server)
-    assert seen([first, *got, *rest]) == expected
+    assert seen(got + rest) == expected
     assert seen(fast_events) == expected  # never cut: it was reading
 
 
