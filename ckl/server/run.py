@@ -8,6 +8,7 @@ commands in flight run to their end: every one is either committed or not, never
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import signal
@@ -21,6 +22,7 @@ from ledger import InvalidInput
 
 if TYPE_CHECKING:
     import socket
+    from collections.abc import Iterator
 
     from fastapi import FastAPI
 
@@ -75,6 +77,18 @@ class _Server(uvicorn.Server):
                 print(  # noqa: T201
                     f"ckl serve: listening on http://{shown}:{port}/", file=sys.stderr, flush=True
                 )
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        with super().capture_signals():
+            yield
+            # uvicorn raises a SIGTERM again once its graceful shutdown is done, and the default
+            # action kills the process there: exit status -15, and the caller never closes the
+            # ledger. The stop was asked for and done, so serve() returns (exit 0). SIGINT is
+            # left to uvicorn: it becomes KeyboardInterrupt, which the CLI reports.
+            self._captured_signals = [
+                sig for sig in self._captured_signals if sig != signal.SIGTERM
+            ]
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         state = getattr(self._app.state, "ckl", None)

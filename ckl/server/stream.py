@@ -21,10 +21,11 @@ browser's automatic reconnect resumes where it was):
 Each frame's ``id:`` is the event's global position, so a reconnect (to this server, a
 restarted one or another one on the same store) resumes exactly after the last event it saw.
 
-Bounded memory: a client whose buffered frames pass ``stream_buffer_bytes`` (it reads slower
-than the log grows) is cut off with a final ``closing`` event naming the reason and its last
-id; it reconnects with ``Last-Event-ID`` and catches up from the store. Shutdown ends every
-stream with a ``closing`` event too.
+Bounded memory: a client whose buffered frames pass ``stream_buffer_bytes`` while its socket
+is full (it reads slower than the log grows) is cut off with a final ``closing`` event naming
+the reason and its last id; it reconnects with ``Last-Event-ID`` and catches up from the
+store. A client that is reading is never cut, however large one delivery is. Shutdown ends
+every stream with a ``closing`` event too.
 """
 
 from __future__ import annotations
@@ -94,13 +95,15 @@ def closing_frame(reason: str, detail: str, last_event_id: int) -> bytes:
 class _Client:
     """One open stream, as the hub sees it (touched only on the event loop)."""
 
-    __slots__ = ("buffered", "closed", "cut", "frames", "position", "ready", "run_id")
+    __slots__ = ("buffered", "closed", "cut", "frames", "position", "ready", "run_id", "sending")
 
     def __init__(self, run_id: str | None, position: int) -> None:
         self.run_id, self.position = run_id, position
         self.frames: deque[Frame] = deque()
         self.buffered = 0
         self.cut = self.closed = False
+        self.sending = False
+        """Its last chunk is not sent yet: the socket is full, the client is not reading."""
         self.ready = asyncio.Event()
 
     def drain(self) -> bytes:
@@ -235,7 +238,9 @@ class StreamHub:
                     continue
                 client.frames.append(frame)
                 client.buffered += len(frame[2])
-            if client.buffered > limit:
+            # Only a client that is not taking bytes is slow: a page larger than the limit
+            # that reaches a client waiting for frames (or not yet woken) is no backlog.
+            if client.buffered > limit and client.sending:
                 client.cut = True
             if client.frames or client.cut:
                 client.ready.set()
@@ -329,7 +334,9 @@ async def _frames(state: ServerState, client: _Client) -> AsyncIterator[bytes]:
         client.position = upto
     # 2. live: what the hub delivers, keep-alives while quiet.
     async for chunk in _live(state, client):
+        client.sending = True  # until the server's send of it returns (keep-alives too)
         yield chunk
+        client.sending = False
 
 
 async def _live(state: ServerState, client: _Client) -> AsyncIterator[bytes]:
