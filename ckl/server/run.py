@@ -91,15 +91,16 @@ class _Server(uvicorn.Server):
             ]
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # Stop listening first, so no new stream starts only to be closed at once; then end
+        # the streams and long-polls, and let uvicorn wait for what is in flight.
+        for server in self.servers:
+            server.close()
         state = getattr(self._app.state, "ckl", None)
         if state is not None:
             state.stopping.set()
             if state.hub is not None:
                 state.hub.stop()
         await super().shutdown(sockets)
-        # uvicorn raises a captured signal again once it has shut down; SIGTERM is the normal
-        # way to stop a service, so after a clean shutdown it exits 0 (Ctrl-C keeps ckl's 130).
-        self._captured_signals = [s for s in self._captured_signals if s != signal.SIGTERM]
 
 
 def serve(
