@@ -438,6 +438,24 @@ def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
         postgres_server.drop_database(name)
 
 
+@pytest.fixture(scope="session")
+def private_postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL server of its own, for the tests that stop and restart it (one per worker).
+
+    Tests using it must leave it running (or start it again) when they end.
+    """
+    try:
+        server = PostgresServer.initdb()
+    except PostgresServerError as exc:
+        if in_ci():
+            pytest.fail(f"the private PostgreSQL server did not start: {exc}")
+        pytest.skip(f"no private PostgreSQL server: {exc}")
+    try:
+        yield server
+    finally:
+        server.destroy()
+
+
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     """URL of a SQLite database file in the test's temporary directory."""

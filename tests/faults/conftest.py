@@ -15,25 +15,10 @@ from uuid import uuid4
 import psycopg
 import pytest
 
-from tests.fix_postgres import PostgresServer, PostgresServerError, in_ci
-
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-
-@pytest.fixture(scope="session")
-def private_postgres() -> Iterator[PostgresServer]:
-    """A PostgreSQL server only the fault tests use, so they may stop and restart it."""
-    try:
-        server = PostgresServer.initdb()
-    except PostgresServerError as exc:
-        if in_ci():
-            pytest.fail(f"the private PostgreSQL server of the fault tests did not start: {exc}")
-        pytest.skip(f"no private PostgreSQL server for the fault tests: {exc}")
-    try:
-        yield server
-    finally:
-        server.destroy()
+    from tests.fix_postgres import PostgresServer
 
 
 @pytest.fixture

@@ -37,12 +37,13 @@ from ledger.events import EVENT_TYPES
 from ledger.store.url import redact_url
 from projections import History, RunProgress, RunSummary, TimelineEntry
 from tests.ckl.server.conftest import Server
-from tests.fix_postgres import PostgresServer, PostgresServerError, in_ci
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
     import httpx
+
+    from tests.fix_postgres import PostgresServer
 
 MAX_AWAIT = 20.0
 MAX_BODY = 64 * 1024
@@ -827,21 +828,6 @@ def test_writes_of_a_superseded_attempt_or_a_lost_lease_are_refused(api: Api) ->
 
 
 # -------------------------------------------------------------------- the store goes away
-
-
-@pytest.fixture(scope="module")
-def private_postgres() -> Iterator[PostgresServer]:
-    """A PostgreSQL server of this module's own, so a test may stop it."""
-    try:
-        server = PostgresServer.initdb()
-    except PostgresServerError as exc:
-        if in_ci():
-            pytest.fail(f"the private PostgreSQL server did not start: {exc}")
-        pytest.skip(f"no private PostgreSQL server: {exc}")
-    try:
-        yield server
-    finally:
-        server.destroy()
 
 
 @pytest.mark.postgres
