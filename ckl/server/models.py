@@ -203,3 +203,5 @@ class Health(BaseModel):
         description="The global position the views have applied (queries bring them up to date)."
     )
     stream_position: int = Field(description="The global position the event streams have reached.")
+    streams: int = Field(description="Event streams attached now.")
+    awaiting: int = Field(description="Long-polls (…/await) waiting now.")

@@ -15,7 +15,7 @@ import tempfile
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Literal
 
-from fastapi import APIRouter, Path, Query, Security
+from fastapi import APIRouter, Path, Query, Request, Security
 from starlette.background import BackgroundTask
 from starlette.responses import FileResponse, Response
 
@@ -109,6 +109,8 @@ def health(state: State) -> Response:
             version=package_version(),
             views_position=state.views.position,
             stream_position=0 if state.hub is None else state.hub.position,
+            streams=0 if state.hub is None else state.hub.clients,
+            awaiting=state.awaiting,
         )
     )
 
@@ -194,6 +196,7 @@ def history(run_id: RunId, batch_index: BatchIndex, state: State) -> Response:
     dependencies=_READ,
 )
 async def await_checkpoint(
+    request: Request,
     run_id: RunId,
     batch_index: BatchIndex,
     state: State,
@@ -204,7 +207,8 @@ async def await_checkpoint(
     """Returns the ended state (``status`` says how it ended), or 408 ``AwaitTimeout``.
 
     A checkpoint already ended answers at once. The wait is signal-driven (no polling of the
-    store), and ends with 503 ``ServiceStopping`` if the server shuts down first.
+    store), ends with 503 ``ServiceStopping`` if the server shuts down first, and stops at
+    once (freeing its watch) when the client goes away.
     """
     ledger = state.ledger
     if timeout > state.options.max_await:
@@ -214,16 +218,32 @@ async def await_checkpoint(
     token = await asyncio.to_thread(_existing, state, run_id, batch_index)
     waiting = asyncio.ensure_future(await_checkpoint_async(ledger, token, timeout))
     stopping = asyncio.ensure_future(state.stopping.wait())
+    gone = asyncio.ensure_future(_disconnected(request))
+    state.awaiting += 1
     try:
-        await asyncio.wait({waiting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({waiting, stopping, gone}, return_when=asyncio.FIRST_COMPLETED)
     finally:
+        state.awaiting -= 1
         stopping.cancel()
+        gone.cancel()
     if not waiting.done():
         waiting.cancel()
+        if not state.stopping.is_set():
+            return Response(status_code=CLIENT_CLOSED)  # nobody reads it: for the access log
         raise ServiceStopping(f"await {token}")
     with contextlib.suppress(CheckpointFailedError, CheckpointCancelled):
         waiting.result()  # a failure or cancel is an ending too: the state says which
     return _json(await asyncio.to_thread(ledger.get_checkpoint, token))
+
+
+CLIENT_CLOSED = 499
+"""The status a long-poll's client never sees because it left first (nginx's convention)."""
+
+
+async def _disconnected(request: Request) -> None:
+    """Return once the client has closed its connection (a GET's only message is its body)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 @router.get(

@@ -65,6 +65,8 @@ class ServerState:
         self.ledger, self.views, self.options = ledger, views, options
         self.hub: StreamHub | None = None
         self.stopping = asyncio.Event()
+        self.awaiting = 0
+        """Long-polls (``…/await``) waiting now (changed only on the event loop)."""
 
     def fresh_views(self) -> Projections:
         """The views, caught up with everything committed before this call (read-your-writes).
