@@ -213,6 +213,10 @@ export interface Health {
   version: string;
   views_position: number;
   stream_position: number;
+  /** Event streams attached now. */
+  streams: number;
+  /** Long-polls (…/await) waiting now. */
+  awaiting: number;
 }
 
 export interface ArchiveSummary {
