@@ -1,8 +1,8 @@
-"""The JavaScript client (clients/js/ckl-client.mjs) against a real `ckl serve`, in real Node.
+"""The JavaScript client (ckl/clients/js/ckl-client.mjs) against a real `ckl serve`, in real Node.
 
 Each test runs ``node`` as a subprocess on a real server (SQLite and PostgreSQL), then reads
 the store back through a Python :class:`~ledger.Ledger` to check what the client wrote: the
-Effect seed's sequence (clients/js/effect-sequence.mjs), the SSE reader across a server
+Effect seed's sequence (ckl/clients/js/effect-sequence.mjs), the SSE reader across a server
 restart (every event once, in order), and the Idempotency-Key retries behind a proxy that
 loses replies after the server applied the command (applied once).
 """
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
     from ledger import CheckpointEvent
 
-JS = ROOT / "clients" / "js"
+JS = ROOT / "ckl" / "clients" / "js"
 SCRIPTS = Path(__file__).resolve().parent / "js"
 NODE_TIMEOUT = 60
 

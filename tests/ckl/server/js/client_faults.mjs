@@ -16,7 +16,7 @@ import {
   RunNotFound,
   StaleAttempt,
   Unauthorized,
-} from "../../../../clients/js/ckl-client.mjs";
+} from "../../../../ckl/clients/js/ckl-client.mjs";
 
 const [upstream, runId, writeToken, readToken, operateToken] = process.argv.slice(2);
 

@@ -4,7 +4,7 @@
 // Usage: node stream_across_restart.mjs URL_FILE RUN_ID COUNT
 import { readFile } from "node:fs/promises";
 
-import { CklClient } from "../../../../clients/js/ckl-client.mjs";
+import { CklClient } from "../../../../ckl/clients/js/ckl-client.mjs";
 
 const [urlFile, runId, count] = process.argv.slice(2);
 const client = new CklClient({ baseUrl: async () => (await readFile(urlFile, "utf8")).trim() });
