@@ -15,7 +15,7 @@ from typing import Annotated
 from urllib.parse import quote
 
 from fastapi import APIRouter, Header, Path, Security
-from starlette.responses import Response
+from starlette.responses import Response  # noqa: TC002  (FastAPI reads return types)
 
 from ckl.server.errors import ErrorBody
 from ckl.server.models import (
@@ -29,7 +29,7 @@ from ckl.server.models import (
     ReasonBody,
     YieldBody,
 )
-from ckl.server.state import State, require
+from ckl.server.state import State, json_response, require
 from ledger import (
     ArchiveSummary,
     CheckpointState,
@@ -75,10 +75,6 @@ _WRITES = {**_NOT_FOUND, **_CONFLICT, **_TOO_LARGE}
 _CHECKPOINT = "/runs/{run_id:run_id}/checkpoints/{batch_index}"
 
 
-def _json(model: CheckpointState | Lease | ClaimNextResult | ArchiveSummary) -> Response:
-    return Response(model.model_dump_json(), media_type="application/json")
-
-
 def _token(run_id: str, batch_index: int) -> CheckpointToken:
     return CheckpointToken.for_batch(run_id, batch_index)
 
@@ -116,7 +112,7 @@ def create_checkpoint(
         metadata=options.metadata,
         command_id=key,
     )
-    return _json(state.ledger.get_checkpoint(token))
+    return json_response(state.ledger.get_checkpoint(token))
 
 
 @router.post(
@@ -136,7 +132,7 @@ def checkpoint_yield(
 ) -> Response:
     """``checkpoint_yield``: repeating the latest yield unchanged is a no-op."""
     token = _token(run_id, batch_index)
-    return _json(
+    return json_response(
         state.ledger.checkpoint_yield(
             token,
             body.cursor,
@@ -167,7 +163,7 @@ def complete_checkpoint(
     """``complete_checkpoint``: awaiters wake with the result."""
     token = _token(run_id, batch_index)
     done = body or CompleteBody()
-    return _json(
+    return json_response(
         state.ledger.complete_checkpoint(
             token,
             done.result,
@@ -195,7 +191,7 @@ def fail_checkpoint(
 ) -> Response:
     """``fail_checkpoint``: awaiters get the failure; the audit records host, pid, traceback."""
     token = _token(run_id, batch_index)
-    return _json(
+    return json_response(
         state.ledger.fail_checkpoint(
             token,
             body.error,
@@ -223,7 +219,7 @@ def retry_checkpoint(
     run_id: RunId, batch_index: BatchIndex, state: State, key: IdempotencyKey = None
 ) -> Response:
     """``retry_checkpoint``: a retry already applied is a no-op."""
-    return _json(state.ledger.retry_checkpoint(_token(run_id, batch_index), command_id=key))
+    return json_response(state.ledger.retry_checkpoint(_token(run_id, batch_index), command_id=key))
 
 
 @router.post(
@@ -243,7 +239,7 @@ def reset_checkpoint(
 ) -> Response:
     """``reset_checkpoint``: allowed in any state; the reason is kept."""
     token = _token(run_id, batch_index)
-    return _json(state.ledger.reset_checkpoint(token, body.reason, command_id=key))
+    return json_response(state.ledger.reset_checkpoint(token, body.reason, command_id=key))
 
 
 @router.post(
@@ -263,7 +259,7 @@ def cancel_checkpoint(
 ) -> Response:
     """``cancel_checkpoint``: allowed while open or failed; a cancelled one counts as settled."""
     token = _token(run_id, batch_index)
-    return _json(state.ledger.cancel_checkpoint(token, body.reason, command_id=key))
+    return json_response(state.ledger.cancel_checkpoint(token, body.reason, command_id=key))
 
 
 @router.post(
@@ -283,7 +279,7 @@ def claim_checkpoint(
 ) -> Response:
     """``claim_checkpoint``: send the returned lease with every write made under it."""
     token = _token(run_id, batch_index)
-    return _json(state.ledger.claim_checkpoint(token, body.owner, body.ttl, command_id=key))
+    return json_response(state.ledger.claim_checkpoint(token, body.owner, body.ttl, command_id=key))
 
 
 @router.post(
@@ -304,7 +300,7 @@ def heartbeat(
     """``heartbeat``: the renewed lease (a new ``expires_at``)."""
     lease = _lease(_token(run_id, batch_index), body.lease)
     assert lease is not None  # noqa: S101  (the body requires it)
-    return _json(state.ledger.heartbeat(lease, command_id=key))
+    return json_response(state.ledger.heartbeat(lease, command_id=key))
 
 
 @router.post(
@@ -325,7 +321,7 @@ def release(
     """``release``: releasing twice is a no-op."""
     lease = _lease(_token(run_id, batch_index), body.lease)
     assert lease is not None  # noqa: S101  (the body requires it)
-    return _json(state.ledger.release(lease, command_id=key))
+    return json_response(state.ledger.release(lease, command_id=key))
 
 
 @router.post(
@@ -348,7 +344,7 @@ def claim_next(
         max_retry_delay=body.max_retry_delay,
         command_id=key,
     )
-    return _json(ClaimNextResult(lease=lease))
+    return json_response(ClaimNextResult(lease=lease))
 
 
 @router.post(
@@ -381,4 +377,4 @@ def archive(run_id: RunId, state: State) -> Response:
         )
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     path = os.path.join(directory, f"{quote(run_id, safe='')}-{stamp}.jsonl")  # noqa: PTH118
-    return _json(archive_run(state.ledger, run_id, path))
+    return json_response(archive_run(state.ledger, run_id, path))

@@ -13,7 +13,7 @@ import os
 import re
 import tempfile
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query, Request, Security
 from starlette.background import BackgroundTask
@@ -32,10 +32,11 @@ from ckl.server.models import (
     Timeline,
     VerifyBody,
 )
-from ckl.server.state import State, package_version, require
+from ckl.server.state import State, json_response, package_version, require
 from ledger import (
     CheckpointCancelled,
     CheckpointFailedError,
+    CheckpointNotFound,
     CheckpointState,
     CheckpointToken,
     InvalidInput,
@@ -47,9 +48,6 @@ from ledger import (
 )
 from projections import History, RunProgress
 from streams.completion import await_checkpoint_async
-
-if TYPE_CHECKING:
-    from pydantic import BaseModel
 
 __all__ = ["router"]
 
@@ -71,10 +69,6 @@ Moment = Annotated[
 ]
 
 
-def _json(model: BaseModel) -> Response:
-    return Response(model.model_dump_json(), media_type="application/json")
-
-
 def _moment(value: str | None, field: str) -> datetime | None:
     if value is None:
         return None
@@ -88,8 +82,6 @@ def _moment(value: str | None, field: str) -> datetime | None:
 def _existing(state: State, run_id: str, batch_index: int) -> CheckpointToken:
     token = state.ledger.find_checkpoint(run_id, batch_index)
     if token is None:
-        from ledger import CheckpointNotFound  # noqa: PLC0415
-
         raise CheckpointNotFound(f"{run_id}/{batch_index}")
     return token
 
@@ -102,7 +94,7 @@ def _existing(state: State, run_id: str, batch_index: int) -> CheckpointToken:
 )
 def health(state: State) -> Response:
     """Answers while the server runs; ``views_position`` shows the views following the log."""
-    return _json(
+    return json_response(
         Health(
             status="ok",
             store=state.ledger.store_display,
@@ -136,7 +128,7 @@ def get_checkpoint(
     moment: int | datetime | None = None
     if as_of is not None:
         moment = int(as_of) if as_of.strip().isdigit() else _moment(as_of, "as_of")
-    return _json(state.ledger.get_checkpoint(token, as_of=moment))
+    return json_response(state.ledger.get_checkpoint(token, as_of=moment))
 
 
 @router.get(
@@ -167,7 +159,7 @@ def checkpoint_events(
     page = events[:limit]
     next_after = page[-1].originator_version if more and page else None
     entries = [CheckpointEventEntry(topic=event.topic, event=event) for event in page]
-    return _json(EventList(events=entries, next_after_version=next_after))
+    return json_response(EventList(events=entries, next_after_version=next_after))
 
 
 @router.get(
@@ -181,7 +173,7 @@ def checkpoint_events(
 def history(run_id: RunId, batch_index: BatchIndex, state: State) -> Response:
     """``Projections.history``: the last ``history_size`` yields."""
     token = _existing(state, run_id, batch_index)
-    return _json(state.fresh_views().history(token))
+    return json_response(state.fresh_views().history(token))
 
 
 @router.get(
@@ -233,7 +225,7 @@ async def await_checkpoint(
         raise ServiceStopping(f"await {token}")
     with contextlib.suppress(CheckpointFailedError, CheckpointCancelled):
         waiting.result()  # a failure or cancel is an ending too: the state says which
-    return _json(await asyncio.to_thread(ledger.get_checkpoint, token))
+    return json_response(await asyncio.to_thread(ledger.get_checkpoint, token))
 
 
 CLIENT_CLOSED = 499
@@ -263,7 +255,7 @@ def list_runs(
 ) -> Response:
     """``Projections.runs``."""
     runs = state.fresh_views().runs(status=status, contains=contains, limit=limit)
-    return _json(RunList(runs=runs))
+    return json_response(RunList(runs=runs))
 
 
 @router.get(
@@ -293,7 +285,7 @@ def get_run(run_id: RunId, state: State, as_of: Moment = None) -> Response:
         for s in ordered
         if isinstance(item := s.metadata.get("total_items"), int) and not isinstance(item, bool)
     ]
-    return _json(
+    return json_response(
         RunDetail(
             run_id=run_id,
             as_of=None if moment is None else moment.isoformat(),
@@ -347,7 +339,7 @@ def timeline(
         raise RunNotFound(run_id)
     more = len(entries) > limit
     page = entries[:limit]
-    return _json(Timeline(entries=page, next_after=page[-1].position if more else None))
+    return json_response(Timeline(entries=page, next_after=page[-1].position if more else None))
 
 
 @router.get(
@@ -363,7 +355,7 @@ def pending(run_id: RunId, state: State) -> Response:
     summaries = state.fresh_views().checkpoints(run_id)
     if not summaries:
         raise RunNotFound(run_id)
-    return _json(PendingList(pending=[s for s in summaries if s.status == "open"]))
+    return json_response(PendingList(pending=[s for s in summaries if s.status == "open"]))
 
 
 Idle = Annotated[
@@ -384,7 +376,7 @@ def stuck_in_run(run_id: RunId, state: State, idle: Idle = None) -> Response:
     views = state.fresh_views()
     if not views.checkpoints(run_id):
         raise RunNotFound(run_id)
-    return _json(StuckList(stuck=views.stuck(run_id, idle=idle)))
+    return json_response(StuckList(stuck=views.stuck(run_id, idle=idle)))
 
 
 @router.get(
@@ -396,7 +388,7 @@ def stuck_in_run(run_id: RunId, state: State, idle: Idle = None) -> Response:
 )
 def stuck(state: State, idle: Idle = None) -> Response:
     """``Projections.stuck`` for the whole store."""
-    return _json(StuckList(stuck=state.fresh_views().stuck(None, idle=idle)))
+    return json_response(StuckList(stuck=state.fresh_views().stuck(None, idle=idle)))
 
 
 @router.get(
@@ -435,7 +427,7 @@ def failures(
     )
     more = len(rows) > limit
     page = rows[:limit]
-    return _json(FailureList(failures=page, next_after=page[-1].position if more else None))
+    return json_response(FailureList(failures=page, next_after=page[-1].position if more else None))
 
 
 @router.post(
@@ -447,7 +439,7 @@ def failures(
 )
 def verify(state: State, body: VerifyBody | None = None) -> Response:
     """``verify_chains``: ``ok`` is false when events were altered or removed."""
-    return _json(verify_chains(state.ledger, None if body is None else body.run_id))
+    return json_response(verify_chains(state.ledger, None if body is None else body.run_id))
 
 
 @router.get(

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.responses import Response
 
 from ckl.server import paths  # noqa: F401  (registers the {run_id:run_id} convertor routes use)
 from ckl.server.auth import Scope, TokenEntry, TokenTable
@@ -17,6 +18,8 @@ from ckl.server.limits import DEFAULT_MAX_BODY_BYTES
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
+
+    from pydantic import BaseModel
 
     from ckl.server.stream import StreamHub
     from ledger import Ledger
@@ -27,6 +30,7 @@ __all__ = [
     "ServeOptions",
     "ServerState",
     "State",
+    "json_response",
     "package_version",
     "require",
     "server_state",
@@ -89,6 +93,11 @@ def package_version() -> str:
         return version("checkpoint-ledger")
     except PackageNotFoundError:  # pragma: no cover - run from a bare checkout
         return "0+unknown"
+
+
+def json_response(model: BaseModel) -> Response:
+    """A model as the JSON reply of a route (serialized once, by pydantic, not re-validated)."""
+    return Response(model.model_dump_json(), media_type="application/json")
 
 
 async def server_state(request: Request) -> ServerState:
