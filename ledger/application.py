@@ -1222,10 +1222,14 @@ class Ledger:
         for attempt in range(self.settings.store_retries + 1):
             try:
                 return call()
-            except (OperationalError, InterfaceError) as exc:
+            except IntegrityError:
+                raise  # a version or command taken: the caller's to handle
+            except (OperationalError, InterfaceError, PersistenceError) as exc:
                 failure = permanent_failure(exc, self.store_display, operation, path=path)
                 if failure is not None:
                     raise failure from exc
+                if not isinstance(exc, (OperationalError, InterfaceError)):
+                    raise  # a programming or data error: no retry mends it
                 if self._closed:
                     raise LedgerClosed(self.store_display, operation, str(exc)) from exc
                 if attempt == self.settings.store_retries:

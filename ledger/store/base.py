@@ -652,6 +652,10 @@ class LedgerRecorder(ProcessRecorder):
         """The readable head of the log (``max_notification_id``), and whether more waits."""
         return LogHead(self.max_notification_id())
 
+    def is_standby(self) -> bool:
+        """Whether the store is a read-only replica now (a PostgreSQL hot standby)."""
+        return False
+
     def listener(self) -> LogListener | None:
         """A cross-process wake-up source, or ``None`` where the backend has none (SQLite)."""
         return None
