@@ -431,6 +431,11 @@ class LogListener(Protocol):
         ...
 
 
+_RESUME_AT = (
+    f"SELECT coalesce((SELECT notification_id FROM {EVENTS_TABLE} WHERE notification_id = %s),"
+    f" (SELECT max(notification_id) FROM {EVENTS_TABLE} WHERE notification_id < %s{{horizon}}))"
+)
+
 HEADS_KEPT = 4096
 """Checkpoint heads a recorder remembers (a few hundred KB): more than a worker writes at once."""
 
@@ -461,6 +466,8 @@ class LedgerRecorder(ProcessRecorder):
     store: StoreURL
     postgres_dialect: ClassVar[bool] = False
     """Whether the tables are PostgreSQL's (the projections' page writer picks its SQL by it)."""
+    horizon_clause: ClassVar[str] = ""
+    """SQL ``AND …`` keeping a read of positions below the visible horizon (PostgreSQL)."""
 
     def __init__(self, store: StoreURL, settings: LedgerSettings) -> None:
         """Connect to ``store`` (``ledger.store.backends`` constructs every backend so).
@@ -611,6 +618,27 @@ class LedgerRecorder(ProcessRecorder):
         """
         rows = self._query(_FIND_COMMAND, (originator_id, command_id))
         return (int(rows[0][0]), str(rows[0][1])) if rows else None
+
+    def resume_position(self, position: int) -> int:
+        """Where a reader that handled everything up to ``position`` resumes.
+
+        The same position if its event is still in the store (or ``position`` is 0), else the
+        newest position below it that is. A position's event vanishes when a run is purged
+        (``ckl archive``), and when a failover to an asynchronous standby loses the last
+        commits. The promoted server may then reuse
+        the lost transactions' ids, so its new events can take positions *below* the ones a
+        reader saw: reading on from the last common position reads them, and nothing twice
+        (what lay between was lost or purged). One probe of the position index.
+        """
+        if position <= 0:
+            return 0
+        rows = self._query(_RESUME_AT.format(horizon=self.horizon_clause), (position, position))
+        found = rows[0][0] if rows else None
+        return 0 if found is None else int(found)
+
+    def forget_head(self, originator_id: UUID) -> None:
+        """Forget the head remembered for a checkpoint (its store lost what this process wrote)."""
+        self._heads.pop(originator_id, None)
 
     def database_now(self) -> datetime:
         """The store's clock, as an aware UTC datetime: the time every writer agrees on.

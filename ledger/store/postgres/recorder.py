@@ -123,6 +123,7 @@ class PostgresLedgerRecorder(LedgerRecorder):
     """The ledger's event and snapshot tables in one PostgreSQL database."""
 
     postgres_dialect: ClassVar[bool] = True
+    horizon_clause: ClassVar[str] = f" AND notification_id < {VISIBLE_HORIZON}"
     clock_refresh: ClassVar[float] = 30.0
     """Seconds between measurements of the server's clock (``database_now``)."""
 
