@@ -70,7 +70,7 @@ def test_an_older_store_is_refused_by_read_commands_and_upgraded_by_ckl_migrate(
     again = ckl("migrate", "--json", store=store)
     assert again.returncode == 0, again.stderr
     assert '"from": 7' in again.stdout
-    assert '"to": 6' in again.stdout
+    assert '"to": 7' in again.stdout
     assert ckl("migrate", "--check", store=store).returncode == 0
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA user_version").fetchone() == (7,)
