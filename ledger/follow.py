@@ -114,6 +114,7 @@ class LogFollower:
         position: int = 0,
         retry_on: tuple[type[Exception], ...] = (StoreUnavailable,),
         on_error: Callable[[Exception], None] | None = None,
+        resume: Callable[[int], int] | None = None,
     ) -> None:
         """Prepare a follower at ``position``; nothing runs before :meth:`start`.
 
@@ -127,10 +128,14 @@ class LogFollower:
             position: the global position already handled (0: none).
             retry_on: the errors that mean "the store is unavailable": waited out.
             on_error: receives the error that ended the thread.
+            resume: after an outage, where to go on from the position (e.g.
+                ``Ledger.resume_position``: a failover may have lost the events last read);
+                called before the first step that follows the outage.
         """
         self.source, self.name, self.what = source, name, what
         self._step, self._log = step, log
         self._retry_on, self._on_error = retry_on, on_error
+        self._resume = resume
         self._position = position
         self._moved = threading.Condition()
         self._wake = threading.Event()
@@ -197,6 +202,18 @@ class LogFollower:
         if wait and thread is not None and thread is not threading.current_thread():
             thread.join(timeout=10)
 
+    def _resumed(self, position: int) -> None:
+        """Go on from ``position`` (``resume``'s answer), saying so if it moved back."""
+        if position != self._position:
+            self._log.warning(
+                "%s: the event at position %d is no longer in the store (lost in a failover, "
+                "or purged); going on after position %d, the newest one it still holds",
+                self.what,
+                self._position,
+                position,
+            )
+            self.advance(position)
+
     def catch_up(self) -> int:
         """Run steps in the caller's thread until there is nothing more; returns the position.
 
@@ -239,16 +256,21 @@ class LogFollower:
 
     def _run(self, stop: threading.Event) -> None:
         retry = Backoff()
+        outage = False
         try:
             while not stop.is_set():
                 self._wake.clear()  # before reading: an append after the read sets it again
                 try:
+                    if outage and self._resume is not None:
+                        self._resumed(self._resume(self._position))
                     more = self._step(self)
                 except self._retry_on as exc:
                     pause = retry.next()
                     self._log.warning("%s paused (%s); retrying in %.1fs", self.what, exc, pause)
+                    outage = True
                     stop.wait(pause)
                     continue
+                outage = False
                 retry.reset()
                 if not more:
                     self._wake.wait(self.source.settings.poll_interval)

@@ -66,7 +66,8 @@ class CliContext:
         a read-only file, directory or mount) is opened read-only and nothing is written; on
         a writable one only the views are brought up to date. ``write``: a command that
         changes an existing store (retry, cancel…) passes it with ``existing`` to write.
-        ``overrides``: settings a command's options set (see :meth:`settings`).
+        ``overrides``: settings a command's options set (see :meth:`settings`). With
+        ``CKL_READER_STORE`` set, a read opens that store (a hot standby) read-only instead.
 
         Raises:
             InvalidInput: a setting has a value of the wrong type or range.
@@ -86,6 +87,13 @@ class CliContext:
                 )
         if not existing or write:
             return Ledger.open(settings=settings)
+        if settings.reader_store is not None:
+            # CKL_READER_STORE: a read command reads the standby alone, read-only (its views
+            # as stored there if current, else built in memory); the primary is not touched.
+            reader = settings.model_copy(
+                update={"store": settings.reader_store, "reader_store": None, "read_only": True}
+            )
+            return Ledger.open(settings=reader)
         # A read: opened read-only first, which checks the schema without writing anything
         # (missing, older or newer: StoreSchemaMismatch naming `ckl migrate`). On a store this
         # process may write, the read then goes on as a writer whose schema is current, so

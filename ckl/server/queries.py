@@ -128,7 +128,7 @@ def get_checkpoint(
     moment: int | datetime | None = None
     if as_of is not None:
         moment = int(as_of) if as_of.strip().isdigit() else _moment(as_of, "as_of")
-    return json_response(state.ledger.get_checkpoint(token, as_of=moment))
+    return json_response(state.reader.get_checkpoint(token, as_of=moment))
 
 
 @router.get(
@@ -149,7 +149,7 @@ def checkpoint_events(
     """``iter_checkpoint_events``, one page."""
     token = _existing(state, run_id, batch_index)
     events = []
-    for event in state.ledger.iter_checkpoint_events(
+    for event in state.reader.iter_checkpoint_events(
         token, after_version=after_version, page_size=min(limit + 1, MAX_PAGE)
     ):
         events.append(event)
@@ -270,7 +270,7 @@ def get_run(run_id: RunId, state: State, as_of: Moment = None) -> Response:
     """Progress counts only durable completions; ``as_of`` is the run's time travel."""
     moment = _moment(as_of, "as_of")
     if moment is None:
-        states = state.ledger.run_states(run_id)
+        states = state.reader.run_states(run_id)
     else:
         states = state.fresh_views().run_state_as_of(run_id, moment)
     if not states and (moment is None or not state.fresh_views().checkpoints(run_id)):
@@ -439,7 +439,7 @@ def failures(
 )
 def verify(state: State, body: VerifyBody | None = None) -> Response:
     """``verify_chains``: ``ok`` is false when events were altered or removed."""
-    return json_response(verify_chains(state.ledger, None if body is None else body.run_id))
+    return json_response(verify_chains(state.reader, None if body is None else body.run_id))
 
 
 @router.get(
@@ -462,7 +462,7 @@ def export(run_id: RunId, state: State) -> FileResponse:
     handle, path = tempfile.mkstemp(prefix="ckl-export-", suffix=".jsonl")
     os.close(handle)
     try:
-        export_run(state.ledger, run_id, path)
+        export_run(state.reader, run_id, path)
     except BaseException:
         os.unlink(path)  # noqa: PTH108
         raise

@@ -292,7 +292,7 @@ def _catch_up_pages(
     run's from the log itself.
     """
     if run_id is None:
-        frames = _log_frames(state.ledger, after, upto)
+        frames = _log_frames(state.reader, after, upto)
     else:
         state.views.wait_for(upto, timeout=state.options.views_timeout)
         frames = (
