@@ -13,7 +13,10 @@ it acknowledges a commit, so an acknowledged commit survives a failover.
 ``fsync`` is off by default: the faults these pairs meet are killed processes (``SIGKILL``),
 which lose nothing the kernel's page cache holds, so flushing it to disk would only slow the
 suite down. Synchronous replication works the same with it off (the standby still reports its
-flush position only once it has written the WAL).
+flush position only once it has written the WAL). With it off the clusters live in memory
+(``/dev/shm``, when it has room), and every primary is a copy of one ``initdb`` per process:
+a pair starts in about 0.5 s here (1.1 s for the first, which runs ``initdb``; 3 s on disk with
+``fsync=True``), and a promotion takes about 0.12 s.
 
 Importable without a pytest session, for the benchmarks in ``bench/``::
 
@@ -50,6 +53,7 @@ from tests.fix_postgres import (
     _chown_to_os_user,
     _database_url,
     _find_bindir,
+    _free_port,
     in_ci,
 )
 
@@ -80,6 +84,9 @@ _AUTO_CONF = "postgresql.auto.conf"  # read last: where pg_basebackup -R puts pr
 _STARTUP_TIMEOUT = 60.0  # seconds for the standby to stream, a promotion to finish, ...
 _POLL = 0.05  # seconds between looks at a server's state, which has no signal to wait on
 _CONNECT_TIMEOUT = 5
+_MEMORY_DIR = Path("/dev/shm")  # noqa: S108 -- a private directory is made in it (mkdtemp)
+_MEMORY_NEEDED = 2 << 30  # bytes free in it, or the disk: a container's may hold only 64 MiB
+_DISK_DIR = Path("/tmp")  # noqa: S108 -- as fix_postgres: short socket paths `postgres` reaches
 _COMMAND_TIMEOUT = 120  # seconds for a copy of the template cluster
 
 
@@ -100,12 +107,16 @@ class ReplicaNode(PostgresServer):
         self.killed = False
 
     @classmethod
-    def _in_new_dir(cls, role: str, settings: dict[str, str]) -> ReplicaNode:
+    def _in_new_dir(cls, role: str, settings: dict[str, str], *, in_memory: bool) -> ReplicaNode:
         worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
         # Under /tmp, as fix_postgres does: `postgres` must reach it; socket paths stay short.
-        base_dir = Path(tempfile.mkdtemp(prefix=f"ckl-{role}-{worker}-", dir="/tmp"))
+        # In memory (/dev/shm) when nothing is flushed anyway: copying a cluster and taking a
+        # base backup there take a fifth of the time they take on this machine's disk.
+        parent = _MEMORY_DIR if in_memory and _memory_is_roomy() else _DISK_DIR
+        bindir = _bindir()
+        base_dir = Path(tempfile.mkdtemp(prefix=f"ckl-{role}-{worker}-", dir=parent))
         node = cls(f"postgresql://{SUPERUSER}@127.0.0.1:0/postgres", 0, base_dir / "data")
-        node._bindir = _bindir()
+        node._bindir = bindir
         node._base_dir = base_dir
         node.settings = settings
         (base_dir / "socket").mkdir()
@@ -269,6 +280,8 @@ def _node_settings(*, fsync: bool) -> dict[str, str]:
         "wal_receiver_status_interval": "'1s'",
         "wal_retrieve_retry_interval": "'200ms'",
         "checkpoint_timeout": "'30min'",
+        # A new WAL segment is not written full of zeros first (the base backup starts one).
+        "wal_init_zero": "off",
     }
 
 
@@ -324,13 +337,15 @@ class ReplicaPair:
             primary_settings["synchronous_commit"] = "on"
         nodes: list[ReplicaNode] = []
         try:
-            primary = ReplicaNode._in_new_dir("primary", primary_settings)
+            primary = ReplicaNode._in_new_dir("primary", primary_settings, in_memory=not fsync)
             nodes.append(primary)
             primary._create_cluster()
             primary._start_on_a_free_port()
             # The standby must not wait for a standby of its own once promoted: its settings
             # have no synchronous_standby_names (pg_basebackup copied the primary's file).
-            standby = ReplicaNode._in_new_dir("standby", _node_settings(fsync=fsync))
+            standby = ReplicaNode._in_new_dir(
+                "standby", _node_settings(fsync=fsync), in_memory=not fsync
+            )
             nodes.append(standby)
             _base_backup(primary, standby)
             host, port = ("127.0.0.1", primary.port)
@@ -503,6 +518,19 @@ class ReplicaPair:
         self.standby.write_primary_conninfo(host, port)
         self.standby.reload()
 
+    def cut_replication(self) -> None:
+        """Cut the standby off: its replication goes to a port where nothing listens.
+
+        The WAL receiver is stopped at once (a reload with a new ``primary_conninfo`` restarts
+        it) and keeps failing to connect; what the primary commits from now on is not on the
+        standby until `route_replication` points it back at the primary.
+
+        Raises:
+            PostgresServerError: the reload failed.
+
+        """
+        self.route_replication("127.0.0.1", _free_port())
+
     def destroy(self) -> None:
         """Stop both servers (``immediate``) and delete their directories; idempotent."""
         try:
@@ -565,7 +593,7 @@ def _cluster_template() -> Path:
     global _template  # noqa: PLW0603 -- one template per process, made on first use
     with _template_lock:
         if _template is None:
-            node = ReplicaNode._in_new_dir("template", {})
+            node = ReplicaNode._in_new_dir("template", {}, in_memory=True)
             try:
                 node._initdb()
             except BaseException:
@@ -575,6 +603,15 @@ def _cluster_template() -> Path:
             _template = node
         assert _template.data_dir is not None
         return _template.data_dir
+
+
+def _memory_is_roomy() -> bool:
+    """Whether `_MEMORY_DIR` is there with room for a few pairs and the WAL they keep."""
+    try:
+        room = os.statvfs(_MEMORY_DIR)
+    except OSError:
+        return False
+    return room.f_bavail * room.f_frsize >= _MEMORY_NEEDED
 
 
 def _bindir() -> Path:

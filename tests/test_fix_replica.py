@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
+import socket
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -55,6 +57,18 @@ def _through_a_proxy(made: list[PostgresProxy]) -> ReplicationRoute:
         return "127.0.0.1", proxy.port
 
     return via
+
+
+def _cut(proxy: PostgresProxy) -> None:
+    """Close the proxy so that it also stops accepting: the standby cannot reconnect.
+
+    `PostgresProxy.close` alone closes its listening socket while the acceptor thread is
+    blocked in ``accept()``, which on Linux goes on accepting (and forwarding): shutting the
+    socket down first wakes that ``accept()``.
+    """
+    with contextlib.suppress(OSError):
+        proxy._listener.shutdown(socket.SHUT_RDWR)
+    proxy.close()
 
 
 def test_a_row_committed_on_the_primary_is_read_on_the_standby(replica_pair: ReplicaPair) -> None:
@@ -141,16 +155,32 @@ def test_an_asynchronous_standby_cut_off_by_its_proxy_misses_acknowledged_commit
         conn.execute("INSERT INTO rows VALUES (1)")
     pair.wait_replayed()
     assert proxies[0].connections >= 1  # the standby streamed through the proxy
-    proxies[0].close()
+    _cut(proxies[0])
     _insert(url, 2)  # acknowledged by the primary alone
     pair.kill_primary()
     pair.promote()
     assert _count(pair.standby_url("ledger")) == 1
 
 
-def test_a_pair_that_does_not_stream_raises_with_both_logs_and_leaves_nothing(
-    replica_pairs: ReplicaPairMaker,
+def test_a_standby_cut_off_and_routed_back_to_the_primary_catches_up(
+    replica_pair: ReplicaPair,
 ) -> None:
+    pair = replica_pair
+    url = pair.create_database("ledger")
+    with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
+        conn.execute("CREATE TABLE rows (n int)")
+    pair.wait_replayed()
+    pair.cut_replication()
+    _insert(url, 1)
+    with pytest.raises(ReplicaPairError, match="timed out"):
+        pair.wait_replayed(timeout=0.5)
+    pair.route_replication("127.0.0.1", pair.primary.port)
+    pair.wait_streaming(timeout=10)
+    pair.wait_replayed()
+    assert _count(pair.standby_url("ledger")) == 1
+
+
+def test_a_pair_that_does_not_stream_raises_with_both_logs_and_leaves_nothing() -> None:
     nowhere = _free_port()  # nothing listens there: the standby cannot stream
     with pytest.raises(ReplicaPairError) as failed:
         ReplicaPair.start(replication_via=lambda _host, _port: ("127.0.0.1", nowhere), timeout=2)
