@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from ledger import CheckpointNotFound, Ledger, LedgerSettings, verify_chains
-from ledger.store.base import EVENTS_TABLE, PURGE_PERMITS_TABLE, SNAPSHOTS_TABLE
+from tests._loss import lose_events_after
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -28,22 +28,6 @@ def ledger(store_url: str) -> Iterator[Ledger]:
         yield opened
 
 
-def _lose(ledger: Ledger, token: CheckpointToken, after_version: int) -> None:
-    """Delete the checkpoint's events (and snapshots) after ``after_version``: "lost" commits."""
-    with ledger.recorder.transaction() as tx:
-        key = tx.key(token.checkpoint_id)
-        tx.execute(f"INSERT INTO {PURGE_PERMITS_TABLE} (originator_id) VALUES (%s)", (key,))
-        tx.execute(
-            f"DELETE FROM {EVENTS_TABLE} WHERE originator_id = %s AND originator_version > %s",
-            (key, after_version),
-        )
-        tx.execute(
-            f"DELETE FROM {SNAPSHOTS_TABLE} WHERE originator_id = %s AND originator_version > %s",
-            (key, after_version),
-        )
-        tx.execute(f"DELETE FROM {PURGE_PERMITS_TABLE} WHERE originator_id = %s", (key,))
-
-
 def _commands(ledger: Ledger, token: CheckpointToken) -> list[str | None]:
     return [e.command_id for e in ledger.checkpoint_events(token)]
 
@@ -55,7 +39,7 @@ def test_a_writer_whose_cache_is_ahead_of_the_store_reloads_and_warns(
     for n in range(1, 6):
         ledger.checkpoint_yield(token, cursor=n * 10, items_processed=n * 10)
     assert ledger.get_checkpoint(token).version == 6
-    _lose(ledger, token, after_version=3)  # yields 3, 4 and 5 are gone
+    lose_events_after(ledger, token, 3)  # yields 3, 4 and 5 are gone
 
     with caplog.at_level(logging.WARNING, logger="ledger"):
         state = ledger.checkpoint_yield(token, cursor=40, items_processed=40)
@@ -83,7 +67,7 @@ def test_a_repeated_command_that_was_lost_applies_once(ledger: Ledger) -> None:
     token = ledger.create_checkpoint("run-lost", 1)
     ledger.checkpoint_yield(token, cursor=1, items_processed=1, command_id="yield-1")
     ledger.checkpoint_yield(token, cursor=2, items_processed=2, command_id="yield-2")
-    _lose(ledger, token, after_version=2)  # yield-2 acknowledged, then lost
+    lose_events_after(ledger, token, 2)  # yield-2 acknowledged, then lost
 
     # The worker repeats the command whose acknowledgement it is unsure of: the cache knows
     # the id, the store does not; it is applied (once), not answered from the cache.
@@ -99,7 +83,7 @@ def test_a_completion_that_was_lost_can_be_completed_again(ledger: Ledger) -> No
     token = ledger.create_checkpoint("run-lost", 2)
     ledger.checkpoint_yield(token, cursor=1, items_processed=1)
     ledger.complete_checkpoint(token, result={"rows": 1})
-    _lose(ledger, token, after_version=2)
+    lose_events_after(ledger, token, 2)
 
     done = ledger.complete_checkpoint(token, result={"rows": 1})
     assert done.status == "completed"
@@ -109,7 +93,7 @@ def test_a_completion_that_was_lost_can_be_completed_again(ledger: Ledger) -> No
 def test_a_checkpoint_lost_entirely_is_not_found(ledger: Ledger) -> None:
     token = ledger.create_checkpoint("run-lost", 3)
     ledger.checkpoint_yield(token, cursor=1, items_processed=1)
-    _lose(ledger, token, after_version=0)
+    lose_events_after(ledger, token, 0)
 
     with pytest.raises(CheckpointNotFound):
         ledger.checkpoint_yield(token, cursor=2, items_processed=2)
@@ -124,7 +108,7 @@ def test_a_reader_resumes_from_the_last_position_the_store_still_holds(ledger: L
     ledger.checkpoint_yield(token, cursor=2, items_processed=2)
     positions = [p for p, _ in ledger.read_log()]
     assert len(positions) == 5
-    _lose(ledger, token, after_version=1)  # its yields, positions[2] and positions[4], are gone
+    lose_events_after(ledger, token, 1)  # its yields, positions[2] and positions[4], are gone
 
     assert ledger.resume_position(0) == 0
     assert ledger.resume_position(positions[3]) == positions[3]  # still there

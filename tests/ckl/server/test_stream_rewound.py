@@ -9,26 +9,10 @@ then delivers the events after that, nothing it saw twice.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from ledger import Ledger
-from ledger.store.base import EVENTS_TABLE, PURGE_PERMITS_TABLE
+from tests._loss import lose_events_after
 from tests.ckl.server._sse import SseEvent, SseStream
 from tests.ckl.server.conftest import Server
-
-if TYPE_CHECKING:
-    from ledger import CheckpointToken
-
-
-def _lose_after(ledger: Ledger, token: CheckpointToken, version: int) -> None:
-    with ledger.recorder.transaction() as tx:
-        key = tx.key(token.checkpoint_id)
-        tx.execute(f"INSERT INTO {PURGE_PERMITS_TABLE} (originator_id) VALUES (%s)", (key,))
-        tx.execute(
-            f"DELETE FROM {EVENTS_TABLE} WHERE originator_id = %s AND originator_version > %s",
-            (key, version),
-        )
-        tx.execute(f"DELETE FROM {PURGE_PERMITS_TABLE} WHERE originator_id = %s", (key,))
 
 
 def _first_events(stream: SseStream, count: int) -> list[SseEvent]:
@@ -46,7 +30,7 @@ def test_a_stream_resumed_from_a_lost_position_is_rewound(store_url: str) -> Non
         for n in range(1, 4):
             ledger.checkpoint_yield(token, cursor=n, items_processed=n)
         positions = [p for p, _ in ledger.read_log()]
-        _lose_after(ledger, token, 2)  # the last two yields: positions[2] and positions[3]
+        lose_events_after(ledger, token, 2)  # the last two yields: positions[2] and positions[3]
         lost = positions[3]
         server = Server(store_url, "--poll-interval", "0.05").start()
         try:
