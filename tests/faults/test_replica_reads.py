@@ -57,7 +57,7 @@ from tests.ckl.cli.conftest import ckl, ckl_env, one_error_line
 from tests.ckl.server._sse import SseEvent, SseStream
 from tests.ckl.server.conftest import Server
 from tests.fix_postgres import PostgresServerError, in_ci
-from tests.fix_replica import ReplicaPair
+from tests.fix_replica import STANDBY_NAME, ReplicaPair
 from tests.streams._support import (
     ROOT,
     OnCompleted,
@@ -141,6 +141,25 @@ def replayed(pair: ReplicaPair, timeout: float = WAIT) -> None:
             return got == (True,)
 
         wait_until(f"the standby to replay up to {target}", caught_up, timeout)
+
+
+def cut_off(pair: ReplicaPair) -> None:
+    """Cut replication, and wait until it is cut: the primary streams to no standby.
+
+    ``pair.cut_replication`` reloads the standby's configuration, and its WAL receiver stops a
+    moment later: until then, what the primary commits may still reach the standby.
+    """
+    pair.cut_replication()
+
+    def gone() -> bool:
+        with psycopg.connect(pair.primary.url, autocommit=True, connect_timeout=10) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_replication WHERE application_name = %s",
+                [STANDBY_NAME],
+            ).fetchone()
+        return row == (0,)
+
+    wait_until("the standby's replication to stop", gone)
 
 
 def log_rows(ledger: Ledger) -> list[tuple[int, UUID, int]]:
@@ -508,7 +527,7 @@ def test_an_await_on_the_reader_waits_for_the_standby_and_never_calls_a_new_chec
     with_schema(pair, stores)
     settings = LedgerSettings(store=stores.primary, reader_store=stores.standby, poll_interval=0.2)
     with Ledger.open(stores.primary) as other, Ledger.open(settings=settings) as ledger:
-        pair.cut_replication()  # nothing written from now on reaches the standby
+        cut_off(pair)  # nothing written from now on reaches the standby
         try:
             token = ledger.create_checkpoint("awaited", 0)
             with pytest.raises(CheckpointNotFound):
@@ -587,17 +606,33 @@ def test_the_service_writes_to_the_primary_and_reads_and_streams_from_the_standb
             wait_until("the standby's state", lambda: state(http.get(base)) == last)
 
             # Reads are the standby's: cut off, it keeps answering what it had.
-            pair.cut_replication()
+            cut_off(pair)
             try:
-                cut = state(http.post(f"{base}/yield", json={"cursor": 6, "items_processed": 6}))
-                assert primary.get_checkpoint(created.token) == cut
+                unseen = state(http.post(f"{base}/yield", json={"cursor": 6, "items_processed": 6}))
+                assert primary.get_checkpoint(created.token) == unseen
                 assert state(http.get(base)) == last
             finally:
                 pair.route_replication("127.0.0.1", pair.primary.port)
-            wait_until("the standby to catch up", lambda: state(http.get(base)) == cut)
+            wait_until("the standby to catch up", lambda: state(http.get(base)) == unseen)
 
-            done = state(http.post(f"{base}/complete", json={"result": {"ok": True}}))
-            wait_until("the completion on the standby", lambda: state(http.get(base)) == done)
+            # A long-poll on the reader, answered once the standby has the completion.
+            answered: list[CheckpointState] = []
+            with server.client() as other:
+                poll = threading.Thread(
+                    target=lambda: answered.append(
+                        state(other.get(f"{base}/await", params={"timeout": WAIT}))
+                    ),
+                    daemon=True,
+                )
+                poll.start()
+                done = state(http.post(f"{base}/complete", json={"result": {"ok": True}}))
+                poll.join(WAIT)
+            assert answered == [done]
+            assert state(http.get(base)) == done  # the await saw it there: so does a read
+            # The views on the standby (built there): the run, completed.
+            runs = http.get("/v1/runs").json()["runs"]
+            assert [(r["run_id"], r["completed"]) for r in runs] == [("served", 1)]
+            assert http.get("/v1/runs/served").json()["progress"]["completed"] == 1
             log = log_rows(primary)
             events = _sse_until(sse, log[-1][0])
     finally:
