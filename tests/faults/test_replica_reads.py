@@ -119,7 +119,7 @@ def stores(pair: ReplicaPair) -> Iterator[Stores]:
 def with_schema(pair: ReplicaPair, stores: Stores) -> None:
     """Create the ledger's schema on the primary (a writer's open) and wait for the standby."""
     Ledger.open(stores.primary).close()
-    pair.wait_replayed()
+    replayed(pair)
 
 
 def replayed(pair: ReplicaPair, timeout: float = WAIT) -> None:
@@ -263,7 +263,7 @@ def test_eight_writers_on_the_primary_and_tails_on_the_standby_see_every_event_o
             for writer in writers:
                 assert writer.wait_for("done", WAIT * 2) == {"commands": 2 * BATCHES + YIELDS}
                 assert writer.finish(WAIT) == 0, writer.stderr
-            pair.wait_replayed()
+            replayed(pair)
             primary = log_rows(ledger)  # the ledger itself reads the primary
             assert len(primary) == WRITERS * (2 * BATCHES + YIELDS)
             streamed = tail.take(len(primary), timeout=WAIT)
@@ -321,7 +321,7 @@ def test_on_the_standby_no_reader_passes_a_transaction_open_on_the_primary(
     ):
         early_token = writer.create_checkpoint("held", 0)
         token = writer.create_checkpoint("held", 1)
-        pair.wait_replayed()
+        replayed(pair)
         with subscribed(run_stream(reader, "held")) as tail:
             before = tail.take(2, timeout=WAIT)
             head = before[-1].position
@@ -342,7 +342,7 @@ def test_on_the_standby_no_reader_passes_a_transaction_open_on_the_primary(
                 later_id = writer.recorder.max_notification_id()
                 assert later_id is not None
                 assert early_id < later_id
-                pair.wait_replayed()
+                replayed(pair)
 
                 # Committed and replayed there, yet no reader on the standby returns it.
                 assert reader.recorder.max_notification_id() == later_id
@@ -358,7 +358,7 @@ def test_on_the_standby_no_reader_passes_a_transaction_open_on_the_primary(
             finally:
                 early.close()
 
-            replayed(pair)  # xid-only: an asynchronous commit (pair.wait_replayed may not wait)
+            replayed(pair)  # xid-only: an asynchronous commit, flushed by the WAL writer
             expected = [early_id, later_id] if holder == "append" else [later_id]
             assert [p for p, _ in reader.read_log(after=head)] == expected
             # The tail on the standby: both in position order (had it passed the held
@@ -398,7 +398,7 @@ def test_a_standby_refuses_writers_and_writes_with_typed_errors_and_nothing_writ
     with Ledger.open(stores.primary) as writer:
         token = writer.create_checkpoint("refused", 0)
         writer.checkpoint_yield(token, cursor=1, items_processed=1)
-    pair.wait_replayed()
+    replayed(pair)
     events = Ledger.open(stores.primary, read_only=True)
     with events, Ledger.open(stores.standby, read_only=True) as reader:
         assert reader.recorder.is_standby()
@@ -444,7 +444,7 @@ def test_a_cli_read_command_works_with_the_standby_as_its_store(
 ) -> None:
     with Ledger.open(stores.primary) as writer:
         writer.create_checkpoint("direct", 0)
-    pair.wait_replayed()
+    replayed(pair)
     read = ckl("replay", "direct", store=stores.standby)
     assert read.returncode == 0, read.stderr
     assert "direct" in read.stdout
@@ -478,7 +478,7 @@ def test_a_watcher_on_the_standby_wakes_on_replay_warns_nothing_and_keeps_no_con
     slow = LedgerSettings(store=stores.standby, read_only=True, poll_interval=60.0)
     with Ledger.open(stores.primary) as writer, Ledger.open(settings=slow) as reader:
         token = writer.create_checkpoint("watched", 0)
-        pair.wait_replayed()
+        replayed(pair)
         woke = threading.Event()
         unwatch = reader.watch(woke.set)
         try:
@@ -561,7 +561,7 @@ def test_an_await_on_the_reader_waits_for_the_standby_and_never_calls_a_new_chec
                 assert isinstance(observed.next_notification(WAIT), OnCompleted)
         finally:
             pair.route_replication("127.0.0.1", pair.primary.port)
-    pair.wait_replayed()
+    replayed(pair)
 
 
 # ---------------------------------------------------------------- 6. the service
@@ -663,7 +663,7 @@ def test_a_read_write_multi_host_url_finds_the_primary_listed_after_the_standby(
     with Ledger.open(url) as writer:  # the standby, first, is passed over
         assert not writer.recorder.is_standby()
         token = writer.create_checkpoint("multi", 0)
-    pair.wait_replayed()
+    replayed(pair)
     with Ledger.open(pair.multi_host_url(stores.name, form), reader_store=prefer) as both:
         assert not both.recorder.is_standby()
         assert both.reader.recorder.is_standby()
