@@ -44,6 +44,7 @@ from ledger import (
     AwaitTimeout,
     CheckpointNotFound,
     CheckpointState,
+    CheckpointToken,
     Ledger,
     LedgerSettings,
     StoreIsStandby,
@@ -394,6 +395,12 @@ def test_a_standby_refuses_writers_and_writes_with_typed_errors_and_nothing_writ
     assert early_reader.value.found == 0
     assert "replay" in str(early_reader.value)
     assert _ledger_tables(stores.primary) == [] == _ledger_tables(stores.standby)
+    for _ in range(10):  # refused opens leave no connection behind
+        with pytest.raises(StoreIsStandby):
+            Ledger.open(stores.standby)
+        with pytest.raises(StoreSchemaMismatch):
+            Ledger.open(stores.standby, read_only=True)
+    wait_until("refused opens to close", lambda: _standby_backends(pair, stores.name)[0] == 0)
 
     with Ledger.open(stores.primary) as writer:
         token = writer.create_checkpoint("refused", 0)
@@ -529,6 +536,8 @@ def test_an_await_on_the_reader_waits_for_the_standby_and_never_calls_a_new_chec
     with Ledger.open(stores.primary) as other, Ledger.open(settings=settings) as ledger:
         cut_off(pair)  # nothing written from now on reaches the standby
         try:
+            with pytest.raises(CheckpointNotFound):  # on neither: the primary says so
+                await_checkpoint(ledger, CheckpointToken.for_batch("never", 0), timeout=WAIT)
             token = ledger.create_checkpoint("awaited", 0)
             with pytest.raises(CheckpointNotFound):
                 ledger.reader.get_checkpoint(token)  # not on the standby: it cannot be
