@@ -620,6 +620,18 @@ def test_the_service_writes_to_the_primary_and_reads_and_streams_from_the_standb
                 unseen = state(http.post(f"{base}/yield", json={"cursor": 6, "items_processed": 6}))
                 assert primary.get_checkpoint(created.token) == unseen
                 assert state(http.get(base)) == last
+                # A checkpoint the standby has not replayed yet is not reported missing: it
+                # is read on the primary until the standby has it.
+                fresh = state(http.post("/v1/runs/served/checkpoints/1"))
+                assert state(http.get("/v1/runs/served/checkpoints/1")) == fresh
+                assert state(http.get("/v1/runs/served/checkpoints/1", params={"as_of": 1})) == (
+                    fresh
+                )
+                page = http.get("/v1/runs/served/checkpoints/1/events")
+                assert page.status_code == 200, page.text
+                assert [e["event"]["originator_version"] for e in page.json()["events"]] == [1]
+                missing = http.get("/v1/runs/served/checkpoints/2")
+                assert missing.status_code == 404, missing.text  # on neither
             finally:
                 pair.route_replication("127.0.0.1", pair.primary.port)
             wait_until("the standby to catch up", lambda: state(http.get(base)) == unseen)
