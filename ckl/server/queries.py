@@ -297,6 +297,8 @@ def get_run(run_id: RunId, state: State, as_of: Moment = None) -> Response:
     moment = _moment(as_of, "as_of")
     if moment is None:
         states = state.reader.run_states(run_id)
+        if not states and state.reader is not state.ledger:
+            states = state.ledger.run_states(run_id)  # not on the standby yet (see _read)
     else:
         states = state.fresh_views().run_state_as_of(run_id, moment)
     if not states and (moment is None or not state.fresh_views().checkpoints(run_id)):

@@ -72,6 +72,7 @@ from tests.streams._support import (
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
 
+    import httpx
     from eventsourcing.persistence import StoredEvent
 
 
@@ -586,6 +587,30 @@ def _sse_until(stream: SseStream, last: int) -> list[SseEvent]:
     pytest.fail(f"the stream ended ({stream.ended}) before id {last}")
 
 
+def _state(response: httpx.Response) -> CheckpointState:
+    assert response.status_code == 200, response.text
+    return CheckpointState.model_validate_json(response.content)
+
+
+def _unreplayed_checkpoints_are_read_on_the_primary(http: httpx.Client) -> None:
+    """With replication cut: what the standby has not replayed is read on the primary."""
+    # Not reported missing: read on the primary until the standby has it.
+    fresh = _state(http.post("/v1/runs/served/checkpoints/1"))
+    assert _state(http.get("/v1/runs/served/checkpoints/1")) == fresh
+    assert _state(http.get("/v1/runs/served/checkpoints/1", params={"as_of": 1})) == fresh
+    page = http.get("/v1/runs/served/checkpoints/1/events")
+    assert page.status_code == 200, page.text
+    assert [e["event"]["originator_version"] for e in page.json()["events"]] == [1]
+    missing = http.get("/v1/runs/served/checkpoints/2")
+    assert missing.status_code == 404, missing.text  # on neither
+    http.post("/v1/runs/new-run/checkpoints/0")  # a run the standby has not seen
+    run = http.get("/v1/runs/new-run")
+    assert run.status_code == 200, run.text
+    assert run.json()["progress"]["created"] == 1
+    history = http.get("/v1/runs/served/checkpoints/1/history")
+    assert history.status_code == 200, history.text
+
+
 def test_the_service_writes_to_the_primary_and_reads_and_streams_from_the_standby(
     pair: ReplicaPair, stores: Stores
 ) -> None:
@@ -601,10 +626,7 @@ def test_the_service_writes_to_the_primary_and_reads_and_streams_from_the_standb
         ):
             assert sse.status == 200
             base = "/v1/runs/served/checkpoints/0"
-
-            def state(response: Any) -> CheckpointState:
-                assert response.status_code == 200, response.text
-                return CheckpointState.model_validate_json(response.content)
+            state = _state
 
             created = state(http.post(base))
             assert primary.get_checkpoint(created.token) == created
@@ -620,18 +642,7 @@ def test_the_service_writes_to_the_primary_and_reads_and_streams_from_the_standb
                 unseen = state(http.post(f"{base}/yield", json={"cursor": 6, "items_processed": 6}))
                 assert primary.get_checkpoint(created.token) == unseen
                 assert state(http.get(base)) == last
-                # A checkpoint the standby has not replayed yet is not reported missing: it
-                # is read on the primary until the standby has it.
-                fresh = state(http.post("/v1/runs/served/checkpoints/1"))
-                assert state(http.get("/v1/runs/served/checkpoints/1")) == fresh
-                assert state(http.get("/v1/runs/served/checkpoints/1", params={"as_of": 1})) == (
-                    fresh
-                )
-                page = http.get("/v1/runs/served/checkpoints/1/events")
-                assert page.status_code == 200, page.text
-                assert [e["event"]["originator_version"] for e in page.json()["events"]] == [1]
-                missing = http.get("/v1/runs/served/checkpoints/2")
-                assert missing.status_code == 404, missing.text  # on neither
+                _unreplayed_checkpoints_are_read_on_the_primary(http)
             finally:
                 pair.route_replication("127.0.0.1", pair.primary.port)
             wait_until("the standby to catch up", lambda: state(http.get(base)) == unseen)
@@ -652,7 +663,10 @@ def test_the_service_writes_to_the_primary_and_reads_and_streams_from_the_standb
             assert state(http.get(base)) == done  # the await saw it there: so does a read
             # The views on the standby (built there): the run, completed.
             runs = http.get("/v1/runs").json()["runs"]
-            assert [(r["run_id"], r["completed"]) for r in runs] == [("served", 1)]
+            assert sorted((r["run_id"], r["completed"]) for r in runs) == [
+                ("new-run", 0),
+                ("served", 1),
+            ]
             assert http.get("/v1/runs/served").json()["progress"]["completed"] == 1
             log = log_rows(primary)
             events = _sse_until(sse, log[-1][0])
