@@ -84,6 +84,7 @@ pytestmark = pytest.mark.postgres
 WAIT = pick(30.0, 300.0)  # seconds any one thing may take before failing (never when passing)
 WRITERS, BATCHES = 8, 2
 YIELDS = pick(24, 1000)  # per writer; CKL_FAULTS=long for the long mode
+WAKE = 20.0  # seconds a standby watcher may take to wake: a third of its poll interval
 P = POSITIONS_PER_TRANSACTION
 
 
@@ -487,23 +488,23 @@ def test_a_watcher_on_the_standby_wakes_on_replay_warns_nothing_and_keeps_no_con
     caplog.set_level(logging.DEBUG, logger="ledger.watch")
     with_schema(pair, stores)
     # A poll interval far past the waits below: only the replay position can wake it in time.
-    slow = LedgerSettings(store=stores.standby, read_only=True, poll_interval=60.0)
+    slow = LedgerSettings(store=stores.standby, read_only=True, poll_interval=3 * WAKE)
     with Ledger.open(stores.primary) as writer, Ledger.open(settings=slow) as reader:
         token = writer.create_checkpoint("watched", 0)
         replayed(pair)
         woke = threading.Event()
         unwatch = reader.watch(woke.set)
         try:
-            assert woke.wait(WAIT)  # a new listener wakes everyone once
+            assert woke.wait(WAKE)  # a new listener wakes everyone once
             for n in range(1, 6):
                 woke.clear()
                 writer.checkpoint_yield(token, cursor=n, items_processed=n)
                 # Woken only when the readable head moved (no poll for a minute): by replay.
                 # (Once, the first head it reads may be older than this yield: wait again.)
-                assert woke.wait(WAIT), f"no wake-up for yield {n}"
+                assert woke.wait(WAKE), f"no wake-up for yield {n}"
                 while reader.get_checkpoint(token).version < n + 1:
                     woke.clear()
-                    assert woke.wait(WAIT), f"no wake-up for yield {n} on the standby"
+                    assert woke.wait(WAKE), f"no wake-up for yield {n} on the standby"
             assert _standby_backends(pair, stores.name)[1] == 1
         finally:
             unwatch()
