@@ -26,6 +26,8 @@ _TARGET_SESSION_ATTRS = frozenset(
     {"any", "read-write", "read-only", "primary", "standby", "prefer-standby"}
 )
 _MAX_PORT = 65535
+_SECRET_KEYS = frozenset({"password", "sslpassword"})
+"""Query keys whose values ``display`` masks (libpq's: the password, the client key's)."""
 
 
 @dataclass(frozen=True)
@@ -56,14 +58,23 @@ def redact_url(url: str) -> str:
     # but the hosts must be kept as written.
     userinfo, at, hosts = parts.netloc.rpartition("@")
     query = parts.query
-    if "password=" in query:
-        query = "&".join(
-            "password=***" if pair.startswith("password=") else pair for pair in query.split("&")
-        )
+    if "=" in query:
+        query = "&".join(_redact_pair(pair) for pair in query.split("&"))
     if not at or ":" not in userinfo:
         return url if query == parts.query else urlunsplit(parts._replace(query=query))
     user = userinfo.split(":", 1)[0]
     return urlunsplit(parts._replace(netloc=f"{user}:***@{hosts}", query=query))
+
+
+def _redact_pair(pair: str) -> str:
+    """One ``key=value`` of a query, its value masked if the key names a secret.
+
+    libpq percent-decodes keys as well as values, so ``pass%77ord=`` is a password too.
+    """
+    key, eq, _ = pair.partition("=")
+    if eq and unquote(key).strip().lower() in _SECRET_KEYS:
+        return f"{key}=***"
+    return pair
 
 
 def postgres_hosts(url: str) -> list[tuple[str, int | None]]:
@@ -73,11 +84,14 @@ def postgres_hosts(url: str) -> list[tuple[str, int | None]]:
     netloc, as in libpq.
 
     Raises:
-        InvalidStoreURL: a port is not a number in 1…65535, or the ports do not match the
-            hosts (one port for all, or one per host).
+        InvalidStoreURL: the URL cannot be parsed, a port is not a number in 1…65535, or the
+            ports do not match the hosts (one port for all, or one per host).
     """
     display = redact_url(url)
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # e.g. an unclosed IPv6 bracket
+        raise InvalidStoreURL(display, f"it is not a valid URL ({exc})") from exc
     query = parse_qs(parts.query)
     hosts: list[str]
     ports: list[str]
@@ -116,7 +130,9 @@ def _split_host_port(display: str, item: str) -> tuple[str, str]:
 def _port(display: str, text: str) -> int | None:
     if not text:
         return None
-    if not text.isdigit() or not 0 < int(text) <= _MAX_PORT:
+    # ASCII digits only: str.isdigit() is true of "²" (which int() refuses) and of "٣" (which
+    # int() reads as 3, and libpq refuses).
+    if not (text.isascii() and text.isdigit()) or not 0 < int(text) <= _MAX_PORT:
         raise InvalidStoreURL(display, f"the port {text!r} is not a number from 1 to 65535")
     return int(text)
 
