@@ -81,6 +81,7 @@ from ledger.errors import (
     PayloadTooLarge,
     RunArchived,
     RunNotFound,
+    StoreSchemaMismatch,
     StoreUnavailable,
 )
 from ledger.events import (
@@ -204,6 +205,25 @@ def _opened(settings: LedgerSettings) -> tuple[LedgerSettings, LedgerRecorder]:
         raise store_error(exc, url.display, "open", path=url.database_file) from exc
 
 
+def _opened_reader(settings: LedgerSettings) -> tuple[LedgerSettings, LedgerRecorder]:
+    """The read-only settings and recorder of ``settings.reader_store``, after the writer's.
+
+    A writer that just created the schema on the primary waits, up to ``connect_timeout``,
+    for a standby to replay it, rather than failing on a schema it is about to have.
+    """
+    reader = settings.model_copy(
+        update={"store": settings.reader_store, "read_only": True, "reader_store": None}
+    )
+    deadline = time.monotonic() + settings.connect_timeout
+    while True:
+        try:
+            return _opened(reader)
+        except StoreSchemaMismatch as exc:
+            if not exc.standby or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.05)
+
+
 class Ledger:
     """The checkpoint ledger: every create, yield, complete, fail, retry and reset is an event.
 
@@ -284,28 +304,15 @@ class Ledger:
             if reader_store is not None:
                 update["reader_store"] = reader_store
             settings = settings.model_copy(update=update)
-        reader = None
         if settings.reader_store is not None:
             parse_store_url(settings.reader_store)
-            reader = cls(
-                *_opened(
-                    settings.model_copy(
-                        update={
-                            "store": settings.reader_store,
-                            "read_only": True,
-                            "reader_store": None,
-                        }
-                    )
-                ),
-                clock=clock,
-            )
-        try:
-            opened = cls(*_opened(settings), clock=clock)
-        except BaseException:
-            if reader is not None:
-                reader.close()
-            raise
-        opened._reader = reader
+        opened = cls(*_opened(settings), clock=clock)
+        if settings.reader_store is not None:
+            try:
+                opened._reader = cls(*_opened_reader(settings), clock=clock)
+            except BaseException:
+                opened.close()
+                raise
         return opened
 
     @property

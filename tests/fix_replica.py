@@ -459,8 +459,10 @@ class ReplicaPair:
             psycopg.Error: the primary or the standby is not reachable.
 
         """
+        # The insert position, not the write position: an asynchronous commit (a transaction
+        # that only took an id) may not have been written out yet.
         with psycopg.connect(self.primary.url, autocommit=True, connect_timeout=10) as conn:
-            row = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
+            row = conn.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()
         assert row is not None
         target: str = row[0]
         with psycopg.connect(self.standby.url, autocommit=True, connect_timeout=10) as conn:
@@ -530,6 +532,18 @@ class ReplicaPair:
 
         """
         self.route_replication("127.0.0.1", _free_port())
+        # The reload restarts the WAL receiver a moment later: until the primary has let the
+        # standby go, a commit could still reach it.
+        with psycopg.connect(self.primary.url, autocommit=True, connect_timeout=10) as conn:
+
+            def gone() -> bool:
+                row = conn.execute(
+                    "SELECT count(*) FROM pg_stat_replication WHERE application_name = %s",
+                    [STANDBY_NAME],
+                ).fetchone()
+                return row == (0,)
+
+            _wait_until(gone, 30.0, "the primary to let the cut standby go")
 
     def destroy(self) -> None:
         """Stop both servers (``immediate``) and delete their directories; idempotent."""

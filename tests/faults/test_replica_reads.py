@@ -447,11 +447,6 @@ def test_a_standby_refuses_writers_and_writes_with_typed_errors_and_nothing_writ
         assert after.count_events() == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ckl/cli/_context.py: a read command re-opens a PostgreSQL store as a writer after "
-    "its read-only probe, which a standby refuses (StoreIsStandby); see the report",
-)
 def test_a_cli_read_command_works_with_the_standby_as_its_store(
     pair: ReplicaPair, stores: Stores
 ) -> None:
@@ -708,3 +703,24 @@ def test_a_read_write_multi_host_url_finds_the_primary_listed_after_the_standby(
         assert not both.recorder.is_standby()
         assert both.reader.recorder.is_standby()
         assert both.reader.get_checkpoint(token).version == 1
+
+
+def test_a_ledger_with_a_reader_store_opens_a_new_database_and_ckl_tail_reads_a_standby(
+    pair: ReplicaPair, stores: Stores
+) -> None:
+    # No schema yet anywhere: the writer creates it, the reader waits for the standby to have it.
+    with Ledger.open(stores.primary, reader_store=stores.standby) as ledger:
+        assert ledger.reader is not ledger
+        assert ledger.reader.recorder.is_standby()
+        token = ledger.create_checkpoint("fresh", 0)
+        ledger.complete_checkpoint(token, result=1)
+        replayed(pair)
+        assert ledger.reader.get_checkpoint(token).status == "completed"
+    # `ckl tail` with the standby as its only store (it may be the first to open a store, so
+    # it opens a writer, unless the store is a standby): reads read-only.
+    cli = CliTail(ckl_env(stores.standby))
+    try:
+        rows = cli.take(2, WAIT)
+    finally:
+        cli.stop()
+    assert [row["topic"] for row in rows] == ["checkpoint.Created", "checkpoint.Completed"]
