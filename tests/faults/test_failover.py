@@ -297,6 +297,7 @@ def test_a_synchronous_standby_promoted_mid_run_loses_no_acknowledged_event(
         assert stored_commands(new_url) == acked
         assert chains.ok, chains.problems
         assert chains.events == len(log)
+        assert not [w.name for w in workers if LOST_WARNING in w.stderr]  # nothing was lost
         # The tail on the standby: the new primary's whole log, once each, in order.
         assert delivered == log
         assert [p for p, _ in delivered] == sorted({p for p, _ in delivered})
@@ -582,3 +583,18 @@ def test_a_tail_that_reconnects_to_a_promoted_standby_that_lost_its_last_events_
     assert delivered[:2] == log[:2]
     assert delivered[-4:] == log[2:]  # every new event, once, after the lost ones
     assert all(str(e.command_id).startswith("resumed-") for _, e in delivered[2:-4])
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=StoreUnavailable,
+    reason="a read_only ledger's sessions are read-only (default_transaction_read_only at "
+    "connect), so libpq's target_session_attrs=read-write refuses every host",
+)
+def test_a_read_only_ledger_opens_on_a_read_write_multi_host_url(
+    replica_pairs: ReplicaPairMaker,
+) -> None:
+    pair = replica_pairs()
+    db = new_store(pair)
+    with Ledger.open(pair.multi_host_url(db), read_only=True) as reader:
+        assert reader.read_log() == []
