@@ -26,8 +26,10 @@ acknowledged command, so the test knows exactly what was acknowledged.
 * Regression: a tail whose read reconnects, within its retries, to a promoted standby that
   lost the last events it delivered resumes from the last event both hold (its read used to
   go on after the lost position, skipping every new event at the lost transactions' ids).
-* Expected to fail until fixed: a ``read_only`` ledger on a ``target_session_attrs=read-write``
-  multi-host URL (its sessions are read-only, which libpq's check refuses on every host).
+* Expected to fail until fixed (strict xfails): a ``read_only`` ledger on a
+  ``target_session_attrs=read-write`` multi-host URL (its sessions are read-only, which
+  libpq's check refuses on every host); ``resume_position`` of a lost position once the new
+  primary wrote events at the lost transactions' ids (the gap above, made deterministic).
 
 Quick mode (CI): 8 writers x 30 yields. Long mode (``CKL_LONG=1`` or ``CKL_FAULTS=long``, by
 hand): more writers and yields, several rounds (a fresh pair each); figures are printed
@@ -612,3 +614,41 @@ def test_a_read_only_ledger_opens_on_a_read_write_multi_host_url(
     db = new_store(pair)
     with Ledger.open(pair.multi_host_url(db), read_only=True) as reader:
         assert reader.read_log() == []
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="resume_position judges by position alone: the promoted standby hands the lost "
+    "transactions' ids out again, and a new event there is taken for one both servers hold",
+)
+def test_resume_position_after_new_events_at_lost_ids_is_the_last_event_both_servers_hold(
+    replica_pairs: ReplicaPairMaker,
+) -> None:
+    """A reader that handled up to a lost position resumes after new events were written.
+
+    E.g. a run_stream(after=P) or an SSE client's Last-Event-ID, or a follower whose outage
+    outlasted the writers' (the asynchronous test above meets it mid-run): reading on after
+    `resume_position(P)` must not skip the new primary's events below P.
+    """
+    pair = replica_pairs()
+    db = new_store(pair)
+    with Ledger.open(pair.multi_host_url(db)) as writer:
+        token = writer.create_checkpoint("reused", 0, command_id="reused-create")
+        writer.checkpoint_yield(token, 1, 1, command_id="reused-1")
+        pair.wait_replayed()
+        pair.cut_replication()
+        time.sleep(0.2)  # the WAL receiver has stopped
+        for n in range(2, 12):  # acknowledged by the primary, never received by the standby
+            writer.checkpoint_yield(token, n, n, command_id=f"reused-{n}")
+        with Ledger.open(pair.primary_url(db)) as old:
+            handled = whole_log(old)[-1][0]  # what a reader had handled on the old primary
+        fail_over(pair)
+        for n in range(2, 6):
+            until_acked(partial(writer.checkpoint_yield, token, n, n, command_id=f"new-{n}"))
+    with Ledger.open(pair.standby_url(db)) as new:
+        log = whole_log(new)
+        resume_at = new.resume_position(handled)
+    assert [e.command_id for _, e in log[:2]] == ["reused-create", "reused-1"]
+    assert all(p < handled for p, _ in log)  # the new events sit at the lost ids, below it
+    assert resume_at == log[1][0], [(p, e.command_id) for p, e in log]
