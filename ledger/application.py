@@ -253,6 +253,9 @@ class Ledger:
         self._runs_lock = threading.Lock()
         self._closed = False
         self._reader: Ledger | None = None
+        # Transient store failures met so far (each one retried or raised): a log read that
+        # met one may have been answered by another server than the one before it (read_log).
+        self._store_failures = 0
 
     # ---------------------------------------------------------------- opening and closing
 
@@ -973,13 +976,37 @@ class Ledger:
         """
         check_count(after, "after")
         check_count(limit, "limit", minimum=1)
+        failures = self._store_failures
         notes: list[Notification] = list(
             self._store_call(
                 "read_log",
                 lambda: self.recorder.select_notifications(after, limit, inclusive_of_start=False),
             )
         )
+        if after and self._store_failures != failures:
+            self._check_still_there(after)
         return [(n.id, self._to_event(n)) for n in notes]
+
+    def _check_still_there(self, after: int) -> None:
+        """After a read that had to reconnect: the event at ``after`` must still be stored.
+
+        A connection lost and made again through a multi-host URL may reach another server:
+        a promoted standby that lost the last commits. Its new events may then take positions
+        below ``after`` (the lost transactions' ids are used again): reading on after
+        ``after`` would skip them. The reader is told instead (``StoreUnavailable``), as after
+        any outage; a follower then resumes from ``resume_position`` (``LogFollower``).
+
+        Raises:
+            StoreUnavailable: the event at ``after`` is not in the store.
+        """
+        found = self._store_call("resume", lambda: self.recorder.resume_position(after))
+        if found != after:
+            raise StoreUnavailable(
+                self.store_display,
+                "read_log",
+                f"the event at position {after} is no longer in the store (lost in a failover, "
+                f"or purged): read on after position {found}, the newest one it still holds",
+            )
 
     def iter_log(
         self, after: int = 0, page_size: int = 1000
@@ -1378,6 +1405,7 @@ class Ledger:
                     raise failure from exc
                 if not isinstance(exc, (OperationalError, InterfaceError)):
                     raise  # a programming or data error: no retry mends it
+                self._store_failures += 1
                 if self._closed:
                     raise LedgerClosed(self.store_display, operation, str(exc)) from exc
                 if attempt == self.settings.store_retries:
