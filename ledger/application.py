@@ -98,6 +98,8 @@ from ledger.events import (
     Snapshot,
     Yielded,
 )
+from ledger.follow import Seen
+from ledger.follow import seen as follow_seen
 from ledger.settings import LedgerSettings
 from ledger.store import (
     CommandAlreadyRecorded,
@@ -110,7 +112,7 @@ from ledger.typed import to_json
 from ledger.watch import LogWatcher
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Iterator
+    from collections.abc import Callable, Iterable, Iterator, Sequence
     from types import TracebackType
 
     Decide = Callable[[CheckpointState, datetime, str], CheckpointEvent | None]
@@ -256,6 +258,7 @@ class Ledger:
         # Transient store failures met so far (each one retried or raised): a log read that
         # met one may have been answered by another server than the one before it (read_log).
         self._store_failures = 0
+        self._returned = _Returned()
 
     # ---------------------------------------------------------------- opening and closing
 
@@ -334,18 +337,48 @@ class Ledger:
         """
         return self if self._reader is None else self._reader
 
-    def resume_position(self, position: int) -> int:
+    def resume_position(self, position: int, seen: Sequence[Seen] = ()) -> int:
         """Where a log reader that handled up to ``position`` resumes (read on the reader).
 
         ``position`` itself while its event is in the store; else the newest position below it
         that is: after a purge, or a failover that lost the last commits
-        (:meth:`LedgerRecorder.resume_position` says why that reads nothing twice and
-        misses nothing).
+        (:meth:`LedgerRecorder.resume_position` says why that reads nothing twice and misses
+        nothing). ``seen``: the last events the reader handled, oldest first
+        (``ledger.follow.seen``; ``LogFollower.remember`` keeps them). The newest of them the
+        store still holds *as the same event* is where it resumes: a promoted server hands
+        the lost transactions' ids out again, so a new event may sit at a position the reader
+        saw, and the position alone would take it for one both servers hold. Only when none
+        of ``seen`` is left, by position from below the oldest of them.
         """
         check_count(position, "position")
         if self._reader is not None:
-            return self._reader.resume_position(position)
+            return self._reader.resume_position(position, seen)
+        return self._resume(position, seen)
+
+    def _resume(self, position: int, seen: Sequence[Seen]) -> int:
+        """:meth:`resume_position` on this ledger's own store."""
+        if seen:
+            kept = [item for item in seen if item[0] <= position]
+            notes = self._store_call(
+                "resume", lambda: self.recorder.notifications_at([item[0] for item in kept])
+            )
+            held = {n.id: follow_seen(n.id, self._to_event(n)) for n in notes}
+            for item in reversed(kept):
+                if held.get(item[0]) == item:
+                    return item[0]
+            if kept:
+                position = kept[0][0] - 1  # everything it remembers is gone: go on before it
         return self._store_call("resume", lambda: self.recorder.resume_position(position))
+
+    @property
+    def store_failures(self) -> int:
+        """Transient store failures this ledger met so far (each retried, or raised).
+
+        A log reader that sees it change may be reading another server than before (a
+        connection made again through a multi-host URL after a failover): it checks where it
+        stands (``LogFollower`` calls ``resume_position``).
+        """
+        return self._store_failures
 
     def close(self) -> None:
         """Stop watching the log and release the store's connections. Idempotent."""
@@ -985,7 +1018,10 @@ class Ledger:
         )
         if after and self._store_failures != failures:
             self._check_still_there(after)
-        return [(n.id, self._to_event(n)) for n in notes]
+        events = [(n.id, self._to_event(n)) for n in notes]
+        if events:
+            self._returned.remember(events[-1])
+        return events
 
     def _check_still_there(self, after: int) -> None:
         """After a read that had to reconnect: the event at ``after`` must still be stored.
@@ -996,10 +1032,14 @@ class Ledger:
         ``after`` would skip them. The reader is told instead (``StoreUnavailable``), as after
         any outage; a follower then resumes from ``resume_position`` (``LogFollower``).
 
+        The event itself is checked when this ledger returned it (as the last of a read:
+        where a follower's next read starts), since a new event may take its very position.
+
         Raises:
             StoreUnavailable: the event at ``after`` is not in the store.
         """
-        found = self._store_call("resume", lambda: self.recorder.resume_position(after))
+        last = self._returned.get(after)
+        found = self._resume(after, () if last is None else [last])
         if found != after:
             raise StoreUnavailable(
                 self.store_display,
@@ -1416,6 +1456,27 @@ class Ledger:
                 time.sleep(delay)
                 delay *= 2
         raise AssertionError  # pragma: no cover  (the loop always returns or raises)
+
+
+class _Returned:
+    """The last events ``read_log`` returned last in a read: where followers read on from."""
+
+    KEPT = 1024
+
+    def __init__(self) -> None:
+        self._items: OrderedDict[int, Seen] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def remember(self, item: tuple[int, CheckpointEvent]) -> None:
+        position, event = item
+        with self._lock:
+            self._items[position] = follow_seen(position, event)
+            if len(self._items) > self.KEPT:
+                self._items.popitem(last=False)
+
+    def get(self, position: int) -> Seen | None:
+        with self._lock:
+            return self._items.get(position)
 
 
 RUN_VIEWS_KEPT = 8

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, SerializeAsAny
 from reactivex.disposable import Disposable
 
 from ledger import CheckpointEvent, Ledger, LogFollower, check_count, check_run_id
+from ledger.follow import seen
 
 if TYPE_CHECKING:
     from reactivex import Observable, abc
@@ -131,5 +132,6 @@ def _read_batch(
             observer.on_error(exc)
             return False
     if rows:
+        follower.remember(seen(p, e) for p, e in rows)
         follower.advance(rows[-1][0])
     return len(rows) == batch_size

@@ -44,6 +44,7 @@ from starlette.responses import StreamingResponse
 from ckl.server.errors import ErrorBody
 from ckl.server.state import State, require
 from ledger import InvalidInput, LogFollower, TooManyStreams, check_run_id
+from ledger.follow import seen
 from streams.tail import StreamEvent
 
 if TYPE_CHECKING:
@@ -146,7 +147,13 @@ class StreamHub:
         self._per_client: dict[str, int] = {}
         self._in_flight = threading.Semaphore(PAGES_IN_FLIGHT)
         self._follower = LogFollower(
-            ledger, self._read_page, name="ckl-sse-hub", what="streams", log=log, position=start
+            ledger,
+            self._read_page,
+            name="ckl-sse-hub",
+            what="streams",
+            log=log,
+            position=start,
+            resume=ledger.resume_position,
         )
 
     # ------------------------------------------------------------- life cycle
@@ -189,6 +196,7 @@ class StreamHub:
         except RuntimeError:  # the loop is closed: the server is gone
             self._in_flight.release()
             return False
+        follower.remember(seen(p, e) for p, e in rows)
         follower.advance(last)
         return len(rows) == PAGE
 
@@ -222,6 +230,7 @@ class StreamHub:
                 if follower.stopping:
                     return False
         if idle:
+            follower.forget()  # moved without reading: nothing to resume exactly from
             follower.advance(head)
         return not idle
 

@@ -431,6 +431,23 @@ class LogListener(Protocol):
         ...
 
 
+_AT = (
+    "SELECT notification_id, originator_id, originator_version, topic, state FROM "
+    f"{EVENTS_TABLE} WHERE notification_id IN ({{marks}})"
+)
+_AT_PAGE = 500
+
+
+def _as_uuid(value: object) -> UUID:
+    return value if isinstance(value, UUID) else UUID(str(value))
+
+
+Seen = tuple[int, UUID, int, str | None]
+"""An event a reader handled: its position, checkpoint id, version and command id.
+
+The command id tells a version written again by another command, at a position a lost
+transaction's reused id gave it, from the event the reader handled (``resume_position``).
+"""
 _RESUME_AT = (
     f"SELECT coalesce((SELECT notification_id FROM {EVENTS_TABLE} WHERE notification_id = %s),"
     f" (SELECT max(notification_id) FROM {EVENTS_TABLE} WHERE notification_id < %s{{horizon}}))"
@@ -620,7 +637,7 @@ class LedgerRecorder(ProcessRecorder):
         return (int(rows[0][0]), str(rows[0][1])) if rows else None
 
     def resume_position(self, position: int) -> int:
-        """Where a reader that handled everything up to ``position`` resumes.
+        """Where a reader that handled everything up to ``position`` resumes, by position.
 
         The same position if its event is still in the store (or ``position`` is 0), else the
         newest position below it that is. A position's event vanishes when a run is purged
@@ -635,6 +652,18 @@ class LedgerRecorder(ProcessRecorder):
         rows = self._query(_RESUME_AT.format(horizon=self.horizon_clause), (position, position))
         found = rows[0][0] if rows else None
         return 0 if found is None else int(found)
+
+    def notifications_at(self, positions: Sequence[int]) -> list[Notification]:
+        """The events the store holds at these positions (in no particular order)."""
+        found: list[Notification] = []
+        for start in range(0, len(positions), _AT_PAGE):
+            page = positions[start : start + _AT_PAGE]
+            marks = ", ".join(["%s"] * len(page))
+            found.extend(
+                self._notification(row, _as_uuid(row[1]))
+                for row in self._query(_AT.format(marks=marks), page)
+            )
+        return found
 
     def forget_head(self, originator_id: UUID) -> None:
         """Forget the head remembered for a checkpoint (its store lost what this process wrote)."""

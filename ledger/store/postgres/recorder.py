@@ -133,9 +133,6 @@ class PostgresLedgerRecorder(LedgerRecorder):
         self._connect_timeout = settings.connect_timeout
         synchronous_commit = "on" if settings.durability == "full" else "off"
         options = f"-c synchronous_commit={synchronous_commit}"
-        if self.read_only:
-            # Every transaction of every session read-only: the server refuses any write too.
-            options += " -c default_transaction_read_only=on"
 
         self._connect_kwargs: dict[str, Any] = {
             "autocommit": True,
@@ -175,6 +172,16 @@ class PostgresLedgerRecorder(LedgerRecorder):
             conn.close()
             msg = f"{STANDBY_MARK} ({host}: in recovery, read-only)"
             raise OperationalError(msg)
+        if self.read_only:
+            # Every transaction of the session read-only: the server refuses any write too.
+            # Set once connected, not in the startup options: libpq's target_session_attrs
+            # (read-write, primary) reads the session's default to pick a server, and would
+            # refuse every host of a multi-host URL.
+            try:
+                conn.execute("SET default_transaction_read_only = on")
+            except psycopg.Error as exc:
+                conn.close()
+                raise translate(exc) from exc
         return conn
 
     def is_standby(self) -> bool:
