@@ -17,8 +17,9 @@ The replication lag is probed from the parent while the windows run: it reads th
 ``pg_current_wal_flush_lsn()`` (every acknowledged commit is below it) and then asks the standby
 for ``pg_last_wal_replay_lsn()`` every `_PROBE_POLL` until it has replayed that far; the time
 between is one sample (resolution `_PROBE_POLL`). The same query samples
-``pg_stat_replication.replay_lag`` and the bytes the standby's replay is behind, as the
-primary reports them.
+``pg_stat_replication``'s ``flush_lag`` and ``replay_lag`` and the bytes the standby's flush
+and replay are behind, as the primary reports them: what the standby had not flushed is what
+a failover to it would lose.
 
 Modes: ``async`` (as started) and ``sync``: ``ALTER SYSTEM SET synchronous_standby_names`` to
 the standby and a reload, so that a commit returns only once the standby flushed it (the
@@ -90,10 +91,10 @@ class ReplicaProfile:
 FULL = ReplicaProfile(
     name="full",
     writers=8,
-    window=10.0,
-    rounds=4,
+    window=6.0,
+    rounds=6,
     sweep=(1, 2, 4, 8, 16),
-    sweep_window=4.0,
+    sweep_window=3.0,
     fsync=True,
 )
 QUICK = ReplicaProfile(
@@ -109,10 +110,14 @@ class Probe:
     """``time.monotonic_ns()`` when it read the primary's position."""
     replayed: float
     """Seconds until the standby had replayed that position."""
+    flush_lag: float | None
+    """``pg_stat_replication.flush_lag`` at the same moment, seconds (None: idle)."""
     replay_lag: float | None
-    """``pg_stat_replication.replay_lag`` at the same moment, seconds (None: idle)."""
-    behind: int | None
-    """Bytes between the primary's flush position and the standby's reported replay."""
+    """``pg_stat_replication.replay_lag`` likewise."""
+    unflushed: int | None
+    """Bytes between the primary's flush position and what the standby reported flushed."""
+    unreplayed: int | None
+    """Bytes between the primary's flush position and what the standby reported replayed."""
     sync_state: str | None
 
 
@@ -173,7 +178,9 @@ class _Prober:
 
     _PRIMARY = """
         SELECT pg_current_wal_flush_lsn()::text,
+               extract(epoch FROM r.flush_lag)::float8,
                extract(epoch FROM r.replay_lag)::float8,
+               pg_wal_lsn_diff(pg_current_wal_flush_lsn(), r.flush_lsn)::bigint,
                pg_wal_lsn_diff(pg_current_wal_flush_lsn(), r.replay_lsn)::bigint,
                r.sync_state
         FROM (SELECT 1) AS one
@@ -216,7 +223,7 @@ class _Prober:
         at = time.monotonic_ns()
         row = primary.execute(self._PRIMARY, [self.name]).fetchone()
         assert row is not None
-        lsn, replay_lag, behind, sync_state = row
+        lsn, flush_lag, replay_lag, unflushed, unreplayed, sync_state = row
         while not self.stopping.is_set():
             done = standby.execute(
                 "SELECT coalesce(pg_last_wal_replay_lsn() >= %s::pg_lsn, false)", [lsn]
@@ -230,11 +237,17 @@ class _Prober:
             Probe(
                 at=at,
                 replayed=(time.monotonic_ns() - at) / 1e9,
-                replay_lag=None if replay_lag is None else float(str(replay_lag)),
-                behind=None if behind is None else int(str(behind)),
+                flush_lag=_number(flush_lag),
+                replay_lag=_number(replay_lag),
+                unflushed=None if unflushed is None else int(str(unflushed)),
+                unreplayed=None if unreplayed is None else int(str(unreplayed)),
                 sync_state=None if sync_state is None else str(sync_state),
             )
         )
+
+
+def _number(value: object) -> float | None:
+    return None if value is None else float(str(value))
 
 
 def _set_mode(url: str, mode: str, standby_name: str) -> None:
@@ -466,21 +479,18 @@ def _states(probes: list[Probe]) -> str:
     return ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
 
 
-def _replication(probes: list[Probe]) -> tuple[str, str, str]:
-    replayed = [p.replayed for p in probes]
-    stat = [p.replay_lag for p in probes if p.replay_lag is not None]
-    behind = [float(p.behind) for p in probes if p.behind is not None]
-    kib = (
-        f"{_quantile(behind, 50) / 1024:,.1f} / {_quantile(behind, 99) / 1024:,.1f}"
-        if behind
-        else "—"
-    )
-    stat_text = (
-        f"{_ms(_quantile(stat, 50))} / {_ms(_quantile(stat, 99))} ({len(stat)} of {len(probes)})"
-        if stat
-        else "— (NULL: idle)"
-    )
-    return _lag(replayed), stat_text, kib
+def _stat(values: list[float], count: int) -> str:
+    if not values:
+        return "— (NULL: idle)"
+    return f"{_ms(_quantile(values, 50))} / {_ms(_quantile(values, 99))} ({len(values)} of {count})"
+
+
+def _kib(values: list[int | None]) -> str:
+    found = [float(v) for v in values if v is not None]
+    if not found:
+        return "—"
+    parts = (_quantile(found, 50), _quantile(found, 99), max(found))
+    return " / ".join(f"{v / 1024:,.1f}" for v in parts)
 
 
 def _modes_rows(results: ReplicaResults) -> list[list[str]]:
@@ -489,7 +499,6 @@ def _modes_rows(results: ReplicaResults) -> list[list[str]]:
     for mode in MODES:
         ours = results.of("modes", mode, "ledger", writers)
         raw = results.of("modes", mode, "raw", writers)
-        replayed, stat, kib = _replication(_probes(ours))
         rows.append(
             [
                 mode,
@@ -500,11 +509,7 @@ def _modes_rows(results: ReplicaResults) -> list[list[str]]:
                 _lag(_pooled(ours, "standby")),
                 f"{times(_lag_ratio(ours, 50))} / {times(_lag_ratio(ours, 99))}",
                 _lag([g for w in ours for g in w.gap]),
-                replayed,
-                stat,
-                kib,
                 f"{_checked(ours, 'primary')}; {_checked(ours, 'standby')}",
-                _states(_probes(ours)),
             ]
         )
     return rows
@@ -518,11 +523,49 @@ _MODES_HEADER = [
     "tail on the primary: lag p50 / p99 / max ms",
     "tail on the standby: lag p50 / p99 / max ms",
     "standby ÷ primary lag, p50 / p99",
-    "standby's tail after the primary's, p50 / p99 / max ms",
-    "replay probe p50 / p99 / max ms",
-    "`replay_lag` p50 / p99 ms (samples)",
-    "replay behind p50 / p99 KiB",
+    "the standby's tail after the primary's, p50 / p99 / max ms",
     "events checked / anomalies: primary; standby",
+]
+
+
+def _replication_rows(results: ReplicaResults) -> list[list[str]]:
+    writers = results.profile.writers
+    rows = []
+    for mode in MODES:
+        ours = results.of("modes", mode, "ledger", writers)
+        probes = _probes(ours)
+        flush = [p.flush_lag for p in probes if p.flush_lag is not None]
+        rate = results.rate("modes", mode, "ledger", writers).median
+        at_risk = (
+            "none: a commit returns once the standby flushed it"
+            if mode == "sync"
+            else f"{rate * _quantile(flush, 99):,.1f} / {rate * max(flush):,.1f}"
+            if flush
+            else "—"
+        )
+        rows.append(
+            [
+                mode,
+                _lag([p.replayed for p in probes]),
+                _stat(flush, len(probes)),
+                _stat([p.replay_lag for p in probes if p.replay_lag is not None], len(probes)),
+                _kib([p.unflushed for p in probes]),
+                _kib([p.unreplayed for p in probes]),
+                at_risk,
+                _states(probes),
+            ]
+        )
+    return rows
+
+
+_REPLICATION_HEADER = [
+    "standby",
+    "replay probe p50 / p99 / max ms",
+    "`flush_lag` p50 / p99 ms (samples)",
+    "`replay_lag` p50 / p99 ms (samples)",
+    "not yet flushed there p50 / p99 / max KiB",
+    "not yet replayed there p50 / p99 / max KiB",
+    "acknowledged events a failover could lose: events/s × `flush_lag` p99 / max",
     "`sync_state` seen by the probes",
 ]
 
@@ -535,7 +578,7 @@ def _sweep_rows(results: ReplicaResults) -> list[list[str]]:
         ours = results.of("sweep", "async", "ledger", count)
         raw = results.of("sweep", "async", "raw", count)
         scaling = Spread.of([o.rate / b.rate for o, b in zip(ours, base, strict=True)])
-        replayed, _, _ = _replication(_probes(ours))
+        replayed = _lag([p.replayed for p in _probes(ours)])
         rows.append(
             [
                 str(count),
@@ -614,9 +657,12 @@ def section(results: ReplicaResults, number: int = 12) -> list[str]:
             "windows; both tails are checked for every acknowledged event exactly once, in ",
             "order. Replay probe: the primary's `pg_current_wal_flush_lsn()` read, then the ",
             "standby's `pg_last_wal_replay_lsn()` polled every 1 ms until it reached it, every ",
-            "20 ms during the windows; `replay_lag` and the bytes behind are ",
-            "`pg_stat_replication`'s at the same moments (its `replay_lag` is NULL while the ",
-            "standby is caught up and idle). `sync`: `synchronous_standby_names` set to the ",
+            "20 ms during the windows (it starts before the primary's position is read: an ",
+            "upper bound); `flush_lag`, `replay_lag` and the bytes behind are ",
+            "`pg_stat_replication`'s at the same moments (its lags are NULL while the standby ",
+            "is caught up and idle). What a failover to an asynchronous standby can lose is what ",
+            "the standby had not flushed (`flush_lag`); what a reader there has not seen yet is ",
+            "what it had not replayed. `sync`: `synchronous_standby_names` set to the ",
             "standby and reloaded (a commit returns once the standby flushed its WAL); `async`: ",
             "emptied. Both modes on the same pair, alternating, with raw single-row INSERT + ",
             "COMMIT windows (section 1's, same processes) as the baseline; ratios are taken ",
@@ -625,6 +671,10 @@ def section(results: ReplicaResults, number: int = 12) -> list[str]:
         ),
         "",
         table(_MODES_HEADER, _modes_rows(results)),
+        "",
+        "Replication, probed during the same windows (ours):",
+        "",
+        table(_REPLICATION_HEADER, _replication_rows(results)),
         "",
         text(
             f"Synchronous ÷ asynchronous events/s with {writers} writers: ours ",
