@@ -245,7 +245,9 @@ class LogFollower:
 
     def _resumed(self, position: int) -> None:
         """Go on from ``position`` (``resume``'s answer), saying so if it moved back."""
-        if position != self._position:
+        if position > self._position:  # e.g. views whose tracking another process moved on
+            self.advance(position)
+        elif position < self._position:
             self._log.warning(
                 "%s: the event at position %d is no longer in the store (lost in a failover, "
                 "or purged); going on after position %d, the newest one it still holds",
