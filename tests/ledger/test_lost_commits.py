@@ -9,11 +9,13 @@ past the append-only guard with a purge permit, as only the store's owner can.
 from __future__ import annotations
 
 import logging
+import threading
 from typing import TYPE_CHECKING
 
 import pytest
 
 from ledger import CheckpointNotFound, Ledger, LedgerSettings, verify_chains
+from streams import StreamEvent, run_stream
 from tests._loss import lose_events_after
 
 if TYPE_CHECKING:
@@ -115,3 +117,46 @@ def test_a_reader_resumes_from_the_last_position_the_store_still_holds(ledger: L
     assert ledger.resume_position(positions[4]) == positions[3]  # lost: the one below
     assert ledger.resume_position(positions[2]) == positions[1]
     assert ledger.resume_position(positions[4] + 10**6) == positions[3]
+
+
+def test_a_follower_checks_where_it_stands_after_its_ledger_met_a_store_failure(
+    ledger: Ledger, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A read retried within the ledger's retries may have reached another server.
+
+    The follower is told by the ledger's failure count, and resumes from the newest event it
+    handled that the store still holds as the same one; a store that lost nothing costs it
+    nothing but that look.
+    """
+    token = ledger.create_checkpoint("run-followed", 0)
+    for n in range(1, 4):
+        ledger.checkpoint_yield(token, cursor=n, items_processed=n)
+    got: list[StreamEvent] = []
+    arrived = threading.Condition()
+
+    def on_next(item: StreamEvent) -> None:
+        with arrived:
+            got.append(item)
+            arrived.notify_all()
+
+    def wait_for(count: int) -> None:
+        with arrived:
+            assert arrived.wait_for(lambda: len(got) >= count, 10.0), got
+
+    subscription = run_stream(ledger, "run-followed").subscribe(on_next=on_next)
+    try:
+        wait_for(4)
+        kept = got[1].position
+        lose_events_after(ledger, token, 2)  # the last two yields, delivered, are gone
+        with caplog.at_level(logging.WARNING, logger="streams"):
+            ledger._store_failures += 1  # as a retried read that reconnected counts it
+            ledger.checkpoint_yield(token, cursor=3, items_processed=3)  # version 3 again
+            wait_for(5)
+        assert got[4].event.originator_version == 3
+        resumed = [
+            r.getMessage() for r in caplog.records if "no longer in the store" in r.getMessage()
+        ]
+        assert resumed, caplog.text
+        assert f"going on after position {kept}" in resumed[0]
+    finally:
+        subscription.dispose()
