@@ -358,18 +358,13 @@ class Ledger:
     def _resume(self, position: int, seen: Sequence[Seen]) -> int:
         """:meth:`resume_position` on this ledger's own store."""
         kept = [item for item in seen if item[0] <= position]
-        # Newest first, a page at a time: normally the newest is still there, one row read.
-        for end in range(len(kept), 0, -RESUME_PAGE):
-            page = kept[max(0, end - RESUME_PAGE) : end]
-            positions = [item[0] for item in page]
-            notes = self._store_call(
-                "resume", functools.partial(self.recorder.notifications_at, positions)
+        # Newest first: normally the newest is still there, one row read.
+        for item in reversed(kept):
+            note = self._store_call(
+                "resume", functools.partial(self.recorder.notification_at, item[0])
             )
-            held = {n.id: n for n in notes}
-            for item in reversed(page):
-                note = held.get(item[0])
-                if note is not None and follow_seen(note.id, self._to_event(note)) == item:
-                    return item[0]
+            if note is not None and follow_seen(note.id, self._to_event(note)) == item:
+                return item[0]
         if kept:
             position = kept[0][0] - 1  # everything it remembers is gone: go on before it
         return self._store_call("resume", lambda: self.recorder.resume_position(position))
@@ -1483,8 +1478,6 @@ class _Returned:
             return self._items.get(position)
 
 
-RESUME_PAGE = 64
-"""Remembered events looked up per query when a reader resumes (``resume_position``)."""
 RUN_VIEWS_KEPT = 8
 """Runs whose checkpoint states ``Ledger.run_states`` keeps between calls."""
 RUN_VIEW_PAGE = 1000

@@ -433,25 +433,17 @@ class LogListener(Protocol):
 
 _AT = (
     "SELECT notification_id, originator_id, originator_version, topic, state FROM "
-    f"{EVENTS_TABLE} WHERE notification_id IN ({{marks}})"
+    f"{EVENTS_TABLE} WHERE notification_id = %s"
 )
-_AT_PAGE = 500
+_RESUME_AT = (
+    f"SELECT coalesce((SELECT notification_id FROM {EVENTS_TABLE} WHERE notification_id = %s),"
+    f" (SELECT max(notification_id) FROM {EVENTS_TABLE} WHERE notification_id < %s))"
+)
 
 
 def _as_uuid(value: object) -> UUID:
     return value if isinstance(value, UUID) else UUID(str(value))
 
-
-Seen = tuple[int, UUID, int, str | None]
-"""An event a reader handled: its position, checkpoint id, version and command id.
-
-The command id tells a version written again by another command, at a position a lost
-transaction's reused id gave it, from the event the reader handled (``resume_position``).
-"""
-_RESUME_AT = (
-    f"SELECT coalesce((SELECT notification_id FROM {EVENTS_TABLE} WHERE notification_id = %s),"
-    f" (SELECT max(notification_id) FROM {EVENTS_TABLE} WHERE notification_id < %s{{horizon}}))"
-)
 
 HEADS_KEPT = 4096
 """Checkpoint heads a recorder remembers (a few hundred KB): more than a worker writes at once."""
@@ -483,8 +475,8 @@ class LedgerRecorder(ProcessRecorder):
     store: StoreURL
     postgres_dialect: ClassVar[bool] = False
     """Whether the tables are PostgreSQL's (the projections' page writer picks its SQL by it)."""
-    horizon_clause: ClassVar[str] = ""
-    """SQL ``AND …`` keeping a read of positions below the visible horizon (PostgreSQL)."""
+    resume_sql: ClassVar[str] = _RESUME_AT
+    """``resume_position``'s statement (PostgreSQL's also stops at the visible horizon)."""
 
     def __init__(self, store: StoreURL, settings: LedgerSettings) -> None:
         """Connect to ``store`` (``ledger.store.backends`` constructs every backend so).
@@ -649,21 +641,14 @@ class LedgerRecorder(ProcessRecorder):
         """
         if position <= 0:
             return 0
-        rows = self._query(_RESUME_AT.format(horizon=self.horizon_clause), (position, position))
+        rows = self._query(self.resume_sql, (position, position))
         found = rows[0][0] if rows else None
         return 0 if found is None else int(found)
 
-    def notifications_at(self, positions: Sequence[int]) -> list[Notification]:
-        """The events the store holds at these positions (in no particular order)."""
-        found: list[Notification] = []
-        for start in range(0, len(positions), _AT_PAGE):
-            page = positions[start : start + _AT_PAGE]
-            marks = ", ".join(["%s"] * len(page))
-            found.extend(
-                self._notification(row, _as_uuid(row[1]))
-                for row in self._query(_AT.format(marks=marks), page)
-            )
-        return found
+    def notification_at(self, position: int) -> Notification | None:
+        """The event the store holds at ``position``, if any (one probe of the index)."""
+        rows = self._query(_AT, (position,))
+        return self._notification(rows[0], _as_uuid(rows[0][1])) if rows else None
 
     def forget_head(self, originator_id: UUID) -> None:
         """Forget the head remembered for a checkpoint (its store lost what this process wrote)."""

@@ -123,7 +123,11 @@ class PostgresLedgerRecorder(LedgerRecorder):
     """The ledger's event and snapshot tables in one PostgreSQL database."""
 
     postgres_dialect: ClassVar[bool] = True
-    horizon_clause: ClassVar[str] = f" AND notification_id < {VISIBLE_HORIZON}"
+    resume_sql: ClassVar[str] = (
+        f"SELECT coalesce((SELECT notification_id FROM {EVENTS_TABLE} WHERE notification_id = %s),"
+        f" (SELECT max(notification_id) FROM {EVENTS_TABLE} WHERE notification_id < %s"
+        f" AND notification_id < {VISIBLE_HORIZON}))"
+    )
     clock_refresh: ClassVar[float] = 30.0
     """Seconds between measurements of the server's clock (``database_now``)."""
 
