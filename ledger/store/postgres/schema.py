@@ -7,7 +7,10 @@ and archive markers (``ledger.chain``, ``ledger.archive``). Version 4: the run i
 eventsourcing's tracking table, which takes over the projections' ``ckl_view_tracking`` rows.
 Version 5: the command id is a column with a partial unique index, ``COMMAND_INDEX``
 (idempotent commands; ``_migrate_to_5``). Version 6: the insert trigger refuses a row without
-a hash (a writer of an older schema, still running after an upgrade). The schema is created
+a hash (a writer of an older schema, still running after an upgrade). Version 7: the
+partitioning table, ``ckl_partitioning`` (empty: ``ckl_events`` is one plain table; one row:
+it is partitioned by position range, ``ledger.store.postgres.partitions``), so that code which
+does not know partitions refuses a store that may be partitioned. The schema is created
 once, under an advisory lock (:func:`create_schema`), so many processes may open a new store
 together.
 """
@@ -23,6 +26,7 @@ from ledger.store.base import (
     ARCHIVES_TABLE,
     COMMAND_INDEX,
     EVENTS_TABLE,
+    PARTITIONING_TABLE,
     PURGE_PERMITS_TABLE,
     SNAPSHOTS_TABLE,
     TRACKING_TABLE,
@@ -46,7 +50,7 @@ __all__ = [
     "schema_version",
 ]
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 OLD_WRITER_SQLSTATE = "23CK6"
 """Raised by the insert trigger for a row without a hash: a writer older than the store's schema
 (class 23, an integrity constraint violation, as SQLite's trigger refusal is)."""
@@ -194,6 +198,13 @@ SCHEMA = [
         BEFORE INSERT ON {EVENTS_TABLE} FOR EACH ROW
         WHEN (NEW.originator_version = 1 OR NEW.event_hash IS NULL)
         EXECUTE FUNCTION ckl_guard_insert()""",
+    # Schema 7. One row once `ckl partitions enable` partitioned the event table: the size of
+    # each new partition, in transactions (ledger.store.postgres.partitions).
+    f"""CREATE TABLE IF NOT EXISTS {PARTITIONING_TABLE} (
+        singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+        size bigint NOT NULL CHECK (size > 0),
+        enabled_at text NOT NULL
+    )""",
 ]
 
 
@@ -204,6 +215,13 @@ def schema_version(conn: psycopg.Connection[Any]) -> int | None:
         return None
     current = conn.execute("SELECT max(version) FROM ckl_schema").fetchone()
     return None if current is None or current[0] is None else int(current[0])
+
+
+def _partitioned(conn: psycopg.Connection[Any]) -> bool:
+    row = conn.execute(
+        "SELECT relkind = 'p' FROM pg_class WHERE oid = to_regclass(%s)", (EVENTS_TABLE,)
+    ).fetchone()
+    return bool(row and row[0])
 
 
 def _migrate_from_1(conn: psycopg.Connection[Any]) -> None:
@@ -295,14 +313,23 @@ _MIGRATIONS: tuple[tuple[int, Callable[[psycopg.Connection[Any]], None]], ...] =
 def create_schema(conn: psycopg.Connection[Any], display: str) -> None:
     """Create (or migrate) the schema once: a cheap check, then DDL under an advisory lock.
 
-    ``conn`` is in autocommit mode; ``display`` names the store in errors.
+    ``conn`` is in autocommit mode; ``display`` names the store in errors. On a partitioned
+    store, the partitions the next transactions will need are also created here if they are
+    due (``partitions.prepare_partitions``: one query when none is).
 
     Raises:
         eventsourcing.persistence.ProgrammingError: the store was made by a newer
             checkpoint-ledger, or cannot be migrated (see ``_migrate_from_1``).
     """
-    if schema_version(conn) == SCHEMA_VERSION:
-        return
+    if schema_version(conn) != SCHEMA_VERSION:
+        _create_or_migrate(conn, display)
+    # Imported here: partitions builds on this module's DDL (a module-level import would cycle).
+    from ledger.store.postgres.partitions import prepare_partitions  # noqa: PLC0415
+
+    prepare_partitions(conn)
+
+
+def _create_or_migrate(conn: psycopg.Connection[Any], display: str) -> None:
     with conn.transaction():
         # Concurrent openers wait here instead of racing CREATE statements.
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key("schema"),))
@@ -320,7 +347,8 @@ def create_schema(conn: psycopg.Connection[Any], display: str) -> None:
         for version, migrate in _MIGRATIONS:
             if found is not None and found < version:
                 migrate(conn)
-        conn.execute(_COMMAND_INDEX_DDL)
+        if not _partitioned(conn):  # a partitioned store has one per partition instead
+            conn.execute(_COMMAND_INDEX_DDL)
         conn.execute(
             "INSERT INTO ckl_schema (version) VALUES (%s) "
             "ON CONFLICT (singleton) DO UPDATE SET version = EXCLUDED.version",

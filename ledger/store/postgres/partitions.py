@@ -1,0 +1,563 @@
+"""``ckl_events`` partitioned by position range, so that retention costs a ``DETACH``.
+
+Positions are ``xid * 65536 + n`` (``positions``), so a range of positions is a range of
+transactions: partition ``ckl_events_xid_<first>`` holds the events of the transactions
+``first`` to ``end`` (exclusive), ``size`` transactions each (``ckl_partitioning.size``). Every
+later transaction has a higher id, so the oldest partitions fill first and stop being written
+once the visible horizon (``pg_snapshot_xmin``) passes their end: from then on nothing can
+commit into them, and a partition whose events all belong to archived runs can be detached.
+
+What the layout changes, and how the rest keeps its behaviour:
+
+- **Uniqueness.** PostgreSQL enforces a unique index on a partitioned table only if it includes
+  the partition key, which ``(originator_id, originator_version)`` and the command index do
+  not. Each partition has both as unique indexes (clashes inside a partition fail at the
+  insert, as before), and a statement trigger (``ckl_unique_across_partitions``) covers the
+  clashes between partitions: two writers whose transaction ids straddle a boundary. It takes
+  a transaction-scoped advisory lock per checkpoint (in key order, so two batches cannot
+  deadlock), then counts the rows of each new ``(checkpoint, version)`` and ``(checkpoint,
+  command)`` in the whole table. In READ COMMITTED each statement of the (volatile) trigger
+  function takes a new snapshot, so after the lock it sees what the other writer committed;
+  two rows mean a clash, raised as ``unique_violation`` naming the constraint the unpartitioned
+  table would (``ckl_events_pkey``, ``ckl_events_command_idx``), so the append code reports
+  it as before (``IntegrityError``, ``CommandAlreadyRecorded``).
+- **Creating partitions.** The partitions the next transactions need are created when a writer
+  opens the store (``prepare_partitions``, from ``create_schema``: one query when none is due)
+  and by ``ckl partitions create`` (cron it for long-running writers); a ``DEFAULT`` partition
+  catches positions no range covers, so an append never fails for want of a partition. A
+  partition is created as a plain table and then attached (``ATTACH`` takes a lock that lets
+  reads and appends go on; ``CREATE TABLE ... PARTITION OF`` would block them). A new range
+  starts above the default partition's rows, which stay there.
+- **Migration.** ``enable`` attaches the existing table, renamed ``ckl_events_xid_0``, as the
+  partition of every position below the migrating transaction's: no row is copied, so every
+  position, hash and command id stays as it is; the attach only scans the table to check its
+  bounds. The append-only triggers move to the new parent, which clones its row triggers
+  into every partition; statement triggers (TRUNCATE) are per table, so each partition gets its
+  own.
+- **Detach.** ``detach`` refuses a partition that transactions may still write into (its end
+  above the visible horizon), that holds any event of a run that is not archived (or of no
+  run), and the default partition; otherwise it detaches it, and deletes what the detached
+  runs left in later partitions (their last events, through purge permits as ``ckl archive``
+  does), their snapshots and view rows, so that a run is in the log entirely or not at all.
+  The detached table is then dropped, or kept with append-only triggers for the operator to
+  dump and drop.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+import psycopg
+
+from ledger.errors import InvalidInput, PartitionNotDetachable
+from ledger.store.base import (
+    ARCHIVES_TABLE,
+    COMMAND_INDEX,
+    EVENTS_TABLE,
+    PARTITIONING_TABLE,
+    PURGE_PERMITS_TABLE,
+    SNAPSHOTS_TABLE,
+    quote_identifier,
+)
+from ledger.store.partitioning import (
+    DetachReport,
+    EnableReport,
+    PartitionInfo,
+    PartitionsStatus,
+    check_partition_size,
+)
+from ledger.store.postgres.positions import POSITIONS_PER_TRANSACTION
+from ledger.store.postgres.schema import lock_key
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from ledger.store.base import SQLTransaction
+
+__all__ = [
+    "DEFAULT_PARTITION",
+    "FIRST_PARTITION",
+    "PARTITIONS_AHEAD",
+    "PostgresPartitioning",
+    "partition_name",
+    "prepare_partitions",
+]
+
+_log = logging.getLogger("ledger.postgres")
+
+PARTITIONS_AHEAD = 1
+"""Whole partitions kept ready beyond the one the next transaction writes into."""
+DEFAULT_PARTITION = f"{EVENTS_TABLE}_default"
+FIRST_PARTITION = f"{EVENTS_TABLE}_xid_0"
+"""The migrated table: every position below the migration's transaction."""
+_P = POSITIONS_PER_TRANSACTION
+_MAX_AHEAD = 1000
+_RUNS_SHOWN = 5
+# The two-key form of the advisory lock, which never collides with lock_key's one-key locks.
+_UNIQUE_LOCK_CLASS = lock_key("unique across partitions") >> 32
+_BOUND = re.compile(r"FROM \((MINVALUE|'?(-?\d+)'?)\) TO \((MAXVALUE|'?(-?\d+)'?)\)")
+_VIEW_TABLE_NAME = re.compile(r"ckl_view_[a-z0-9_]{1,50}")
+
+_IS_PARTITIONED = "SELECT relkind = 'p' FROM pg_class WHERE oid = to_regclass(%s)"
+_PARTITIONS = (
+    "SELECT c.relname, pg_get_expr(c.relpartbound, c.oid), c.reltuples::bigint "
+    "FROM pg_inherits AS i JOIN pg_class AS c ON c.oid = i.inhrelid "
+    "WHERE i.inhparent = to_regclass(%s)"
+)
+_SIZE = f"SELECT size FROM {PARTITIONING_TABLE}"
+_NEXT_XID = "SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint"
+_HORIZON_XID = "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
+_VIEW_TABLES = (
+    "SELECT table_name FROM information_schema.columns "
+    "WHERE table_schema = current_schema() AND column_name = 'checkpoint_id' "
+    "AND table_name LIKE 'ckl\\_view\\_%%' ORDER BY table_name"
+)
+_ARCHIVED_CHECKPOINTS = (
+    f"SELECT DISTINCT jsonb_object_keys(heads::jsonb) FROM {ARCHIVES_TABLE} "
+    "WHERE restored_at IS NULL"
+)
+
+# Cross-partition uniqueness (see the module docstring), after each INSERT statement. Run with
+# parameters (an empty tuple), so psycopg reads its placeholders: %% is a literal %.
+_UNIQUE_FUNCTION = f"""CREATE OR REPLACE FUNCTION ckl_unique_across_partitions() RETURNS trigger
+    LANGUAGE plpgsql AS $$
+    DECLARE clash record;
+    BEGIN
+        PERFORM pg_advisory_xact_lock({_UNIQUE_LOCK_CLASS}, k.key) FROM (
+            SELECT DISTINCT hashtext(originator_id::text) AS key FROM ckl_new ORDER BY 1
+        ) AS k;
+        SELECT n.originator_id, n.originator_version INTO clash FROM ckl_new AS n
+        WHERE (SELECT count(*) FROM {EVENTS_TABLE} AS e WHERE e.originator_id = n.originator_id
+               AND e.originator_version = n.originator_version) > 1
+        LIMIT 1;
+        IF FOUND THEN
+            RAISE EXCEPTION 'duplicate key value violates unique constraint "{EVENTS_TABLE}_pkey"'
+                USING ERRCODE = 'unique_violation', CONSTRAINT = '{EVENTS_TABLE}_pkey',
+                DETAIL = format('Key (originator_id, originator_version)=(%%s, %%s) '
+                                'already exists.', clash.originator_id, clash.originator_version);
+        END IF;
+        SELECT n.originator_id, n.command_id INTO clash FROM ckl_new AS n
+        WHERE n.command_id IS NOT NULL AND (SELECT count(*) FROM {EVENTS_TABLE} AS e
+               WHERE e.originator_id = n.originator_id AND e.command_id = n.command_id) > 1
+        LIMIT 1;
+        IF FOUND THEN
+            RAISE EXCEPTION 'duplicate key value violates unique constraint "{COMMAND_INDEX}"'
+                USING ERRCODE = 'unique_violation', CONSTRAINT = '{COMMAND_INDEX}',
+                DETAIL = format('Key (originator_id, command_id)=(%%s, %%s) already exists.',
+                                clash.originator_id, clash.command_id);
+        END IF;
+        RETURN NULL;
+    END $$"""
+
+# The parent's triggers: the same functions as the unpartitioned table's (schema.py).
+_PARENT_TRIGGERS = (
+    f"""CREATE TRIGGER {EVENTS_TABLE}_append_only
+        BEFORE UPDATE OR DELETE ON {EVENTS_TABLE}
+        FOR EACH ROW EXECUTE FUNCTION ckl_guard_events()""",
+    f"""CREATE TRIGGER {EVENTS_TABLE}_no_truncate
+        BEFORE TRUNCATE ON {EVENTS_TABLE}
+        FOR EACH STATEMENT EXECUTE FUNCTION ckl_refuse_change()""",
+    f"""CREATE TRIGGER {EVENTS_TABLE}_guard_insert
+        BEFORE INSERT ON {EVENTS_TABLE} FOR EACH ROW
+        WHEN (NEW.originator_version = 1 OR NEW.event_hash IS NULL)
+        EXECUTE FUNCTION ckl_guard_insert()""",
+    _UNIQUE_FUNCTION,
+    f"""CREATE TRIGGER {EVENTS_TABLE}_unique_across_partitions
+        AFTER INSERT ON {EVENTS_TABLE} REFERENCING NEW TABLE AS ckl_new
+        FOR EACH STATEMENT EXECUTE FUNCTION ckl_unique_across_partitions()""",
+)
+
+
+def partition_name(first_xid: int) -> str:
+    """The table name of the partition that starts at transaction ``first_xid``."""
+    return f"{EVENTS_TABLE}_xid_{first_xid}"
+
+
+def _grid_end(xid: int, size: int) -> int:
+    """The first transaction id of the partition after the one ``xid`` falls in."""
+    return (xid // size + 1) * size
+
+
+def _partition_tables(name: str) -> list[str]:
+    """The statements that make table ``name`` ready to attach: as the parent, plus its keys."""
+    return [
+        f"CREATE TABLE {name} (LIKE {EVENTS_TABLE} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)",
+        f"CREATE UNIQUE INDEX {name}_version_idx ON {name} (originator_id, originator_version)",
+        (
+            f"CREATE UNIQUE INDEX {name}_command_idx ON {name} (originator_id, command_id) "
+            "WHERE command_id IS NOT NULL"
+        ),
+        (
+            f"CREATE TRIGGER {name}_no_truncate BEFORE TRUNCATE ON {name} "
+            "FOR EACH STATEMENT EXECUTE FUNCTION ckl_refuse_change()"
+        ),
+    ]
+
+
+class _Runner:
+    """``query`` and ``execute`` over a raw connection (the open path has no transaction object)."""
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self._conn = conn
+
+    def query(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        return [tuple(r) for r in self._conn.execute(sql.encode(), tuple(params))]
+
+    def execute(self, sql: str, params: Sequence[object] = ()) -> int:
+        return self._conn.execute(sql.encode(), tuple(params)).rowcount
+
+
+def _is_partitioned(tx: SQLTransaction | _Runner) -> bool:
+    rows = tx.query(_IS_PARTITIONED, (EVENTS_TABLE,))
+    return bool(rows and rows[0][0])
+
+
+def _partitions(tx: SQLTransaction | _Runner, horizon_xid: int) -> list[PartitionInfo]:
+    found: list[PartitionInfo] = []
+    for name, bound, tuples in tx.query(_PARTITIONS, (EVENTS_TABLE,)):
+        estimate = None if tuples is None or int(tuples) < 0 else int(tuples)
+        if bound == "DEFAULT":
+            found.append(
+                PartitionInfo(
+                    name=name,
+                    default=True,
+                    first_xid=None,
+                    end_xid=None,
+                    rows_estimate=estimate,
+                    writable=True,
+                )
+            )
+            continue
+        match = _BOUND.search(str(bound))
+        if match is None:  # pragma: no cover  (only this module attaches partitions)
+            msg = f"{name}: unexpected partition bound {bound!r}"
+            raise InvalidInput("partition", msg)
+        first = None if match.group(2) is None else int(match.group(2)) // _P
+        end = None if match.group(4) is None else int(match.group(4)) // _P
+        found.append(
+            PartitionInfo(
+                name=name,
+                default=False,
+                first_xid=first,
+                end_xid=end,
+                rows_estimate=estimate,
+                writable=end is None or end > horizon_xid,
+            )
+        )
+    found.sort(key=lambda p: (p.default, -1 if p.first_xid is None else p.first_xid))
+    return found
+
+
+def _plan(
+    ranges_end: int, default_max_xid: int | None, next_xid: int, size: int, ahead: int
+) -> list[tuple[int, int]]:
+    """The ``(first, end)`` transaction ranges to create after ``ranges_end``, in order.
+
+    New ranges start above the default partition's rows (an attach fails while the default
+    holds rows of the new range); a range that would end below ``next_xid`` (writers ran past
+    the partitions) is stretched to the partition ``next_xid`` falls in, so that at most
+    ``ahead + 2`` partitions are created at once.
+    """
+    first = ranges_end
+    if default_max_xid is not None and default_max_xid >= first:
+        first = default_max_xid + 1
+    target = _grid_end(max(next_xid, first), size) + size * ahead
+    planned: list[tuple[int, int]] = []
+    while first < target:
+        end = _grid_end(first, size)
+        if end <= next_xid:
+            end = _grid_end(next_xid, size)
+        planned.append((first, end))
+        first = end
+    return planned
+
+
+def _create_due(tx: SQLTransaction | _Runner, size: int, ahead: int) -> list[str]:
+    """Create the partitions due (the caller holds the schema lock); their names."""
+    horizon = int(tx.query(_HORIZON_XID)[0][0])
+    parts = _partitions(tx, horizon)
+    ends = [p.end_xid for p in parts if not p.default and p.end_xid is not None]
+    if not ends:  # pragma: no cover  (enable attaches the first partition before this)
+        return []
+    default_max: int | None = None
+    if any(p.default for p in parts):
+        row = tx.query(f"SELECT max(notification_id) FROM {DEFAULT_PARTITION}")
+        default_max = None if row[0][0] is None else int(row[0][0]) // _P
+    next_xid = int(tx.query(_NEXT_XID)[0][0])
+    created: list[str] = []
+    for first, end in _plan(max(ends), default_max, next_xid, size, ahead):
+        name = partition_name(first)
+        for statement in _partition_tables(name):
+            tx.execute(statement)
+        tx.execute(
+            f"ALTER TABLE {EVENTS_TABLE} ATTACH PARTITION {name} "
+            f"FOR VALUES FROM ({first * _P}) TO ({end * _P})"
+        )
+        created.append(name)
+    return created
+
+
+def _due(tx: SQLTransaction | _Runner, size: int, ahead: int) -> bool:
+    """Whether a partition must be created: a cheap look before taking any lock."""
+    horizon = int(tx.query(_HORIZON_XID)[0][0])
+    ends = [p.end_xid for p in _partitions(tx, horizon) if not p.default and p.end_xid]
+    next_xid = int(tx.query(_NEXT_XID)[0][0])
+    return not ends or max(ends) < _grid_end(next_xid, size) + size * ahead
+
+
+def prepare_partitions(conn: psycopg.Connection[Any], ahead: int = PARTITIONS_AHEAD) -> list[str]:
+    """At a writer's open: create the partitions the next transactions need, if any is due.
+
+    ``conn`` is in autocommit mode. One query on an unpartitioned store, two when nothing is
+    due. The DDL needs the table's owner and short locks: a writer that is not the owner, or
+    that would wait (another process is creating them, or a long transaction holds the
+    table), logs a warning and goes on (its appends land in the default partition if the
+    partitions run out: run ``ckl partitions create`` as the owner).
+    """
+    runner = _Runner(conn)
+    rows = runner.query(_SIZE)
+    if not rows:
+        return []
+    size = int(rows[0][0])
+    if not _due(runner, size, ahead):
+        return []
+    try:
+        with conn.transaction():
+            locked = runner.query("SELECT pg_try_advisory_xact_lock(%s)", (lock_key("schema"),))
+            if not locked[0][0]:
+                return []  # another process is doing the schema's DDL
+            runner.execute("SET LOCAL lock_timeout = '2s'")
+            return _create_due(runner, size, ahead)
+    except (psycopg.errors.InsufficientPrivilege, psycopg.errors.LockNotAvailable) as exc:
+        _log.warning(
+            "could not create the next partitions of %s (%s); appends go on (into the default "
+            "partition if they run out): run `ckl partitions create` as the table's owner",
+            EVENTS_TABLE,
+            str(exc).strip().splitlines()[0],
+        )
+        return []
+
+
+def _archived_checkpoints(tx: SQLTransaction) -> set[UUID]:
+    return {UUID(str(r[0])) for r in tx.query(_ARCHIVED_CHECKPOINTS)}
+
+
+def _purge(tx: SQLTransaction, checkpoint_ids: list[UUID]) -> int:
+    """Delete the checkpoints' events still in the log, snapshots and view rows; the events."""
+    if not checkpoint_ids:
+        return 0
+    ids = [str(oid) for oid in checkpoint_ids]
+    tx.execute(
+        f"INSERT INTO {PURGE_PERMITS_TABLE} (originator_id) SELECT unnest(%s::uuid[])",
+        (ids,),
+    )
+    deleted = tx.execute(
+        f"DELETE FROM {EVENTS_TABLE} WHERE originator_id = ANY(%s::uuid[])",
+        (ids,),
+    )
+    tx.execute(
+        f"DELETE FROM {SNAPSHOTS_TABLE} WHERE originator_id = ANY(%s::uuid[])",
+        (ids,),
+    )
+    for (table,) in tx.query(_VIEW_TABLES):
+        if _VIEW_TABLE_NAME.fullmatch(str(table)):
+            tx.execute(
+                f"DELETE FROM {quote_identifier(str(table))} WHERE checkpoint_id = ANY(%s::text[])",
+                (ids,),
+            )
+    tx.execute(
+        f"DELETE FROM {PURGE_PERMITS_TABLE} WHERE originator_id = ANY(%s::uuid[])",
+        (ids,),
+    )
+    return deleted
+
+
+class PostgresPartitioning:
+    """``ledger.store.partitioning.Partitioning`` on PostgreSQL: the statements, in order."""
+
+    def status(self, tx: SQLTransaction) -> PartitionsStatus:
+        """The partitions in position order (the default last), or none if unpartitioned."""
+        horizon = int(tx.query(_HORIZON_XID)[0][0])
+        if not _is_partitioned(tx):
+            return PartitionsStatus(
+                partitioned=False, size=None, horizon_xid=horizon, partitions=[]
+            )
+        rows = tx.query(_SIZE)
+        return PartitionsStatus(
+            partitioned=True,
+            size=int(rows[0][0]) if rows else None,
+            horizon_xid=horizon,
+            partitions=_partitions(tx, horizon),
+        )
+
+    def enable(self, tx: SQLTransaction, size: int) -> EnableReport:
+        """Partition the event table in place, under the schema lock; see the module docstring.
+
+        Appends and reads wait for the migration (it holds the table exclusively); it copies
+        nothing, so its cost is one scan of the table (the attach checks the bounds).
+        """
+        check_partition_size(size)
+        tx.lock_for_schema("schema")
+        if _is_partitioned(tx):
+            tx.execute(f"UPDATE {PARTITIONING_TABLE} SET size = %s", (size,))
+            created = _create_due(tx, size, PARTITIONS_AHEAD)
+            ranges = [p for p in _partitions(tx, 0) if not p.default]
+            return EnableReport(
+                migrated=False,
+                size=size,
+                first_partition=ranges[0].name if ranges else FIRST_PARTITION,
+                boundary_xid=(ranges[0].end_xid or 0) if ranges else 0,
+                created=created,
+            )
+        tx.execute(f"LOCK TABLE {EVENTS_TABLE} IN ACCESS EXCLUSIVE MODE")
+        boundary = int(tx.query("SELECT pg_current_xact_id()::text::bigint")[0][0]) + 1
+        highest = tx.query(f"SELECT max(notification_id) FROM {EVENTS_TABLE}")
+        if highest[0][0] is not None and int(highest[0][0]) >= boundary * _P:  # pragma: no cover
+            msg = f"position {highest[0][0]} is above this transaction's ({boundary - 1})"
+            raise InvalidInput("store", f"cannot partition {EVENTS_TABLE}: {msg}")
+        first = FIRST_PARTITION
+        check = f"{EVENTS_TABLE}_position_in_transaction"
+        # A constraint of schema 1's migration may be NOT VALID; a partition needs it valid.
+        unchecked = tx.query(
+            "SELECT 1 FROM pg_constraint WHERE conname = %s AND NOT convalidated "
+            "AND conrelid = to_regclass(%s)",
+            (check, EVENTS_TABLE),
+        )
+        if unchecked:
+            tx.execute(f"ALTER TABLE {EVENTS_TABLE} VALIDATE CONSTRAINT {check}")
+        for statement in (
+            f"ALTER TABLE {EVENTS_TABLE} RENAME TO {first}",
+            f"ALTER INDEX {EVENTS_TABLE}_pkey RENAME TO {first}_pkey",
+            f"ALTER INDEX {EVENTS_TABLE}_notification_id_idx RENAME TO {first}_notification_id_idx",
+            f"ALTER INDEX {COMMAND_INDEX} RENAME TO {first}_command_idx",
+            f"ALTER INDEX IF EXISTS {EVENTS_TABLE}_run_idx RENAME TO {first}_run_idx",
+            f"DROP TRIGGER {EVENTS_TABLE}_append_only ON {first}",
+            f"DROP TRIGGER {EVENTS_TABLE}_guard_insert ON {first}",
+            f"ALTER TRIGGER {EVENTS_TABLE}_no_truncate ON {first} RENAME TO {first}_no_truncate",
+            (
+                f"CREATE TABLE {EVENTS_TABLE} (LIKE {first} INCLUDING DEFAULTS "
+                "INCLUDING CONSTRAINTS) PARTITION BY RANGE (notification_id)"
+            ),
+            (
+                f"CREATE UNIQUE INDEX {EVENTS_TABLE}_notification_id_idx "
+                f"ON {EVENTS_TABLE} (notification_id)"
+            ),
+            (
+                f"CREATE INDEX {EVENTS_TABLE}_run_idx ON {EVENTS_TABLE} (run_id) "
+                "WHERE originator_version = 1"
+            ),
+            *_PARENT_TRIGGERS,
+            (
+                f"ALTER TABLE {EVENTS_TABLE} ATTACH PARTITION {first} "
+                f"FOR VALUES FROM (MINVALUE) TO ({boundary * _P})"
+            ),
+            *_partition_tables(DEFAULT_PARTITION),
+            f"ALTER TABLE {EVENTS_TABLE} ATTACH PARTITION {DEFAULT_PARTITION} DEFAULT",
+        ):
+            tx.execute(statement)
+        tx.execute(
+            f"INSERT INTO {PARTITIONING_TABLE} (size, enabled_at) VALUES (%s, %s)",
+            (size, datetime.now(UTC).isoformat()),
+        )
+        created = _create_due(tx, size, PARTITIONS_AHEAD)
+        return EnableReport(
+            migrated=True,
+            size=size,
+            first_partition=first,
+            boundary_xid=boundary,
+            created=created,
+        )
+
+    def create_ahead(self, tx: SQLTransaction, ahead: int) -> list[str]:
+        """Create the partitions due, under the schema lock (waiting for it)."""
+        if isinstance(ahead, bool) or not isinstance(ahead, int) or not 0 <= ahead <= _MAX_AHEAD:
+            raise InvalidInput(
+                "ahead", f"{ahead!r} is not a number of partitions from 0 to {_MAX_AHEAD}"
+            )
+        if not _is_partitioned(tx):
+            raise InvalidInput(
+                "store",
+                "the event table is not partitioned (run ckl partitions enable); nothing was "
+                "changed",
+            )
+        tx.lock_for_schema("schema")
+        size = int(tx.query(_SIZE)[0][0])
+        return _create_due(tx, size, ahead)
+
+    def detach(self, tx: SQLTransaction, name: str, *, drop: bool) -> DetachReport:
+        """Detach partition ``name`` once every event in it belongs to an archived run.
+
+        Raises:
+            InvalidInput: ``name`` is not a partition of the event table.
+            PartitionNotDetachable: it is the default partition, transactions may still write
+                into it, or it holds events of runs not archived (nothing is changed).
+        """
+        if not isinstance(name, str) or not re.fullmatch(r"[a-z0-9_]{1,63}", name):
+            raise InvalidInput("partition", f"{str(name)[:80]!r} is not a partition name")
+        tx.lock_for_schema("schema")
+        # No run is archived or restored until this commits.
+        tx.execute(f"LOCK TABLE {ARCHIVES_TABLE} IN SHARE MODE")
+        horizon = int(tx.query(_HORIZON_XID)[0][0])
+        found = [p for p in _partitions(tx, horizon) if p.name == name]
+        if not found:
+            raise InvalidInput(
+                "partition",
+                f"{name} is not a partition of {EVENTS_TABLE} (ckl partitions list shows them); "
+                "nothing was changed",
+            )
+        part = found[0]
+        if part.default:
+            raise PartitionNotDetachable(
+                name,
+                "the default partition catches positions no range covers and stays attached "
+                "(its events of archived runs go with a purge, as on an unpartitioned store)",
+            )
+        if part.writable:
+            raise PartitionNotDetachable(
+                name,
+                f"transactions up to {part.end_xid} may still write into it (every transaction "
+                f"below {horizon} has ended): wait until the older open transactions end",
+            )
+        held = tx.query(
+            f"SELECT originator_id, max(run_id), count(*) FROM {name} GROUP BY originator_id"
+        )
+        archived = _archived_checkpoints(tx)
+        open_runs = sorted(
+            {
+                str(run) if run is not None else "(no run)"
+                for oid, run, _ in held
+                if UUID(str(oid)) not in archived
+            }
+        )
+        if open_runs:
+            shown = ", ".join(repr(r) for r in open_runs[:_RUNS_SHOWN])
+            more = (
+                f" and {len(open_runs) - _RUNS_SHOWN} more" if len(open_runs) > _RUNS_SHOWN else ""
+            )
+            raise PartitionNotDetachable(
+                name,
+                f"it holds events of {len(open_runs)} run(s) not archived ({shown}{more}): "
+                "archive them first (ckl archive)",
+            )
+        tx.execute(f"ALTER TABLE {EVENTS_TABLE} DETACH PARTITION {name}")
+        checkpoints = [UUID(str(oid)) for oid, _, _ in held]
+        elsewhere = _purge(tx, checkpoints)
+        if drop:
+            tx.execute(f"DROP TABLE {name}")
+        else:  # a standalone copy for the operator, as append-only as the log was
+            tx.execute(
+                f"CREATE TRIGGER {name}_append_only BEFORE UPDATE OR DELETE ON {name} "
+                "FOR EACH ROW EXECUTE FUNCTION ckl_refuse_change()"
+            )
+        return DetachReport(
+            partition=name,
+            events=sum(int(count) for _, _, count in held),
+            checkpoints=len(checkpoints),
+            runs=sorted({str(run) for _, run, _ in held if run is not None}),
+            purged_elsewhere=elsewhere,
+            dropped=drop,
+        )
