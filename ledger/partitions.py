@@ -106,4 +106,6 @@ def detach_partition(ledger: Ledger, name: str, *, drop: bool = False) -> Detach
     """
     backend = partitioning_for(ledger.recorder)
     with store_errors(ledger.store_display, "detach"), ledger.recorder.transaction() as tx:
-        return backend.detach(tx, name, drop=drop)
+        report = backend.detach(tx, name, drop=drop)
+    ledger.forget_checkpoints(report.checkpoint_ids)
+    return report

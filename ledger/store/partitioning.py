@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import importlib
 from typing import TYPE_CHECKING, Protocol
+from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from ledger.errors import InvalidInput
 
@@ -52,7 +53,7 @@ def check_partition_size(size: object) -> int:
         raise InvalidInput(
             "size",
             f"{size!r} is not a partition size: give a whole number of transactions from 1 "
-            f"to {MAX_PARTITION_SIZE} (default {DEFAULT_PARTITION_SIZE}); nothing was changed",
+            f"to {MAX_PARTITION_SIZE} (default {DEFAULT_PARTITION_SIZE})",
         )
     return size
 
@@ -117,12 +118,15 @@ class DetachReport(BaseModel):
     events: int
     """Events the partition held (gone from the log)."""
     checkpoints: int
+    """The checkpoints of those runs: gone from the log, with their snapshots and view rows."""
     runs: list[str]
     """The archived runs whose events it held."""
     purged_elsewhere: int
     """Events of those runs in later partitions, deleted (so that no run is left in part)."""
     dropped: bool
     """True: the table was dropped; False: kept as a standalone, append-only table."""
+    checkpoint_ids: list[UUID] = Field(default_factory=list, exclude=True)
+    """The checkpoints gone (for caches to forget; not in the JSON)."""
 
 
 class Partitioning(Protocol):
@@ -156,8 +160,7 @@ def partitioning_for(recorder: LedgerRecorder) -> Partitioning:
         raise InvalidInput(
             "store",
             f"{recorder.store.display} is a {kind} store; partitioning the event log is a "
-            "PostgreSQL feature (a SQLite store purges archived runs with ckl archive); "
-            "nothing was changed",
+            "PostgreSQL feature (a SQLite store purges archived runs with ckl archive)",
         )
     module_name, _, class_name = _BACKENDS[kind].partition(":")
     found: Partitioning = getattr(importlib.import_module(module_name), class_name)()

@@ -9,10 +9,15 @@ commit into them, and a partition whose events all belong to archived runs can b
 
 What the layout changes, and how the rest keeps its behaviour:
 
+- **The archive guard.** An archived run keeps its rows until their partition is detached, so
+  the next version of one of its checkpoints would chain to them and pass the insert trigger
+  (which, on one table, fires only for a Created event or a row without a predecessor). The
+  statement trigger below also refuses any event whose ``run_id`` has an active archive
+  marker: one probe of the markers' run index per append.
 - **Uniqueness.** PostgreSQL enforces a unique index on a partitioned table only if it includes
   the partition key, which ``(originator_id, originator_version)`` and the command index do
   not. Each partition has both as unique indexes (clashes inside a partition fail at the
-  insert, as before), and a statement trigger (``ckl_unique_across_partitions``) covers the
+  insert, as before), and a statement trigger (``ckl_partitioned_insert``) covers the
   clashes between partitions: two writers whose transaction ids straddle a boundary. It takes
   a transaction-scoped advisory lock per checkpoint (in key order, so two batches cannot
   deadlock), then counts the rows of each new ``(checkpoint, version)`` and ``(checkpoint,
@@ -38,7 +43,8 @@ What the layout changes, and how the rest keeps its behaviour:
   above the visible horizon), that holds any event of a run that is not archived (or of no
   run), and the default partition; otherwise it detaches it, and deletes what the detached
   runs left in later partitions (their last events, through purge permits as ``ckl archive``
-  does), their snapshots and view rows, so that a run is in the log entirely or not at all.
+  does) and their other checkpoints, snapshots and view rows, so that a run is in the log
+  entirely or not at all.
   The detached table is then dropped, or kept with append-only triggers for the operator to
   dump and drop.
 """
@@ -71,7 +77,7 @@ from ledger.store.partitioning import (
     check_partition_size,
 )
 from ledger.store.postgres.positions import POSITIONS_PER_TRANSACTION
-from ledger.store.postgres.schema import lock_key
+from ledger.store.postgres.schema import ARCHIVED_SQLSTATE, lock_key
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -96,6 +102,7 @@ FIRST_PARTITION = f"{EVENTS_TABLE}_xid_0"
 """The migrated table: every position below the migration's transaction."""
 _P = POSITIONS_PER_TRANSACTION
 _MAX_AHEAD = 1000
+_CATCH_UP = 100
 _RUNS_SHOWN = 5
 # The two-key form of the advisory lock, which never collides with lock_key's one-key locks.
 _UNIQUE_LOCK_CLASS = lock_key("unique across partitions") >> 32
@@ -120,13 +127,26 @@ _ARCHIVED_CHECKPOINTS = (
     f"SELECT DISTINCT jsonb_object_keys(heads::jsonb) FROM {ARCHIVES_TABLE} "
     "WHERE restored_at IS NULL"
 )
+_RUN_CHECKPOINTS = (
+    f"SELECT DISTINCT jsonb_object_keys(heads::jsonb) FROM {ARCHIVES_TABLE} "
+    "WHERE restored_at IS NULL AND run_id = ANY(%s)"
+)
 
-# Cross-partition uniqueness (see the module docstring), after each INSERT statement. Run with
-# parameters (an empty tuple), so psycopg reads its placeholders: %% is a literal %.
-_UNIQUE_FUNCTION = f"""CREATE OR REPLACE FUNCTION ckl_unique_across_partitions() RETURNS trigger
+# After each INSERT statement: the archive guard for events after a checkpoint's first, and
+# uniqueness across partitions (see the module docstring). Run with parameters (an empty
+# tuple), so psycopg reads its placeholders: %% is a literal %.
+_CHECKS_FUNCTION = f"""CREATE OR REPLACE FUNCTION ckl_partitioned_insert() RETURNS trigger
     LANGUAGE plpgsql AS $$
-    DECLARE clash record;
+    DECLARE clash record; archived text;
     BEGIN
+        SELECT a.run_id INTO archived FROM {ARCHIVES_TABLE} AS a
+        WHERE a.restored_at IS NULL AND a.run_id IN (
+            SELECT n.run_id FROM ckl_new AS n WHERE n.originator_version > 1)
+        LIMIT 1;
+        IF archived IS NOT NULL THEN
+            RAISE EXCEPTION 'run %% is archived', archived
+                USING ERRCODE = '{ARCHIVED_SQLSTATE}', DETAIL = archived;
+        END IF;
         PERFORM pg_advisory_xact_lock({_UNIQUE_LOCK_CLASS}, k.key) FROM (
             SELECT DISTINCT hashtext(originator_id::text) AS key FROM ckl_new ORDER BY 1
         ) AS k;
@@ -165,10 +185,10 @@ _PARENT_TRIGGERS = (
         BEFORE INSERT ON {EVENTS_TABLE} FOR EACH ROW
         WHEN (NEW.originator_version = 1 OR NEW.event_hash IS NULL)
         EXECUTE FUNCTION ckl_guard_insert()""",
-    _UNIQUE_FUNCTION,
-    f"""CREATE TRIGGER {EVENTS_TABLE}_unique_across_partitions
+    _CHECKS_FUNCTION,
+    f"""CREATE TRIGGER {EVENTS_TABLE}_partitioned_insert
         AFTER INSERT ON {EVENTS_TABLE} REFERENCING NEW TABLE AS ckl_new
-        FOR EACH STATEMENT EXECUTE FUNCTION ckl_unique_across_partitions()""",
+        FOR EACH STATEMENT EXECUTE FUNCTION ckl_partitioned_insert()""",
 )
 
 
@@ -258,9 +278,9 @@ def _plan(
     """The ``(first, end)`` transaction ranges to create after ``ranges_end``, in order.
 
     New ranges start above the default partition's rows (an attach fails while the default
-    holds rows of the new range); a range that would end below ``next_xid`` (writers ran past
-    the partitions) is stretched to the partition ``next_xid`` falls in, so that at most
-    ``ahead + 2`` partitions are created at once.
+    holds rows of the new range). When writers ran far past the partitions (more than
+    ``_CATCH_UP`` partitions' worth, into the default), one range is stretched up to the
+    partition ``next_xid`` falls in rather than creating every partition in between.
     """
     first = ranges_end
     if default_max_xid is not None and default_max_xid >= first:
@@ -269,7 +289,7 @@ def _plan(
     planned: list[tuple[int, int]] = []
     while first < target:
         end = _grid_end(first, size)
-        if end <= next_xid:
+        if next_xid - end > size * _CATCH_UP:
             end = _grid_end(next_xid, size)
         planned.append((first, end))
         first = end
@@ -481,8 +501,7 @@ class PostgresPartitioning:
         if not _is_partitioned(tx):
             raise InvalidInput(
                 "store",
-                "the event table is not partitioned (run ckl partitions enable); nothing was "
-                "changed",
+                "the event table is not partitioned (run ckl partitions enable)",
             )
         tx.lock_for_schema("schema")
         size = int(tx.query(_SIZE)[0][0])
@@ -506,8 +525,7 @@ class PostgresPartitioning:
         if not found:
             raise InvalidInput(
                 "partition",
-                f"{name} is not a partition of {EVENTS_TABLE} (ckl partitions list shows them); "
-                "nothing was changed",
+                f"{name} is not a partition of {EVENTS_TABLE} (ckl partitions list shows them)",
             )
         part = found[0]
         if part.default:
@@ -544,8 +562,12 @@ class PostgresPartitioning:
                 "archive them first (ckl archive)",
             )
         tx.execute(f"ALTER TABLE {EVENTS_TABLE} DETACH PARTITION {name}")
-        checkpoints = [UUID(str(oid)) for oid, _, _ in held]
-        elsewhere = _purge(tx, checkpoints)
+        runs = sorted({str(run) for _, run, _ in held if run is not None})
+        # Whole runs go: every checkpoint of a run with an event here, wherever the rest is.
+        checkpoints = {UUID(str(oid)) for oid, _, _ in held} | {
+            UUID(str(r[0])) for r in tx.query(_RUN_CHECKPOINTS, (runs,))
+        }
+        elsewhere = _purge(tx, sorted(checkpoints))
         if drop:
             tx.execute(f"DROP TABLE {name}")
         else:  # a standalone copy for the operator, as append-only as the log was
@@ -557,7 +579,8 @@ class PostgresPartitioning:
             partition=name,
             events=sum(int(count) for _, _, count in held),
             checkpoints=len(checkpoints),
-            runs=sorted({str(run) for _, run, _ in held if run is not None}),
+            runs=runs,
             purged_elsewhere=elsewhere,
             dropped=drop,
+            checkpoint_ids=sorted(checkpoints),
         )
