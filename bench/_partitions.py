@@ -40,6 +40,8 @@ from ledger.partitions import create_partitions, detach_partition, enable_partit
 if TYPE_CHECKING:
     from multiprocessing.synchronize import Event
 
+    from eventsourcing.persistence import StoredEvent
+
     from tests.fix_postgres import PostgresServer
 
 __all__ = ["main"]
@@ -56,7 +58,9 @@ def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _writer(url: str, name: str, ready: Any, start: Event, stop_at: Any, out: Any) -> None:  # noqa: ANN401
+def _writer(  # noqa: PLR0917  (a process target's arguments are positional)
+    url: str, name: str, ready: Any, start: Event, stop_at: Any, out: Any
+) -> None:  # noqa: ANN401
     with Ledger.open(url) as ledger:
         token = ledger.create_checkpoint(f"bench-{name}", 0)
         ready.put(1)
@@ -85,7 +89,7 @@ def _window(url: str, writers: int, tag: str) -> float:
         ready.get(timeout=60)
     stop_at.value = time.monotonic() + WINDOW
     start.set()
-    results = [out.get(timeout=WINDOW + 60) for _ in procs]
+    results: list[tuple[int, float]] = [out.get(timeout=WINDOW + 60) for _ in procs]
     for p in procs:
         p.join(30)
     return sum(c for c, _ in results) / max(s for _, s in results)
@@ -133,12 +137,12 @@ def throughput(server: PostgresServer) -> list[str]:
                 ratio = "1"
             else:
                 r = ratios[(name, writers)]
-                ratio = f"{statistics.median(r):.2f} ({min(r):.2f}–{max(r):.2f})"
+                ratio = f"{statistics.median(r):.2f} ({min(r):.2f} to {max(r):.2f})"
             lines.append(f"| {name} | {writers} | {rate:,.0f} | {ratio} |")
     return lines
 
 
-def _run_events(events: int) -> list[Any]:
+def _run_events(events: int) -> list[StoredEvent]:
     """The stored events of one finished run of about ``events`` events (made in memory)."""
     yields_per = 1000
     batches = max(1, events // (yields_per + 2))
@@ -148,15 +152,16 @@ def _run_events(events: int) -> list[Any]:
             for i in range(yields_per):
                 ledger.checkpoint_yield(token, cursor=i, items_processed=i)
             ledger.complete_checkpoint(token)
-        rows = []
+        rows: list[StoredEvent] = []
         for b in range(batches):
-            token = ledger.find_checkpoint("big", b)
-            assert token is not None
-            rows.extend(ledger.recorder.select_events(token.checkpoint_id))
+            found = ledger.find_checkpoint("big", b)
+            if found is None:  # pragma: no cover  (created just above)
+                raise LookupError(b)
+            rows.extend(ledger.recorder.select_events(found.checkpoint_id))
     return rows
 
 
-def _load(url: str, rows: list[Any]) -> None:
+def _load(url: str, rows: list[StoredEvent]) -> None:
     with Ledger.open(url) as ledger:
         for i in range(0, len(rows), _CHUNK):
             ledger.recorder.insert_events(rows[i : i + _CHUNK], run_id="big")
@@ -215,13 +220,19 @@ def retention(server: PostgresServer, workdir: Path) -> list[str]:
         "",
         "| step | plain | partitioned |",
         "|---|---:|---:|",
-        f"| `ckl archive` (export + check + purge or marker) | {timings['archive plain']:.2f} s"
-        f" | {timings['archive partitioned']:.2f} s |",
-        f"| of which the purge (archive − export {timings['export']:.2f} s) | {purge:.2f} s"
-        f" | {mark:.2f} s (marker only) |",
-        f"| `ckl partitions detach --drop` | – | {timings['detach']:.3f} s |",
-        f"| rows removed per second | {len(rows) / max(purge, 1e-9):,.0f}"
-        f" | {len(rows) / max(timings['detach'], 1e-9):,.0f} |",
+        (
+            f"| `ckl archive` (export + check + purge or marker) | {timings['archive plain']:.2f} s"
+            f" | {timings['archive partitioned']:.2f} s |"
+        ),
+        (
+            f"| of which the purge (archive - export {timings['export']:.2f} s) | {purge:.2f} s"
+            f" | {mark:.2f} s (marker only) |"
+        ),
+        f"| `ckl partitions detach --drop` | - | {timings['detach']:.3f} s |",
+        (
+            f"| rows removed per second | {len(rows) / max(purge, 1e-9):,.0f}"
+            f" | {len(rows) / max(timings['detach'], 1e-9):,.0f} |"
+        ),
     ]
 
 
