@@ -59,8 +59,13 @@ def _log(message: str) -> None:
 
 
 def _writer(  # noqa: PLR0917  (a process target's arguments are positional)
-    url: str, name: str, ready: Any, start: Event, stop_at: Any, out: Any
-) -> None:  # noqa: ANN401
+    url: str,
+    name: str,
+    ready: Any,  # noqa: ANN401  (multiprocessing's queues and values are untyped)
+    start: Event,
+    stop_at: Any,  # noqa: ANN401
+    out: Any,  # noqa: ANN401
+) -> None:
     with Ledger.open(url) as ledger:
         token = ledger.create_checkpoint(f"bench-{name}", 0)
         ready.put(1)
