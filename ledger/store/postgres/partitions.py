@@ -82,8 +82,8 @@ from ledger.store.partitioning import (
     PartitionsStatus,
     check_partition_size,
 )
+from ledger.store.postgres._codes import ARCHIVED_SQLSTATE, lock_key
 from ledger.store.postgres.positions import POSITIONS_PER_TRANSACTION
-from ledger.store.postgres.schema import ARCHIVED_SQLSTATE, lock_key
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

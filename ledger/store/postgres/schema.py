@@ -17,7 +17,6 @@ together.
 
 from __future__ import annotations
 
-import hashlib
 from typing import TYPE_CHECKING, Any
 
 from eventsourcing.persistence import ProgrammingError
@@ -31,6 +30,14 @@ from ledger.store.base import (
     SNAPSHOTS_TABLE,
     TRACKING_TABLE,
 )
+from ledger.store.postgres._codes import (
+    ARCHIVED_SQLSTATE,
+    GAP_SQLSTATE,
+    OLD_WRITER_MESSAGE,
+    OLD_WRITER_SQLSTATE,
+    lock_key,
+)
+from ledger.store.postgres.partitions import prepare_partitions
 from ledger.store.postgres.positions import POSITIONS_PER_TRANSACTION, XID
 
 if TYPE_CHECKING:
@@ -51,29 +58,6 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = 7
-OLD_WRITER_SQLSTATE = "23CK6"
-"""Raised by the insert trigger for a row without a hash: a writer older than the store's schema
-(class 23, an integrity constraint violation, as SQLite's trigger refusal is)."""
-OLD_WRITER_MESSAGE = (
-    "this store was upgraded by a newer checkpoint-ledger: upgrade this process"
-    " (it would append rows without hashes)"
-)
-ARCHIVED_SQLSTATE = "CK001"
-"""Raised by the insert trigger for a write to an archived run (``ledger.errors.RunArchived``)."""
-GAP_SQLSTATE = "CK002"
-"""Raised by the insert trigger for version n + 1 of a checkpoint that has no version n."""
-
-
-def lock_key(name: str) -> int:
-    """A stable signed int64 advisory lock key named after ``name``.
-
-    The schema (``"schema"``) and the projections' DDL (``"views"``) are created under such
-    keys. (Schema version 1 also locked the key of ``"ckl_events"`` per append; appends take
-    no lock any more.)
-    """
-    digest = hashlib.sha256(f"checkpoint-ledger:{name}".encode()).digest()
-    return int.from_bytes(digest[:8], "big", signed=True)
-
 
 SCHEMA = [
     f"""CREATE TABLE IF NOT EXISTS {EVENTS_TABLE} (
@@ -323,9 +307,6 @@ def create_schema(conn: psycopg.Connection[Any], display: str) -> None:
     """
     if schema_version(conn) != SCHEMA_VERSION:
         _create_or_migrate(conn, display)
-    # Imported here: partitions builds on this module's DDL (a module-level import would cycle).
-    from ledger.store.postgres.partitions import prepare_partitions  # noqa: PLC0415
-
     prepare_partitions(conn)
 
 
