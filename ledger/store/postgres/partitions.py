@@ -7,52 +7,15 @@ later transaction has a higher id, so the oldest partitions fill first and stop 
 once the visible horizon (``pg_snapshot_xmin``) passes their end: from then on nothing can
 commit into them, and a partition whose events all belong to archived runs can be detached.
 
-What the layout changes, and how the rest keeps its behaviour:
-
-- **The archive guard.** An archived run keeps its rows until their partition is detached, so
-  the next version of one of its checkpoints would chain to them and pass the insert trigger
-  (which, on one table, fires only for a Created event or a row without a predecessor). The
-  statement trigger below also refuses any event whose ``run_id`` has an active archive
-  marker: one probe of the markers' run index per append.
-- **Uniqueness.** PostgreSQL enforces a unique index on a partitioned table only if it includes
-  the partition key, which ``(originator_id, originator_version)`` and the command index do
-  not. Each partition has both as unique indexes (clashes inside a partition fail at the
-  insert, as before); the clashes between partitions (two writers whose transaction ids
-  straddle a boundary, or a stale writer whose version was taken long ago) are refused by the
-  statement trigger ``ckl_partitioned_insert`` through ``ckl_heads``, one row per checkpoint
-  (its head version and its first position). Each append moves its checkpoints' heads with
-  one ``INSERT ... ON CONFLICT DO UPDATE ... WHERE head < first new version``: a real unique
-  key, so a second writer of the checkpoint waits for the first's row lock and then finds the
-  head moved (in checkpoint order, so two batches cannot deadlock). Then, in a statement with
-  a fresh snapshot (READ COMMITTED), each new command id is looked up from the checkpoint's
-  first position on, so only the partitions since the checkpoint's creation are probed, not
-  all of them. Clashes are raised as ``unique_violation`` naming the constraint the
-  unpartitioned table would (``ckl_events_pkey``, ``ckl_events_command_idx``), so the append
-  code reports them as before (``IntegrityError``, ``CommandAlreadyRecorded``). An advisory
-  lock per checkpoint plus a count over the whole table (the first design) was measured at
-  0.40 of the plain table's yields/s with 24 partitions: its two probes of every partition
-  cost more than the appends' own work; the heads table costs one small-table upsert.
-- **Creating partitions.** The partitions the next transactions need are created when a writer
-  opens the store (``prepare_partitions``, from ``create_schema``: one query when none is due)
-  and by ``ckl partitions create`` (cron it for long-running writers); a ``DEFAULT`` partition
-  catches positions no range covers, so an append never fails for want of a partition. A
-  partition is created as a plain table and then attached (``ATTACH`` takes a lock that lets
-  reads and appends go on; ``CREATE TABLE ... PARTITION OF`` would block them). A new range
-  starts above the default partition's rows, which stay there.
-- **Migration.** ``enable`` attaches the existing table, renamed ``ckl_events_xid_0``, as the
-  partition of every position below the migrating transaction's: no row is copied, so every
-  position, hash and command id stays as it is; the attach only scans the table to check its
-  bounds. The append-only triggers move to the new parent, which clones its row triggers
-  into every partition; statement triggers (TRUNCATE) are per table, so each partition gets its
-  own.
-- **Detach.** ``detach`` refuses a partition that transactions may still write into (its end
-  above the visible horizon), that holds any event of a run that is not archived (or of no
-  run), and the default partition; otherwise it detaches it, and deletes what the detached
-  runs left in later partitions (their last events, through purge permits as ``ckl archive``
-  does) and their other checkpoints, snapshots and view rows, so that a run is in the log
-  entirely or not at all.
-  The detached table is then dropped, or kept with append-only triggers for the operator to
-  dump and drop.
+The statements, in the order each operation runs them; why each is as it is (uniqueness across
+partitions through ``ckl_heads``, the archive guard, who creates partitions, the migration by
+attaching the table as it is, what a detach refuses and removes) is written once, in
+``docs/architecture.md``, "PostgreSQL: a partitioned log, so retention is a ``DETACH``". In
+short: per-partition unique indexes catch clashes inside a partition; the statement trigger
+``ckl_partitioned_insert`` (an upsert of each checkpoint's head, then a command probe pruned to
+the checkpoint's partitions) catches those across partitions, raising the plain table's
+constraint names; a ``DEFAULT`` partition catches positions no range covers; ``enable``
+renames the table to ``ckl_events_xid_0`` and attaches it, copying nothing.
 """
 
 from __future__ import annotations
@@ -388,7 +351,11 @@ def prepare_partitions(conn: psycopg.Connection[Any], ahead: int = PARTITIONS_AH
                 return []  # another process is doing the schema's DDL
             runner.execute("SET LOCAL lock_timeout = '2s'")
             return _create_due(runner, size, ahead)
-    except (psycopg.errors.InsufficientPrivilege, psycopg.errors.LockNotAvailable) as exc:
+    except (
+        psycopg.errors.InsufficientPrivilege,  # not the owner
+        psycopg.errors.LockNotAvailable,  # a long transaction holds the table
+        psycopg.errors.CheckViolation,  # an append reached the default's new range meanwhile
+    ) as exc:
         _log.warning(
             "could not create the next partitions of %s (%s); appends go on (into the default "
             "partition if they run out): run `ckl partitions create` as the table's owner",
