@@ -2,7 +2,7 @@
 
 The cases and adaptations are those of ``test_eventsourcing_recorders.py`` (subclassed, so
 nothing is copied); only the store differs: before each case its database is partitioned by
-position range, two transactions a partition with two dozen ready, so that the cases'
+position range, two transactions a partition with a handful ready, so that the cases'
 appends cross many boundaries (and, past them, land in the default partition).
 """
 
@@ -23,7 +23,7 @@ class _Partitioned:
         self.store_url = str(request.getfixturevalue("postgres_url"))
         with Ledger.open(self.store_url) as ledger:
             enable_partitions(ledger, size=2)
-            create_partitions(ledger, ahead=12)
+            create_partitions(ledger, ahead=4)
 
 
 class TestPartitionedAggregateRecorder(_Partitioned, plain.TestPostgresAggregateRecorder):

@@ -280,7 +280,7 @@ def test_the_append_only_guards_hold_on_the_parent_and_on_every_partition(
 def _run_in_own_partitions(ledger: Ledger, url: str) -> tuple[list[CheckpointToken], str]:
     """A finished run whose first partition holds none of another run's events."""
     enable_partitions(ledger, size=1)
-    create_partitions(ledger, ahead=60)
+    create_partitions(ledger, ahead=10)
     tokens = _finished_run(ledger, "gone", 2)
     first = _partition_of(url, tokens[0].checkpoint_id, 1)
     return tokens, first
@@ -347,6 +347,7 @@ def test_detach_is_refused_for_unarchived_live_and_default_partitions(
 ) -> None:
     with Ledger.open(postgres_url) as ledger:
         tokens, first = _run_in_own_partitions(ledger, postgres_url)
+        create_partitions(ledger, ahead=3)  # so that "open" lands in a range partition
         mixed = ledger.create_checkpoint("open", 0)
         archive_run(ledger, "gone", tmp_path / "gone.jsonl")
         before = _rows(postgres_url)
@@ -356,6 +357,7 @@ def test_detach_is_refused_for_unarchived_live_and_default_partitions(
             detach_partition(ledger, _partition_of(postgres_url, mixed.checkpoint_id, 1))
         conn, xid = _open_with_xid(postgres_url)  # an open transaction holds the horizon
         try:
+            create_partitions(ledger, ahead=2)
             live = next(
                 p.name
                 for p in partitions_status(ledger).partitions
@@ -373,7 +375,7 @@ def test_detach_is_refused_for_unarchived_live_and_default_partitions(
             detach_partition(ledger, "x; DROP TABLE ckl_events")
 
         assert _rows(postgres_url) == before
-        assert [p.name for p in partitions_status(ledger).partitions] == names
+        assert set(names) <= {p.name for p in partitions_status(ledger).partitions}  # none went
         assert detach_partition(ledger, first, drop=True).dropped
         assert _rows(postgres_url, "SELECT to_regclass(%s)::text", (first,)) == [(None,)]
         assert ledger.get_checkpoint(mixed).status == "open"

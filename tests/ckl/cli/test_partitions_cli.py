@@ -73,26 +73,24 @@ def test_an_operator_partitions_a_store_archives_a_run_and_detaches_it(
 
 
 @pytest.mark.postgres
-@pytest.mark.parametrize(
-    ("args", "words"),
-    [
-        (("enable", "--size", "0"), "invalid size"),
-        (("enable", "--size", "-5"), "invalid size"),
+def test_bad_partition_commands_are_one_line_errors_and_change_nothing(postgres_url: str) -> None:
+    with Ledger.open(postgres_url) as ledger:
+        ledger.create_checkpoint("r", 0)
+    for size in ("0", "-5"):
+        done = ckl("partitions", "enable", "--size", size, store=postgres_url)
+        assert done.returncode == 1
+        assert "invalid size" in one_error_line(done)
+    listed = ckl("partitions", "list", store=postgres_url)
+    assert listed.stdout.startswith("the event log is not partitioned")
+    assert ckl("partitions", "enable", "--size", "4", store=postgres_url).returncode == 0
+    for args, words in (
         (("detach", "ckl_events_nope"), "not a partition of ckl_events"),
         (("detach", "ckl_events_default"), "default partition"),
         (("create", "--ahead", "-1"), "invalid ahead"),
-    ],
-)
-def test_bad_partition_commands_are_one_line_errors(
-    postgres_url: str, args: tuple[str, ...], words: str
-) -> None:
-    with Ledger.open(postgres_url) as ledger:
-        ledger.create_checkpoint("r", 0)
-    if args[0] != "enable":
-        assert ckl("partitions", "enable", "--size", "4", store=postgres_url).returncode == 0
-    done = ckl("partitions", *args, store=postgres_url)
-    assert done.returncode == 1
-    assert words in one_error_line(done)
+    ):
+        done = ckl("partitions", *args, store=postgres_url)
+        assert done.returncode == 1
+        assert words in one_error_line(done)
 
 
 def test_partitions_on_a_sqlite_store_say_it_is_postgresql_only(tmp_path: Path) -> None:
