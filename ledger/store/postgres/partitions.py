@@ -201,20 +201,59 @@ def _grid_end(xid: int, size: int) -> int:
     return (xid // size + 1) * size
 
 
-def _partition_tables(name: str) -> list[str]:
-    """The statements that make table ``name`` ready to attach: as the parent, plus its keys."""
-    return [
-        f"CREATE TABLE {name} (LIKE {EVENTS_TABLE} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)",
-        f"CREATE UNIQUE INDEX {name}_version_idx ON {name} (originator_id, originator_version)",
-        (
-            f"CREATE UNIQUE INDEX {name}_command_idx ON {name} (originator_id, command_id) "
-            "WHERE command_id IS NOT NULL"
-        ),
-        (
-            f"CREATE TRIGGER {name}_no_truncate BEFORE TRUNCATE ON {name} "
-            "FOR EACH STATEMENT EXECUTE FUNCTION ckl_refuse_change()"
-        ),
-    ]
+# DDL whose names and bounds come from the catalog or the operator: built in the server with
+# format()'s %I and %L, the values passed as parameters (nothing interpolated in Python).
+_DDL_FUNCTIONS = (
+    f"""CREATE OR REPLACE FUNCTION ckl_attach_partition(
+            part text, first_position bigint, end_position bigint) RETURNS void
+        LANGUAGE plpgsql AS $$
+        BEGIN
+            IF first_position IS NULL AND end_position IS NULL THEN
+                EXECUTE format('ALTER TABLE {EVENTS_TABLE} ATTACH PARTITION %%I DEFAULT', part);
+            ELSE
+                EXECUTE format('ALTER TABLE {EVENTS_TABLE} ATTACH PARTITION %%I '
+                               'FOR VALUES FROM (%%s) TO (%%s)',
+                               part, coalesce(first_position::text, 'MINVALUE'), end_position);
+            END IF;
+        END $$""",
+    f"""CREATE OR REPLACE FUNCTION ckl_new_partition(
+            part text, first_position bigint, end_position bigint) RETURNS void
+        LANGUAGE plpgsql AS $$
+        BEGIN
+            EXECUTE format('CREATE TABLE %%I (LIKE {EVENTS_TABLE} INCLUDING DEFAULTS '
+                           'INCLUDING CONSTRAINTS)', part);
+            EXECUTE format('CREATE UNIQUE INDEX %%I ON %%I (originator_id, originator_version)',
+                           part || '_version_idx', part);
+            EXECUTE format('CREATE UNIQUE INDEX %%I ON %%I (originator_id, command_id) '
+                           'WHERE command_id IS NOT NULL', part || '_command_idx', part);
+            EXECUTE format('CREATE TRIGGER %%I BEFORE TRUNCATE ON %%I FOR EACH STATEMENT '
+                           'EXECUTE FUNCTION ckl_refuse_change()', part || '_no_truncate', part);
+            PERFORM ckl_attach_partition(part, first_position, end_position);
+        END $$""",
+    """CREATE OR REPLACE FUNCTION ckl_partition_checkpoints(part text)
+        RETURNS TABLE (originator_id uuid, run_id text, events bigint)
+        LANGUAGE plpgsql AS $$
+        BEGIN
+            RETURN QUERY EXECUTE format('SELECT originator_id, max(run_id), count(*) '
+                                        'FROM %%I GROUP BY originator_id', part);
+        END $$""",
+    f"""CREATE OR REPLACE FUNCTION ckl_detach_partition(part text, keep boolean) RETURNS void
+        LANGUAGE plpgsql AS $$
+        BEGIN
+            EXECUTE format('ALTER TABLE {EVENTS_TABLE} DETACH PARTITION %%I', part);
+            IF keep THEN  -- a standalone copy for the operator, as append-only as the log was
+                EXECUTE format('CREATE TRIGGER %%I BEFORE UPDATE OR DELETE ON %%I FOR EACH ROW '
+                               'EXECUTE FUNCTION ckl_refuse_change()',
+                               part || '_append_only', part);
+            ELSE
+                EXECUTE format('DROP TABLE %%I', part);
+            END IF;
+        END $$""",
+)
+_NEW_PARTITION = "SELECT ckl_new_partition(%s, %s, %s)"
+_ATTACH_PARTITION = "SELECT ckl_attach_partition(%s, %s, %s)"
+_PARTITION_CHECKPOINTS = "SELECT originator_id, run_id, events FROM ckl_partition_checkpoints(%s)"
+_DETACH_PARTITION = "SELECT ckl_detach_partition(%s, %s)"
 
 
 class _Runner:
@@ -310,12 +349,7 @@ def _create_due(tx: SQLTransaction | _Runner, size: int, ahead: int) -> list[str
     created: list[str] = []
     for first, end in _plan(max(ends), default_max, next_xid, size, ahead):
         name = partition_name(first)
-        for statement in _partition_tables(name):
-            tx.execute(statement)
-        tx.execute(
-            f"ALTER TABLE {EVENTS_TABLE} ATTACH PARTITION {name} "
-            f"FOR VALUES FROM ({first * _P}) TO ({end * _P})"
-        )
+        tx.query(_NEW_PARTITION, (name, first * _P, end * _P))
         created.append(name)
     return created
 
@@ -430,6 +464,8 @@ class PostgresPartitioning:
         check_partition_size(size)
         tx.lock_for_schema("schema")
         if _is_partitioned(tx):
+            for statement in _DDL_FUNCTIONS:  # those of this version
+                tx.execute(statement)
             tx.execute(f"UPDATE {PARTITIONING_TABLE} SET size = %s", (size,))
             created = _create_due(tx, size, PARTITIONS_AHEAD)
             ranges = [p for p in _partitions(tx, 0) if not p.default]
@@ -478,16 +514,13 @@ class PostgresPartitioning:
                 "WHERE originator_version = 1"
             ),
             *_PARENT_TRIGGERS,
-            (
-                f"ALTER TABLE {EVENTS_TABLE} ATTACH PARTITION {first} "
-                f"FOR VALUES FROM (MINVALUE) TO ({boundary * _P})"
-            ),
-            *_partition_tables(DEFAULT_PARTITION),
-            f"ALTER TABLE {EVENTS_TABLE} ATTACH PARTITION {DEFAULT_PARTITION} DEFAULT",
-            _HEADS_DDL,
-            _HEADS_FILL,
+            *_DDL_FUNCTIONS,
         ):
             tx.execute(statement)
+        tx.query(_ATTACH_PARTITION, (first, None, boundary * _P))
+        tx.query(_NEW_PARTITION, (DEFAULT_PARTITION, None, None))
+        tx.execute(_HEADS_DDL)
+        tx.execute(_HEADS_FILL)
         tx.execute(
             f"INSERT INTO {PARTITIONING_TABLE} (size, enabled_at) VALUES (%s, %s)",
             (size, datetime.now(UTC).isoformat()),
@@ -549,9 +582,7 @@ class PostgresPartitioning:
                 f"transactions up to {part.end_xid} may still write into it (every transaction "
                 f"below {horizon} has ended): wait until the older open transactions end",
             )
-        held = tx.query(
-            f"SELECT originator_id, max(run_id), count(*) FROM {name} GROUP BY originator_id"
-        )
+        held = tx.query(_PARTITION_CHECKPOINTS, (name,))
         archived = _archived_checkpoints(tx)
         open_runs = sorted(
             {
@@ -570,20 +601,13 @@ class PostgresPartitioning:
                 f"it holds events of {len(open_runs)} run(s) not archived ({shown}{more}): "
                 "archive them first (ckl archive)",
             )
-        tx.execute(f"ALTER TABLE {EVENTS_TABLE} DETACH PARTITION {name}")
+        tx.query(_DETACH_PARTITION, (name, not drop))
         runs = sorted({str(run) for _, run, _ in held if run is not None})
         # Whole runs go: every checkpoint of a run with an event here, wherever the rest is.
         checkpoints = {UUID(str(oid)) for oid, _, _ in held} | {
             UUID(str(r[0])) for r in tx.query(_RUN_CHECKPOINTS, (runs,))
         }
         elsewhere = _purge(tx, sorted(checkpoints))
-        if drop:
-            tx.execute(f"DROP TABLE {name}")
-        else:  # a standalone copy for the operator, as append-only as the log was
-            tx.execute(
-                f"CREATE TRIGGER {name}_append_only BEFORE UPDATE OR DELETE ON {name} "
-                "FOR EACH ROW EXECUTE FUNCTION ckl_refuse_change()"
-            )
         return DetachReport(
             partition=name,
             events=sum(int(count) for _, _, count in held),
