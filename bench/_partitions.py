@@ -229,8 +229,7 @@ def retention(server: PostgresServer, workdir: Path) -> list[str]:
         archive_run(ledger, "big", workdir / "part.jsonl")
         timings["archive partitioned"] = time.perf_counter() - begin
         begin = time.perf_counter()
-        for name in sorted(names):
-            detach_partition(ledger, name, drop=True)
+        detach_partition(ledger, *sorted(names), drop=True)  # together: nothing left to delete
         timings["detach"] = time.perf_counter() - begin
     return [
         f"A run of {len(rows):,} events in {len(names)} partition(s) of the partitioned store:",

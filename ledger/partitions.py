@@ -89,23 +89,25 @@ def create_partitions(ledger: Ledger, ahead: int = 1) -> list[str]:
         return backend.create_ahead(tx, ahead)
 
 
-def detach_partition(ledger: Ledger, name: str, *, drop: bool = False) -> DetachReport:
-    """Detach the partition ``name`` from the log; ``drop`` it, or keep it as a plain table.
+def detach_partition(ledger: Ledger, name: str, *names: str, drop: bool = False) -> DetachReport:
+    """Detach partition ``name`` (and ``names``) from the log; ``drop`` them, or keep them.
 
-    Refused unless every event in it belongs to a run archived (and not restored) and no
-    transaction can write into it any more. The detached runs' events in later partitions
-    (a run that straddles the partition's end), their snapshots and view rows are deleted in
-    the same transaction, so a run is never left in part. ``ckl verify`` passes afterwards
-    (the archive markers account for the checkpoints an anchor pinned).
+    Refused unless every event in them belongs to a run archived (and not restored) and no
+    transaction can write into them any more. All or none, in one transaction, which also
+    deletes the detached runs' events in later partitions (a run that straddles the last
+    one's end), their snapshots and view rows, so a run is never left in part: detach the
+    partitions a run spans together and none of its rows is deleted one by one. ``ckl
+    verify`` passes afterwards (the archive markers account for the checkpoints an anchor
+    pinned). Kept tables stay as plain, append-only tables.
 
     Raises:
-        InvalidInput: ``name`` is not a partition of the log, or the store is not PostgreSQL.
-        PartitionNotDetachable: it is the default partition, still written into, or holds
+        InvalidInput: a name is not a partition of the log, or the store is not PostgreSQL.
+        PartitionNotDetachable: one is the default partition, still written into, or holds
             events of runs not archived (nothing is changed).
         StoreUnavailable: the store failed (all or nothing).
     """
     backend = partitioning_for(ledger.recorder)
     with store_errors(ledger.store_display, "detach"), ledger.recorder.transaction() as tx:
-        report = backend.detach(tx, name, drop=drop)
+        report = backend.detach(tx, [name, *names], drop=drop)
     ledger.forget_checkpoints(report.checkpoint_ids)
     return report

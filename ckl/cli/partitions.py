@@ -108,25 +108,26 @@ def create(obj: CliContext, ahead: int) -> None:
 
 
 @partitions.command()
-@click.argument("name")
-@click.option("--drop", is_flag=True, help="Drop the table once detached (else keep it).")
+@click.argument("names", metavar="NAME...", nargs=-1, required=True)
+@click.option("--drop", is_flag=True, help="Drop the tables once detached (else keep them).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @pass_cli
-def detach(obj: CliContext, name: str, drop: bool, as_json: bool) -> None:
-    """Detach partition NAME once all its events belong to archived runs (ckl archive).
+def detach(obj: CliContext, names: tuple[str, ...], drop: bool, as_json: bool) -> None:
+    """Detach partitions NAME... once all their events belong to archived runs (ckl archive).
 
-    Refused, changing nothing, while transactions may still write into it or it holds an
-    event of a run not archived. A detached run's events in later partitions go with it. The
-    table is kept as a plain, append-only table unless --drop. Needs the owner role.
+    All or none. Refused, changing nothing, while transactions may still write into one or
+    one holds an event of a run not archived. A detached run's events in later partitions go
+    with it (detach the partitions a run spans together to delete none row by row). Tables
+    are kept as plain, append-only tables unless --drop. Needs the owner role.
     """
     with obj.open(existing=True, write=True) as ledger:
-        report = detach_partition(ledger, name, drop=drop)
+        report = detach_partition(ledger, *names, drop=drop)
     if as_json:
         echo_json(report.model_dump(mode="json"))
         return
-    fate = "dropped" if report.dropped else "kept as a plain table"
+    fate = "dropped" if report.dropped else "kept as plain tables"
     click.echo(
-        f"detached {report.partition} ({fate}): {report.events} events of "
+        f"detached {', '.join(report.partitions)} ({fate}): {report.events} events of "
         f"{report.checkpoints} checkpoints, runs {', '.join(report.runs) or '-'}; "
         f"{report.purged_elsewhere} of their events deleted from later partitions"
     )

@@ -18,6 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from ledger.errors import InvalidInput
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from ledger.store.base import LedgerRecorder, SQLTransaction
     from ledger.store.url import StoreKind
 
@@ -114,9 +116,9 @@ class DetachReport(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    partition: str
+    partitions: list[str]
     events: int
-    """Events the partition held (gone from the log)."""
+    """Events the partitions held (gone from the log)."""
     checkpoints: int
     """The checkpoints of those runs: gone from the log, with their snapshots and view rows."""
     runs: list[str]
@@ -144,8 +146,8 @@ class Partitioning(Protocol):
         """Create the partitions due for the next ``ahead`` partition sizes of transactions."""
         ...
 
-    def detach(self, tx: SQLTransaction, name: str, *, drop: bool) -> DetachReport:
-        """Detach (and ``drop``) a partition whose events all belong to archived runs."""
+    def detach(self, tx: SQLTransaction, names: Sequence[str], *, drop: bool) -> DetachReport:
+        """Detach (and ``drop``) partitions whose events all belong to archived runs."""
         ...
 
 

@@ -382,6 +382,42 @@ def test_detach_is_refused_for_unarchived_live_and_default_partitions(
         assert tokens
 
 
+def test_the_partitions_of_a_run_detach_together_all_or_none(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    with Ledger.open(postgres_url) as ledger:
+        tokens, _ = _run_in_own_partitions(ledger, postgres_url)
+        names = sorted(
+            {_partition_of(postgres_url, t.checkpoint_id, v) for t in tokens for v in (1, 2, 3)}
+        )
+        assert len(names) == 6
+        create_partitions(ledger, ahead=3)
+        other = ledger.create_checkpoint("other", 0)
+        archive_run(ledger, "gone", tmp_path / "gone.jsonl")
+        before = _rows(postgres_url)
+        unarchived = _partition_of(postgres_url, other.checkpoint_id, 1)
+        with pytest.raises(PartitionNotDetachable, match="'other'"):
+            detach_partition(ledger, *names, unarchived)
+        assert _rows(postgres_url) == before  # all or none
+        with pytest.raises(InvalidInput, match="at least one"):
+            partitioning_backend(ledger)
+
+        report = detach_partition(ledger, *names, drop=True)
+
+        assert report.partitions == names
+        assert (report.events, report.purged_elsewhere, report.checkpoints) == (6, 0, 2)
+        assert ledger.count_events() == 1
+        assert verify_chains(ledger).ok
+
+
+def partitioning_backend(ledger: Ledger) -> object:
+    """The backend's detach with no name: refused before anything is sent."""
+    from ledger.store.partitioning import partitioning_for  # noqa: PLC0415
+
+    with ledger.recorder.transaction() as tx:
+        return partitioning_for(ledger.recorder).detach(tx, [], drop=False)
+
+
 @pytest.mark.parametrize("size", [0, -1, True, "4", 2.0, 2**41])
 def test_a_bad_size_is_a_typed_error_and_changes_nothing(postgres_url: str, size: Any) -> None:
     with Ledger.open(postgres_url) as ledger:

@@ -549,59 +549,72 @@ class PostgresPartitioning:
         size = int(tx.query(_SIZE)[0][0])
         return _create_due(tx, size, ahead)
 
-    def detach(self, tx: SQLTransaction, name: str, *, drop: bool) -> DetachReport:
-        """Detach partition ``name`` once every event in it belongs to an archived run.
+    def detach(self, tx: SQLTransaction, names: Sequence[str], *, drop: bool) -> DetachReport:
+        """Detach the partitions ``names`` once every event in them belongs to an archived run.
+
+        All or none, in one transaction: detaching the partitions a run spans together keeps
+        its events from being deleted row by row from the later ones.
 
         Raises:
-            InvalidInput: ``name`` is not a partition of the event table.
-            PartitionNotDetachable: it is the default partition, transactions may still write
-                into it, or it holds events of runs not archived (nothing is changed).
+            InvalidInput: no name, or one is not a partition of the event table.
+            PartitionNotDetachable: one is the default partition, may still be written into,
+                or holds events of runs not archived (nothing is changed).
         """
-        if not isinstance(name, str) or not re.fullmatch(r"[a-z0-9_]{1,63}", name):
-            raise InvalidInput("partition", f"{str(name)[:80]!r} is not a partition name")
+        wanted = list(dict.fromkeys(names))
+        if not wanted:
+            raise InvalidInput("partition", "name at least one partition to detach")
+        for name in wanted:
+            if not isinstance(name, str) or not re.fullmatch(r"[a-z0-9_]{1,63}", name):
+                raise InvalidInput("partition", f"{str(name)[:80]!r} is not a partition name")
         tx.lock_for_schema("schema")
         # No run is archived or restored until this commits.
         tx.execute(f"LOCK TABLE {ARCHIVES_TABLE} IN SHARE MODE")
         horizon = int(tx.query(_HORIZON_XID)[0][0])
-        found = [p for p in _partitions(tx, horizon) if p.name == name]
-        if not found:
-            raise InvalidInput(
-                "partition",
-                f"{name} is not a partition of {EVENTS_TABLE} (ckl partitions list shows them)",
-            )
-        part = found[0]
-        if part.default:
-            raise PartitionNotDetachable(
-                name,
-                "the default partition catches positions no range covers and stays attached "
-                "(its events of archived runs go with a purge, as on an unpartitioned store)",
-            )
-        if part.writable:
-            raise PartitionNotDetachable(
-                name,
-                f"transactions up to {part.end_xid} may still write into it (every transaction "
-                f"below {horizon} has ended): wait until the older open transactions end",
-            )
-        held = tx.query(_PARTITION_CHECKPOINTS, (name,))
+        attached = {p.name: p for p in _partitions(tx, horizon)}
         archived = _archived_checkpoints(tx)
-        open_runs = sorted(
-            {
-                str(run) if run is not None else "(no run)"
-                for oid, run, _ in held
-                if UUID(str(oid)) not in archived
-            }
-        )
-        if open_runs:
-            shown = ", ".join(repr(r) for r in open_runs[:_RUNS_SHOWN])
-            more = (
-                f" and {len(open_runs) - _RUNS_SHOWN} more" if len(open_runs) > _RUNS_SHOWN else ""
+        held: list[tuple[Any, ...]] = []
+        for name in wanted:
+            part = attached.get(name)
+            if part is None:
+                raise InvalidInput(
+                    "partition",
+                    f"{name} is not a partition of {EVENTS_TABLE} (ckl partitions list shows them)",
+                )
+            if part.default:
+                raise PartitionNotDetachable(
+                    name,
+                    "the default partition catches positions no range covers and stays attached "
+                    "(its events of archived runs go with a purge, as on an unpartitioned store)",
+                )
+            if part.writable:
+                raise PartitionNotDetachable(
+                    name,
+                    f"transactions up to {part.end_xid} may still write into it (every "
+                    f"transaction below {horizon} has ended): wait until the older open "
+                    "transactions end",
+                )
+            held.extend(tx.query(_PARTITION_CHECKPOINTS, (name,)))
+            open_runs = sorted(
+                {
+                    str(run) if run is not None else "(no run)"
+                    for oid, run, _ in held
+                    if UUID(str(oid)) not in archived
+                }
             )
-            raise PartitionNotDetachable(
-                name,
-                f"it holds events of {len(open_runs)} run(s) not archived ({shown}{more}): "
-                "archive them first (ckl archive)",
-            )
-        tx.query(_DETACH_PARTITION, (name, not drop))
+            if open_runs:
+                shown = ", ".join(repr(r) for r in open_runs[:_RUNS_SHOWN])
+                more = (
+                    f" and {len(open_runs) - _RUNS_SHOWN} more"
+                    if len(open_runs) > _RUNS_SHOWN
+                    else ""
+                )
+                raise PartitionNotDetachable(
+                    name,
+                    f"it holds events of {len(open_runs)} run(s) not archived ({shown}{more}): "
+                    "archive them first (ckl archive)",
+                )
+        for name in wanted:
+            tx.query(_DETACH_PARTITION, (name, not drop))
         runs = sorted({str(run) for _, run, _ in held if run is not None})
         # Whole runs go: every checkpoint of a run with an event here, wherever the rest is.
         checkpoints = {UUID(str(oid)) for oid, _, _ in held} | {
@@ -609,7 +622,7 @@ class PostgresPartitioning:
         }
         elsewhere = _purge(tx, sorted(checkpoints))
         return DetachReport(
-            partition=name,
+            partitions=wanted,
             events=sum(int(count) for _, _, count in held),
             checkpoints=len(checkpoints),
             runs=runs,
