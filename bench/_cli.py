@@ -15,10 +15,11 @@ if TYPE_CHECKING:
 
 __all__ = ["PARTS", "Options", "finish", "flow_path", "parse", "publish"]
 
-PARTS = ("append", "scale", "flow", "startup", "replay", "http")
+PARTS = ("append", "scale", "flow", "startup", "replay", "http", "replica")
 """The parts of the suite: the append path (sections 1-4), concurrent writers and DBOS
 (sections 5-6), the read side (docs/benchmarks-flow.md), start-up (section 7), and ``ckl
-replay`` of big runs (section 9), and ``ckl serve`` (section 11)."""
+replay`` of big runs (section 9), ``ckl serve`` (section 11), and a primary with a hot standby
+(section 12, PostgreSQL only)."""
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,9 @@ def parse(
         "eventsourcing), scale = sections 5-6 (concurrent writers, DBOS), flow = the read side "
         "(benchmarks-flow.md), startup = section 7 (ckl --help, the layers' imports), "
         "replay = section 9 (ckl replay of 10k-1M-event runs to a pipe), "
-        "http = section 11 (ckl serve: a yield over HTTP, SSE subscribers). "
+        "http = section 11 (ckl serve: a yield over HTTP, SSE subscribers), "
+        "replica = section 12 (a primary and a hot standby: tail lag on each, replication lag, "
+        "a synchronous standby's cost; PostgreSQL only). "
         "Default: every part.",
     )
     parser.add_argument(

@@ -11,7 +11,8 @@ completion latency: docs/benchmarks-flow.md, summarised in docs/benchmarks.md), 
 (section 7: ``ckl --help`` and the layers' imports against a bare ``python -c pass``),
 ``replay`` (section 9: ``ckl replay`` of 10 k to 1 M-event runs into a pipe, time and memory),
 ``http`` (section 11: ``ckl serve``, a yield over HTTP against one in-process, SSE subscribers'
-delivery lag and memory).
+delivery lag and memory), ``replica`` (section 12: a primary and a hot standby from
+``tests/fix_replica.py``, a tail on each, the replication lag, a synchronous standby's cost).
 
 PostgreSQL is one fresh cluster started for the run with ``tests/fix_postgres.py``'s
 ``PostgresServer`` (as the ``postgres`` OS user when run as root), each part in databases of its
@@ -29,7 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bench import _flow_sections, _http, _replay, _scale, _sections, _startup
+from bench import _flow_sections, _http, _replay, _replica, _scale, _sections, _startup
 from bench._cli import finish, flow_path, parse, publish
 from bench._dbos_peer import run_dbos
 from bench._flow_report import FlowRun, summary_rows
@@ -71,6 +72,8 @@ class _Suite:
         self.replay = _replay.ReplayResults(replay_profile) if "replay" in args.parts else None
         http_profile = _http.QUICK if args.quick else _http.FULL
         self.http = _http.HttpResults(http_profile) if "http" in args.parts else None
+        self.replica_profile = _replica.QUICK if args.quick else _replica.FULL
+        self.replica: _replica.ReplicaResults | None = None
 
     def sqlite(self, workdir: Path) -> None:
         parts = self.args.parts
@@ -171,8 +174,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.backend in {"sqlite", "all"}:
             suite.sqlite(workdir)
-        if args.backend in {"postgres", "all"}:
+        # The replica part starts servers of its own (a primary and a standby).
+        if args.backend in {"postgres", "all"} and set(args.parts) - {"replica"}:
             _run_postgres(suite, facts)
+        if args.backend in {"postgres", "all"} and "replica" in args.parts:
+            suite.replica = _replica.measure(suite.replica_profile)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     startup = None
@@ -199,6 +205,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if suite.http is not None:
         # Section 11, its summary lines at its end (docs/benchmarks.md has them in the summary).
         report = report.rstrip() + "\n\n" + "\n".join(_http.section(suite.http)).rstrip() + "\n"
+    if suite.replica is not None:
+        # Section 12, its summary lines at its end, as section 11's.
+        lines = _replica.section(suite.replica)
+        report = report.rstrip() + "\n\n" + "\n".join(lines).rstrip() + "\n"
     publish(report, args.out)
     if suite.flows:
         out = None if args.out is None else flow_path(args.out)

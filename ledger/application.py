@@ -79,7 +79,9 @@ from ledger.errors import (
     LedgerClosed,
     LedgerError,
     PayloadTooLarge,
+    RunArchived,
     RunNotFound,
+    StoreSchemaMismatch,
     StoreUnavailable,
 )
 from ledger.events import (
@@ -96,6 +98,8 @@ from ledger.events import (
     Snapshot,
     Yielded,
 )
+from ledger.follow import Seen
+from ledger.follow import seen as follow_seen
 from ledger.settings import LedgerSettings
 from ledger.store import (
     CommandAlreadyRecorded,
@@ -108,7 +112,7 @@ from ledger.typed import to_json
 from ledger.watch import LogWatcher
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Iterator
+    from collections.abc import Callable, Iterable, Iterator, Sequence
     from types import TracebackType
 
     Decide = Callable[[CheckpointState, datetime, str], CheckpointEvent | None]
@@ -194,6 +198,34 @@ def _json_payload(
     return checked
 
 
+def _opened(settings: LedgerSettings) -> tuple[LedgerSettings, LedgerRecorder]:
+    """``settings`` and the recorder opened on its store (its failure as a ledger error)."""
+    try:
+        return settings, open_recorder(settings)
+    except PersistenceError as exc:
+        url = parse_store_url(settings.store)
+        raise store_error(exc, url.display, "open", path=url.database_file) from exc
+
+
+def _opened_reader(settings: LedgerSettings) -> tuple[LedgerSettings, LedgerRecorder]:
+    """The read-only settings and recorder of ``settings.reader_store``, after the writer's.
+
+    A writer that just created the schema on the primary waits, up to ``connect_timeout``,
+    for a standby to replay it, rather than failing on a schema it is about to have.
+    """
+    reader = settings.model_copy(
+        update={"store": settings.reader_store, "read_only": True, "reader_store": None}
+    )
+    deadline = time.monotonic() + settings.connect_timeout
+    while True:
+        try:
+            return _opened(reader)
+        except StoreSchemaMismatch as exc:
+            if not exc.standby or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.05)
+
+
 class Ledger:
     """The checkpoint ledger: every create, yield, complete, fail, retry and reset is an event.
 
@@ -222,6 +254,11 @@ class Ledger:
         self._runs: OrderedDict[str, _RunView] = OrderedDict()
         self._runs_lock = threading.Lock()
         self._closed = False
+        self._reader: Ledger | None = None
+        # Transient store failures met so far (each one retried or raised): a log read that
+        # met one may have been answered by another server than the one before it (read_log).
+        self._store_failures = 0
+        self._returned = _Returned()
 
     # ---------------------------------------------------------------- opening and closing
 
@@ -233,8 +270,14 @@ class Ledger:
         settings: LedgerSettings | None = None,
         clock: Callable[[], datetime] | None = None,
         read_only: bool | None = None,
+        reader_store: str | None = None,
     ) -> Ledger:
         """Open a ledger on ``store``, else ``$CKL_STORE``, else ``./checkpoints.db``.
+
+        ``reader_store`` (default ``settings.reader_store``, ``$CKL_READER_STORE``): a second
+        store to read the log from, typically a PostgreSQL hot standby of ``store``, opened
+        read-only as :attr:`reader`. Streams, awaiters, tails, replay, audit, verify, export and
+        the service's reads use it; commands are decided and written on ``store``.
 
         ``clock`` replaces the ledger's clock (see :meth:`now`), for tests and simulations
         that need time under control: it must return timezone-aware datetimes.
@@ -254,24 +297,88 @@ class Ledger:
         """
         if store is not None:
             parse_store_url(store)  # InvalidStoreURL for a non-string or unusable URL
+        if reader_store is not None:
+            parse_store_url(reader_store)
         if settings is None:
-            settings = LedgerSettings.from_env(store=store, read_only=read_only)
+            settings = LedgerSettings.from_env(
+                store=store, read_only=read_only, reader_store=reader_store
+            )
         else:
             update: dict[str, object] = {} if store is None else {"store": store}
             if read_only is not None:
                 update["read_only"] = read_only
+            if reader_store is not None:
+                update["reader_store"] = reader_store
             settings = settings.model_copy(update=update)
-        try:
-            recorder = open_recorder(settings)
-        except PersistenceError as exc:
-            url = parse_store_url(settings.store)
-            raise store_error(exc, url.display, "open", path=url.database_file) from exc
-        return cls(settings, recorder, clock=clock)
+        if settings.reader_store is not None:
+            parse_store_url(settings.reader_store)
+        opened = cls(*_opened(settings), clock=clock)
+        if settings.reader_store is not None:
+            try:
+                opened._reader = cls(*_opened_reader(settings), clock=clock)
+            except BaseException:
+                opened.close()
+                raise
+        return opened
 
     @property
     def store_display(self) -> str:
         """The store URL with any password masked."""
         return self.recorder.store.display
+
+    @property
+    def reader(self) -> Ledger:
+        """The ledger to read the log from: the read-only ``reader_store`` one, else this one.
+
+        On a hot standby an event is read once every position below it is final there (the
+        visible horizon holds on a standby: ``docs/architecture.md``), a replication lag
+        behind the primary. A checkpoint written here appears there after that lag, so
+        read-your-writes across the two means waiting (``completion`` does).
+        """
+        return self if self._reader is None else self._reader
+
+    def resume_position(self, position: int, seen: Sequence[Seen] = ()) -> int:
+        """Where a log reader that handled up to ``position`` resumes (read on the reader).
+
+        ``position`` itself while its event is in the store; else the newest position below it
+        that is: after a purge, or a failover that lost the last commits
+        (:meth:`LedgerRecorder.resume_position` says why that reads nothing twice and misses
+        nothing). ``seen``: the last events the reader handled, oldest first
+        (``ledger.follow.seen``; ``LogFollower.remember`` keeps them). The newest of them the
+        store still holds *as the same event* is where it resumes: a promoted server hands
+        the lost transactions' ids out again, so a new event may sit at a position the reader
+        saw, and the position alone would take it for one both servers hold. Only when none
+        of ``seen`` is left, by position from below the oldest of them.
+        """
+        check_count(position, "position")
+        if self._reader is not None:
+            return self._reader.resume_position(position, seen)
+        return self._resume(position, seen)
+
+    def _resume(self, position: int, seen: Sequence[Seen]) -> int:
+        """:meth:`resume_position` on this ledger's own store."""
+        if seen:
+            kept = [item for item in seen if item[0] <= position]
+            notes = self._store_call(
+                "resume", lambda: self.recorder.notifications_at([item[0] for item in kept])
+            )
+            held = {n.id: follow_seen(n.id, self._to_event(n)) for n in notes}
+            for item in reversed(kept):
+                if held.get(item[0]) == item:
+                    return item[0]
+            if kept:
+                position = kept[0][0] - 1  # everything it remembers is gone: go on before it
+        return self._store_call("resume", lambda: self.recorder.resume_position(position))
+
+    @property
+    def store_failures(self) -> int:
+        """Transient store failures this ledger met so far (each retried, or raised).
+
+        A log reader that sees it change may be reading another server than before (a
+        connection made again through a multi-host URL after a failover): it checks where it
+        stands (``LogFollower`` calls ``resume_position``).
+        """
+        return self._store_failures
 
     def close(self) -> None:
         """Stop watching the log and release the store's connections. Idempotent."""
@@ -279,6 +386,8 @@ class Ledger:
         if self._watcher is not None:
             self._watcher.close()
         self.recorder.close()
+        if self._reader is not None:
+            self._reader.close()
 
     def __enter__(self) -> Self:
         return self
@@ -900,13 +1009,44 @@ class Ledger:
         """
         check_count(after, "after")
         check_count(limit, "limit", minimum=1)
+        failures = self._store_failures
         notes: list[Notification] = list(
             self._store_call(
                 "read_log",
                 lambda: self.recorder.select_notifications(after, limit, inclusive_of_start=False),
             )
         )
-        return [(n.id, self._to_event(n)) for n in notes]
+        if after and self._store_failures != failures:
+            self._check_still_there(after)
+        events = [(n.id, self._to_event(n)) for n in notes]
+        if events:
+            self._returned.remember(events[-1])
+        return events
+
+    def _check_still_there(self, after: int) -> None:
+        """After a read that had to reconnect: the event at ``after`` must still be stored.
+
+        A connection lost and made again through a multi-host URL may reach another server:
+        a promoted standby that lost the last commits. Its new events may then take positions
+        below ``after`` (the lost transactions' ids are used again): reading on after
+        ``after`` would skip them. The reader is told instead (``StoreUnavailable``), as after
+        any outage; a follower then resumes from ``resume_position`` (``LogFollower``).
+
+        The event itself is checked when this ledger returned it (as the last of a read:
+        where a follower's next read starts), since a new event may take its very position.
+
+        Raises:
+            StoreUnavailable: the event at ``after`` is not in the store.
+        """
+        last = self._returned.get(after)
+        found = self._resume(after, () if last is None else [last])
+        if found != after:
+            raise StoreUnavailable(
+                self.store_display,
+                "read_log",
+                f"the event at position {after} is no longer in the store (lost in a failover, "
+                f"or purged): read on after position {found}, the newest one it still holds",
+            )
 
     def iter_log(
         self, after: int = 0, page_size: int = 1000
@@ -1050,9 +1190,11 @@ class Ledger:
             # A freshly generated id cannot be stored yet: look only once it may have been sent.
             topic = state.command_topic(cid) if resent else None
             if topic is not None:  # applied before: nothing written, the state as it is now
-                if not fresh:
-                    state = self._refresh(state)
-                return _same_command(state, cid, topic, name)
+                if fresh:
+                    return _same_command(state, cid, topic, name)
+                # From the cache: look again on the store's state, which may have lost it.
+                state, fresh = self._refresh(state), True
+                continue
             # Never write a timestamp before the checkpoint's last one, whatever the clocks say.
             now = max(self.now(), state.updated_at)
             try:
@@ -1170,14 +1312,87 @@ class Ledger:
         return state
 
     def _refresh(self, state: CheckpointState) -> CheckpointState:
-        """Bring a (possibly stale) state up to date with the store."""
+        """Bring a (possibly stale) state up to date with the store, or back to it.
+
+        Read from the state's own version: if the store no longer holds that event as this
+        process saw it, the store lost acknowledged commits (:meth:`_recover_lost`).
+        """
         oid = state.token.checkpoint_id
-        rows = self._store_call("load", lambda: self.recorder.select_events(oid, gt=state.version))
-        for row in rows:
+        rows = self._store_call(
+            "load", lambda: self.recorder.select_events(oid, gt=state.version - 1)
+        )
+        if not rows or rows[0].originator_version != state.version:
+            return self._recover_lost(state)
+        if self._diverged(state, rows[0]):
+            return self._recover_lost(state)
+        for row in rows[1:]:
             state = apply(state, self._to_event(row))
-        if rows:
+        if len(rows) > 1:
             self._put_cached(state)
         return state
+
+    def _run_archived(self, state: CheckpointState) -> bool:
+        with self.recorder.transaction(readonly=True) as tx:
+            return tx.run_is_archived(state.token.run_id)
+
+    def _diverged(self, state: CheckpointState, row: StoredEvent) -> bool:
+        """The store's event at ``state.version`` is another command's than the one seen here."""
+        if not state.recent_commands:
+            return False
+        command_id = self._to_event(row).command_id
+        return command_id is not None and command_id != state.recent_commands[-1]
+
+    def _recover_lost(self, state: CheckpointState) -> CheckpointState:
+        """The store is behind what this process saw of a checkpoint: reload it, and say so.
+
+        Acknowledged events vanish from a store when it fails over to an asynchronous standby
+        that had not received them yet (or is restored from a backup). The cached state, and
+        the head remembered for chaining, are then ahead of the store, and every append
+        would meet the version-gap guard: both are dropped and the checkpoint reloaded. The
+        work done after the reloaded cursor must be done again; commands repeated with their
+        ids apply once (the lost ones are not in the store's command index any more).
+
+        Raises:
+            CheckpointNotFound: the store lost even the checkpoint's creation.
+        """
+        oid = state.token.checkpoint_id
+        self.recorder.forget_head(oid)
+        with self._cache_lock:
+            self._cache.pop(oid, None)
+        with self._runs_lock:
+            self._runs.clear()
+        stored = self._load_from_store(oid)
+        if stored is None and self._store_call("load", lambda: self._run_archived(state)):
+            raise RunArchived(state.token.run_id)  # purged by `ckl archive`: nothing was lost
+        if stored is None:
+            log.warning(
+                "checkpoint %s: the store %s no longer holds it (this process saw version %d): "
+                "its acknowledged events were lost, e.g. in a failover to a standby that had "
+                "not received them",
+                state.token,
+                self.store_display,
+                state.version,
+            )
+            raise CheckpointNotFound(str(state.token))
+        log.warning(
+            "checkpoint %s: this process saw version %d (%s, cursor %r, %d items), but the store "
+            "%s holds version %d (%s, cursor %r, %d items): the events after version %d were "
+            "acknowledged and then lost, e.g. in a failover to a standby that had not received "
+            "them. Reloaded from the store: the work after its cursor must be done again.",
+            state.token,
+            state.version,
+            state.status,
+            state.cursor,
+            state.items_processed,
+            self.store_display,
+            stored.version,
+            stored.status,
+            stored.cursor,
+            stored.items_processed,
+            stored.version,
+        )
+        self._put_cached(stored)
+        return stored
 
     def _get_cached(self, oid: UUID) -> CheckpointState | None:
         if not self.settings.cache_size:
@@ -1222,10 +1437,15 @@ class Ledger:
         for attempt in range(self.settings.store_retries + 1):
             try:
                 return call()
-            except (OperationalError, InterfaceError) as exc:
+            except IntegrityError:
+                raise  # a version or command taken: the caller's to handle
+            except (OperationalError, InterfaceError, PersistenceError) as exc:
                 failure = permanent_failure(exc, self.store_display, operation, path=path)
                 if failure is not None:
                     raise failure from exc
+                if not isinstance(exc, (OperationalError, InterfaceError)):
+                    raise  # a programming or data error: no retry mends it
+                self._store_failures += 1
                 if self._closed:
                     raise LedgerClosed(self.store_display, operation, str(exc)) from exc
                 if attempt == self.settings.store_retries:
@@ -1236,6 +1456,27 @@ class Ledger:
                 time.sleep(delay)
                 delay *= 2
         raise AssertionError  # pragma: no cover  (the loop always returns or raises)
+
+
+class _Returned:
+    """The last events ``read_log`` returned last in a read: where followers read on from."""
+
+    KEPT = 1024
+
+    def __init__(self) -> None:
+        self._items: OrderedDict[int, Seen] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def remember(self, item: tuple[int, CheckpointEvent]) -> None:
+        position, event = item
+        with self._lock:
+            self._items[position] = follow_seen(position, event)
+            if len(self._items) > self.KEPT:
+                self._items.popitem(last=False)
+
+    def get(self, position: int) -> Seen | None:
+        with self._lock:
+            return self._items.get(position)
 
 
 RUN_VIEWS_KEPT = 8

@@ -23,6 +23,7 @@ LedgerError                          `except LedgerError` catches everything we 
 │   ├── StoreNotADatabase            the file is not an SQLite database
 │   ├── StoreCorrupt                 the database file is damaged: restore from a backup
 │   ├── StoreReadOnly                the file, directory or session is read-only
+│   │   └── StoreIsStandby           the PostgreSQL server is a hot standby: write to the primary
 │   ├── StoreDirectoryMissing        the database file's directory does not exist
 │   ├── StoreFull                    the disk or filesystem is full
 │   ├── StoreAuthFailed              the server refused the credentials
@@ -88,6 +89,7 @@ __all__ = [
     "StoreDirectoryMissing",
     "StoreFailure",
     "StoreFull",
+    "StoreIsStandby",
     "StoreNotADatabase",
     "StoreReadOnly",
     "StoreSchemaMismatch",
@@ -490,6 +492,21 @@ class StoreReadOnly(StoreFailure):
     )
 
 
+class StoreIsStandby(StoreReadOnly):
+    """A writer reached a PostgreSQL hot standby (a replica in recovery), which takes no writes.
+
+    Readers may use a standby (``reader_store``, ``read_only``); writers need the primary.
+    """
+
+    what = "is a hot standby (a replica in recovery) and cannot take writes"
+    advice = (
+        "write to the primary: a multi-host URL with target_session_attrs=read-write "
+        "(postgresql://u@h1:5432,h2:5432/db?target_session_attrs=read-write) finds it, also "
+        "after a failover; open a standby for reading with reader_store= / CKL_READER_STORE "
+        "or read_only"
+    )
+
+
 class StoreDirectoryMissing(StoreFailure):
     """The SQLite file's directory does not exist, so the file cannot be created or opened."""
 
@@ -530,10 +547,17 @@ class StoreSchemaMismatch(LedgerError):
         store: the store URL, password masked.
         found: the store's schema version (0: no ledger schema).
         expected: the version this checkpoint-ledger keeps.
+        standby: the store is a PostgreSQL hot standby (the schema may not have replicated).
     """
 
-    def __init__(self, store: str, found: int, expected: int) -> None:
-        if found == 0:
+    def __init__(self, store: str, found: int, expected: int, standby: bool = False) -> None:
+        if found == 0 and standby:
+            what = f"store {store} is a hot standby with no checkpoint-ledger schema yet"
+            advice = (
+                "the schema reaches a standby by replication: open a writer on the primary "
+                "(or run `ckl migrate` there), wait for the standby to replay it, then retry"
+            )
+        elif found == 0:
             what = f"store {store} has no checkpoint-ledger schema (an empty or foreign database)"
             advice = "check the store URL; a writer or `ckl migrate` creates the schema"
         elif found < expected:
@@ -544,9 +568,10 @@ class StoreSchemaMismatch(LedgerError):
             advice = "upgrade checkpoint-ledger to read it"
         super().__init__(f"{what}: {advice}")
         self.store, self.found, self.expected = store, found, expected
+        self.standby = standby
 
-    def __reduce__(self) -> tuple[type[Self], tuple[str, int, int]]:
-        return type(self), (self.store, self.found, self.expected)
+    def __reduce__(self) -> tuple[type[Self], tuple[str, int, int, bool]]:
+        return type(self), (self.store, self.found, self.expected, self.standby)
 
 
 class TamperDetected(LedgerError):

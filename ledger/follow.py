@@ -27,16 +27,23 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
+from datetime import datetime
 from typing import TYPE_CHECKING, Protocol, Self
+from uuid import UUID
 
 from ledger.checks import check_count, check_seconds
 from ledger.errors import AwaitTimeout, StoreUnavailable
 
 if TYPE_CHECKING:
     import logging
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterable, Sequence
 
+    from ledger.events import CheckpointEvent
     from ledger.settings import LedgerSettings
+
+    Resume = Callable[[int, Sequence["Seen"]], int]
+    """Where to go on from a position, given the last events handled (``resume_position``)."""
 
 __all__ = [
     "HELD_BACK_FIRST_WAIT",
@@ -45,6 +52,8 @@ __all__ = [
     "Backoff",
     "LogFollower",
     "LogSource",
+    "Seen",
+    "seen",
 ]
 
 STORE_RETRY_FIRST = 0.1
@@ -81,13 +90,43 @@ class Backoff:
 
 
 class LogSource(Protocol):
-    """What a follower needs of a ``Ledger``: its settings and its watch signal."""
+    """What a follower needs of a ``Ledger``: its settings, its watch signal, its failures."""
 
     settings: LedgerSettings
 
     def watch(self, callback: Callable[[], None]) -> Callable[[], None]:
         """Call ``callback`` whenever the log may have advanced; returns its remover."""
         ...
+
+    @property
+    def store_failures(self) -> int:
+        """Transient store failures met so far: a change may mean another server answers."""
+        ...
+
+
+Seen = tuple[int, UUID, int, str | None, datetime]
+"""An event a reader handled: position, checkpoint id, version, command id and timestamp.
+
+All five tell the event a reader saw from a new one a promoted server wrote at the same
+position (a lost transaction's id handed out again), even as the same version of the same
+checkpoint, or for the same command repeated (``Ledger.resume_position``).
+"""
+
+
+def seen(position: int, event: CheckpointEvent) -> Seen:
+    """What a follower remembers of an event it handled (``LogFollower.remember``)."""
+    return (
+        position,
+        event.originator_id,
+        event.originator_version,
+        event.command_id,
+        event.timestamp,
+    )
+
+
+RESUME_WINDOW = 4096
+"""Events a follower remembers (``remember``) to resume exactly after a failover: more than a
+failover to a lagging standby loses at the rates measured (``docs/scaling.md``)."""
 
 
 def _nothing() -> None:
@@ -114,6 +153,7 @@ class LogFollower:
         position: int = 0,
         retry_on: tuple[type[Exception], ...] = (StoreUnavailable,),
         on_error: Callable[[Exception], None] | None = None,
+        resume: Resume | None = None,
     ) -> None:
         """Prepare a follower at ``position``; nothing runs before :meth:`start`.
 
@@ -127,10 +167,16 @@ class LogFollower:
             position: the global position already handled (0: none).
             retry_on: the errors that mean "the store is unavailable": waited out.
             on_error: receives the error that ended the thread.
+            resume: after an outage, or when the source met a store failure since the last
+                step (another server may answer now), where to go on from the position and
+                the events last handled (``remember``); e.g. ``Ledger.resume_position``: a
+                failover may have lost the events last read. Called before the next step.
         """
         self.source, self.name, self.what = source, name, what
         self._step, self._log = step, log
         self._retry_on, self._on_error = retry_on, on_error
+        self._resume = resume
+        self._recent: deque[Seen] = deque(maxlen=RESUME_WINDOW)
         self._position = position
         self._moved = threading.Condition()
         self._wake = threading.Event()
@@ -197,6 +243,20 @@ class LogFollower:
         if wait and thread is not None and thread is not threading.current_thread():
             thread.join(timeout=10)
 
+    def _resumed(self, position: int) -> None:
+        """Go on from ``position`` (``resume``'s answer), saying so if it moved back."""
+        if position != self._position:
+            self._log.warning(
+                "%s: the event at position %d is no longer in the store (lost in a failover, "
+                "or purged); going on after position %d, the newest one it still holds",
+                self.what,
+                self._position,
+                position,
+            )
+            self.advance(position)
+            while self._recent and self._recent[-1][0] > position:
+                self._recent.pop()  # gone from the store
+
     def catch_up(self) -> int:
         """Run steps in the caller's thread until there is nothing more; returns the position.
 
@@ -237,18 +297,35 @@ class LogFollower:
                 self._moved.wait(remaining)
             return self._position
 
+    def remember(self, handled: Iterable[Seen]) -> None:
+        """Note the events handled (``seen(position, event)``), for ``resume``."""
+        self._recent.extend(handled)
+
+    def forget(self) -> None:
+        """Forget the events noted: the position moved past events not handled one by one."""
+        self._recent.clear()
+
     def _run(self, stop: threading.Event) -> None:
         retry = Backoff()
+        outage = False
+        failures = self.source.store_failures
         try:
             while not stop.is_set():
                 self._wake.clear()  # before reading: an append after the read sets it again
                 try:
+                    # Read before the step: a failure during it is seen at the next one.
+                    now = self.source.store_failures
+                    if self._resume is not None and (outage or now != failures):
+                        self._resumed(self._resume(self._position, list(self._recent)))
+                    failures = now
                     more = self._step(self)
                 except self._retry_on as exc:
                     pause = retry.next()
                     self._log.warning("%s paused (%s); retrying in %.1fs", self.what, exc, pause)
+                    outage = True
                     stop.wait(pause)
                     continue
+                outage = False
                 retry.reset()
                 if not more:
                     self._wake.wait(self.source.settings.poll_interval)

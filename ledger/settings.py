@@ -41,6 +41,14 @@ class LedgerSettings(BaseModel):
         default=DEFAULT_STORE,
         description="Store URL: sqlite:///path.db (embedded default), postgresql://… or memory://.",
     )
+    reader_store: str | None = Field(
+        default=None,
+        description=(
+            "Store URL for reading the log (streams, awaits, tails, replay, audit, verify, "
+            "export, the service's reads and SSE): a PostgreSQL hot standby of the store; "
+            "writes still go to store. None: read where you write."
+        ),
+    )
     durability: Literal["full", "fast"] = Field(
         default="full",
         description=(
@@ -117,7 +125,7 @@ class LedgerSettings(BaseModel):
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
         # repr() and str() show the store URL without its password (logs print settings).
         for name, value in super().__repr_args__():
-            if name == "store" and isinstance(value, str):
+            if name in {"store", "reader_store"} and isinstance(value, str):
                 yield name, redact_url(value)
             else:
                 yield name, value

@@ -6,8 +6,10 @@ costs one query and a missed one is impossible to act on wrongly. Sources:
 
 * appends made through this ``Ledger``: at once, in the writing thread;
 * other processes on PostgreSQL: ``LISTEN/NOTIFY`` on a dedicated connection, reconnecting
-  after the server restarts with the followers' back-off (``ledger.follow.Backoff``), and
-  waking everyone, since notifications sent while disconnected are lost;
+  after the server restarts with the followers' back-off (``ledger.follow.Backoff``; one
+  warning per outage, and one when it ends), and waking everyone, since notifications sent
+  while disconnected are lost; on a hot standby, which cannot ``LISTEN``, the listener returns
+  whenever WAL replay moves (``ledger.store.postgres.notify``) and the head is read then;
 * other processes on either backend: a poll of the log's head every ``poll_interval`` seconds
   (on PostgreSQL only a safety net);
 * on PostgreSQL, the visible horizon moving: committed events may wait above it for an older
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import TYPE_CHECKING
 
 from eventsourcing.persistence import PersistenceError
@@ -112,21 +115,29 @@ class LogWatcher:
             held.reset()
         return held.next()
 
+    def _listen(self) -> LogListener | None:
+        """A new listener, and everyone woken: what was sent while nobody listened is lost."""
+        listener = self._recorder.listener()
+        if listener is not None:
+            self.notify()
+        return listener
+
     def _run(self, stop: threading.Event) -> None:
         listener: LogListener | None = None
         retry = Backoff()
         held = Backoff(HELD_BACK_FIRST_WAIT, self.poll_interval)
         wait = self.poll_interval
+        lost_at: float | None = None  # when the store was lost (one warning per outage)
         while not stop.is_set():
             try:
-                if listener is None:
-                    listener = self._recorder.listener()
-                    if listener is not None:
-                        self.notify()  # anything sent while we were not listening is lost
+                listener = listener or self._listen()
                 woke = listener.wait(wait) if listener is not None else stop.wait(wait)
                 if stop.is_set():
                     break
                 head, held_back = self._recorder.log_head()
+                if lost_at is not None:
+                    _back(lost_at)
+                    lost_at = None
                 retry.reset()
                 moved = head != self._head
                 if woke or moved:
@@ -135,10 +146,29 @@ class LogWatcher:
                 wait = self._next_wait(held, held_back=held_back, fresh=woke or moved)
             except PersistenceError as exc:
                 pause = retry.next()
-                log.warning("log watcher lost the store (%s); retrying in %.1fs", exc, pause)
+                lost_at = _lost(lost_at, exc, retry.cap)
                 if listener is not None:
                     listener.close()
                     listener = None
                 stop.wait(pause)
         if listener is not None:
             listener.close()
+
+
+def _lost(lost_at: float | None, exc: Exception, cap: float) -> float:
+    """When the outage began: a warning at its start, debug lines while it lasts."""
+    if lost_at is None:
+        log.warning(
+            "log watcher lost the store (%s); retrying every %.1fs or less until it is back "
+            "(readers fall behind meanwhile)",
+            exc,
+            cap,
+        )
+        return time.monotonic()
+    log.debug("log watcher: the store is still unavailable (%s)", exc)
+    return lost_at
+
+
+def _back(lost_at: float) -> None:
+    """The store answered after an outage that began at ``lost_at``: say so, once."""
+    log.warning("log watcher reached the store again after %.1fs", time.monotonic() - lost_at)

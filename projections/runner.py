@@ -172,6 +172,11 @@ class Projections:
             what="views",
             log=log,
             retry_on=(LedgerError,),
+            # After an outage (a failover among them) from the position the views' own
+            # tracking row holds: it commits with the views, so it is what they contain.
+            resume=lambda _position, _seen: self._store_call(
+                "read position", self._tracked_position
+            ),
         )
         if not self._follows_stored_views:
             self._store_call("create views", self._create_tables)

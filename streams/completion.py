@@ -25,6 +25,7 @@ from ledger import (
     AwaitTimeout,
     Backoff,
     CheckpointCancelled,
+    CheckpointNotFound,
     CheckpointState,
     CheckpointToken,
     JSONValue,
@@ -64,8 +65,8 @@ class _CheckpointWatch:
                 self._handed.append(recorded.state)
                 self.wake.set()
 
-        self._remove = ledger.add_listener(on_recorded)
-        self._unwatch = ledger.watch(self.wake.set)
+        self._remove = ledger.add_listener(on_recorded)  # this process's own appends
+        self._unwatch = ledger.reader.watch(self.wake.set)
 
     def ended(self) -> CheckpointState | None:
         """The state if completed or failed (transiently too), else None.
@@ -80,13 +81,30 @@ class _CheckpointWatch:
         # `wake`, and an empty list falls back to reading the store.
         handed, self._handed[:] = self._handed[-1:], []
         try:
-            state = handed[0] if handed else self.ledger.get_checkpoint(self.token)
+            state = handed[0] if handed else self._read()
+            if state is None:
+                return None
         except StoreUnavailable as exc:
             log.warning("await paused, store unavailable (%s)", exc)
             self.wake.wait(self._retry.next())
             return None
         self._retry.reset()
         return None if state.status == "open" else state
+
+    def _read(self) -> CheckpointState | None:
+        """The state on the reader; ``None`` while a checkpoint the primary has is not there yet.
+
+        A checkpoint created on the primary reaches a standby a replication lag later: until
+        then it is awaited, not reported missing (the primary says whether it exists).
+        """
+        reader = self.ledger.reader
+        try:
+            return reader.get_checkpoint(self.token)
+        except CheckpointNotFound:
+            if reader is self.ledger:
+                raise
+            self.ledger.get_checkpoint(self.token)  # CheckpointNotFound if it never existed
+            return None
 
     def wait(self, timeout: float | None = None) -> None:
         """Sleep until woken, at most a poll interval (and at most ``timeout``)."""

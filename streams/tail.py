@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, SerializeAsAny
 from reactivex.disposable import Disposable
 
 from ledger import CheckpointEvent, Ledger, LogFollower, check_count, check_run_id
+from ledger.follow import seen
 
 if TYPE_CHECKING:
     from reactivex import Observable, abc
@@ -55,6 +56,11 @@ def run_stream(
 ) -> Observable[StreamEvent]:
     """The events of ``run_id`` (or of every run) after global position ``after``, forever.
 
+    Read from ``ledger.reader`` (a hot standby when the ledger was opened with
+    ``reader_store``). After a store outage the stream goes on from the last position the
+    store still holds (``Ledger.resume_position``), so a failover that lost the last events
+    neither skips the new primary's events nor repeats any.
+
     Subscribing starts a reader thread; disposing the subscription stops it (without waiting for
     a subscriber stuck in ``on_next``) and releases what it holds. The stream never completes on
     its own; it errors only on a programming error, while store outages are waited out (it
@@ -68,6 +74,7 @@ def run_stream(
         check_run_id(run_id)
     check_count(after, "after")
     check_count(batch_size, "batch_size", minimum=1)
+    ledger = ledger.reader  # a hot standby when the ledger has a reader_store
 
     def subscribe(
         observer: abc.ObserverBase[StreamEvent], _scheduler: abc.SchedulerBase | None = None
@@ -80,6 +87,7 @@ def run_stream(
             log=log,
             position=after,
             on_error=observer.on_error,
+            resume=ledger.resume_position,
         ).start()
         # Disposing never waits for a subscriber stuck in on_next: the reader thread ends as
         # soon as it sees the stop (at once if idle, after the current on_next otherwise).
@@ -124,5 +132,6 @@ def _read_batch(
             observer.on_error(exc)
             return False
     if rows:
+        follower.remember(seen(p, e) for p, e in rows)
         follower.advance(rows[-1][0])
     return len(rows) == batch_size

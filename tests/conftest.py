@@ -13,7 +13,7 @@ from tests._hypothesis import load_profiles
 if TYPE_CHECKING:
     import pytest
 
-pytest_plugins = ["tests.fix_postgres"]
+pytest_plugins = ["tests.fix_postgres", "tests.fix_replica"]
 
 load_profiles()
 

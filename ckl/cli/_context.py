@@ -23,6 +23,7 @@ from ledger import (
     Ledger,
     LedgerSettings,
     RunNotFound,
+    StoreIsStandby,
 )
 from ledger.store import parse_store_url
 from projections import Projections
@@ -57,7 +58,14 @@ class CliContext:
         """
         return LedgerSettings.from_env(store=self.store, **overrides)
 
-    def open(self, *, existing: bool = False, write: bool = False, **overrides: object) -> Ledger:
+    def open(
+        self,
+        *,
+        existing: bool = False,
+        write: bool = False,
+        reads: bool = False,
+        **overrides: object,
+    ) -> Ledger:
         """Open the store: the one way every command reaches it.
 
         ``existing``: refuse a SQLite file that is not there yet, and never create or upgrade
@@ -66,7 +74,11 @@ class CliContext:
         a read-only file, directory or mount) is opened read-only and nothing is written; on
         a writable one only the views are brought up to date. ``write``: a command that
         changes an existing store (retry, cancel…) passes it with ``existing`` to write.
-        ``overrides``: settings a command's options set (see :meth:`settings`).
+        ``reads``: a command that only reads but may be the first to open a new store
+        (``ckl tail`` before the job starts): opened as a writer, unless the store is a hot
+        standby, which is then read read-only. ``overrides``: settings a command's options
+        set (see :meth:`settings`). With
+        ``CKL_READER_STORE`` set, a read opens that store (a hot standby) read-only instead.
 
         Raises:
             InvalidInput: a setting has a value of the wrong type or range.
@@ -84,8 +96,20 @@ class CliContext:
                     f"there is no SQLite database at {path} (this command never "
                     "creates one; check the path, or run a job or `ckl demo` first)",
                 )
+        if reads and settings.reader_store is None:
+            try:
+                return Ledger.open(settings=settings)
+            except StoreIsStandby:
+                return Ledger.open(settings=settings, read_only=True)
         if not existing or write:
             return Ledger.open(settings=settings)
+        if settings.reader_store is not None:
+            # CKL_READER_STORE: a read command reads the standby alone, read-only (its views
+            # as stored there if current, else built in memory); the primary is not touched.
+            reader = settings.model_copy(
+                update={"store": settings.reader_store, "reader_store": None, "read_only": True}
+            )
+            return Ledger.open(settings=reader)
         # A read: opened read-only first, which checks the schema without writing anything
         # (missing, older or newer: StoreSchemaMismatch naming `ckl migrate`). On a store this
         # process may write, the read then goes on as a writer whose schema is current, so
@@ -94,7 +118,11 @@ class CliContext:
         # A read-only store (CKL_READ_ONLY, a read-only file, directory or mount) stays
         # read-only: its views are read as they are, or built privately.
         probe = Ledger.open(settings=settings, read_only=True)
-        if settings.read_only or not _writable(parse_store_url(settings.store).database_file):
+        if (
+            settings.read_only
+            or not _writable(parse_store_url(settings.store).database_file)
+            or probe.recorder.is_standby()  # a hot standby: a writer would be refused
+        ):
             return probe
         probe.close()
         return Ledger.open(settings=settings)

@@ -143,7 +143,7 @@ def tail(
     if progress and run_id is None:
         raise click.UsageError("--progress needs a RUN", ctx)
     feed = _Feed()
-    with obj.open() as ledger:
+    with obj.open(reads=True) as ledger:
         subscription = run_stream(ledger, run_id, after=after).subscribe(
             on_next=feed.items.put, on_error=feed.items.put
         )

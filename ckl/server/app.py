@@ -77,8 +77,8 @@ def create_app(ledger: Ledger, options: ServeOptions | None = None) -> FastAPI:
         # them up to date first (ServerState.fresh_views), in one batch for everything since
         # the last one. A follower woken by every append would commit a views transaction per
         # command, a second fsync for each yield a worker sends.
-        state = ServerState(ledger, Projections(ledger), chosen)
-        state.hub = stream.StreamHub(ledger, asyncio.get_running_loop(), chosen)
+        state = ServerState(ledger, Projections(ledger.reader), chosen)
+        state.hub = stream.StreamHub(ledger.reader, asyncio.get_running_loop(), chosen)
         state.hub.start()
         app.state.ckl = state
         log.info("serving %s", ledger.store_display)

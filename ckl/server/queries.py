@@ -13,7 +13,7 @@ import os
 import re
 import tempfile
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal, TypeVar
 
 from fastapi import APIRouter, Path, Query, Request, Security
 from starlette.background import BackgroundTask
@@ -49,7 +49,14 @@ from ledger import (
 from projections import History, RunProgress
 from streams.completion import await_checkpoint_async
 
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ledger import Ledger
+
 __all__ = ["router"]
+
+T = TypeVar("T")
 
 router = APIRouter(tags=["queries"])
 
@@ -84,6 +91,21 @@ def _existing(state: State, run_id: str, batch_index: int) -> CheckpointToken:
     if token is None:
         raise CheckpointNotFound(f"{run_id}/{batch_index}")
     return token
+
+
+def _read(state: State, read: Callable[[Ledger], T]) -> T:
+    """``read`` on the reader; on the primary while the reader does not have the checkpoint.
+
+    A checkpoint created on the primary reaches a standby (``CKL_READER_STORE``) a replication
+    lag later. ``_existing`` found it on the primary, so until then it is read there rather
+    than reported missing (``completion`` does the same for awaits).
+    """
+    try:
+        return read(state.reader)
+    except CheckpointNotFound:
+        if state.reader is state.ledger:
+            raise
+        return read(state.ledger)
 
 
 @router.get(
@@ -128,7 +150,7 @@ def get_checkpoint(
     moment: int | datetime | None = None
     if as_of is not None:
         moment = int(as_of) if as_of.strip().isdigit() else _moment(as_of, "as_of")
-    return json_response(state.ledger.get_checkpoint(token, as_of=moment))
+    return json_response(_read(state, lambda ledger: ledger.get_checkpoint(token, as_of=moment)))
 
 
 @router.get(
@@ -149,9 +171,13 @@ def checkpoint_events(
     """``iter_checkpoint_events``, one page."""
     token = _existing(state, run_id, batch_index)
     events = []
-    for event in state.ledger.iter_checkpoint_events(
-        token, after_version=after_version, page_size=min(limit + 1, MAX_PAGE)
-    ):
+    pages = _read(  # raises at the call (not lazily) if the checkpoint is not there
+        state,
+        lambda ledger: ledger.iter_checkpoint_events(
+            token, after_version=after_version, page_size=min(limit + 1, MAX_PAGE)
+        ),
+    )
+    for event in pages:
         events.append(event)
         if len(events) > limit:
             break
@@ -270,7 +296,9 @@ def get_run(run_id: RunId, state: State, as_of: Moment = None) -> Response:
     """Progress counts only durable completions; ``as_of`` is the run's time travel."""
     moment = _moment(as_of, "as_of")
     if moment is None:
-        states = state.ledger.run_states(run_id)
+        states = state.reader.run_states(run_id)
+        if not states and state.reader is not state.ledger:
+            states = state.ledger.run_states(run_id)  # not on the standby yet (see _read)
     else:
         states = state.fresh_views().run_state_as_of(run_id, moment)
     if not states and (moment is None or not state.fresh_views().checkpoints(run_id)):
@@ -439,7 +467,7 @@ def failures(
 )
 def verify(state: State, body: VerifyBody | None = None) -> Response:
     """``verify_chains``: ``ok`` is false when events were altered or removed."""
-    return json_response(verify_chains(state.ledger, None if body is None else body.run_id))
+    return json_response(verify_chains(state.reader, None if body is None else body.run_id))
 
 
 @router.get(
@@ -462,7 +490,7 @@ def export(run_id: RunId, state: State) -> FileResponse:
     handle, path = tempfile.mkstemp(prefix="ckl-export-", suffix=".jsonl")
     os.close(handle)
     try:
-        export_run(state.ledger, run_id, path)
+        export_run(state.reader, run_id, path)
     except BaseException:
         os.unlink(path)  # noqa: PTH108
         raise

@@ -63,7 +63,11 @@ class ServeOptions:
 
 
 class ServerState:
-    """What every route needs: the ledger, its views, the stream hub and the options."""
+    """What every route needs: the ledger, its views, the stream hub and the options.
+
+    Commands go to ``ledger``; reads, the views and the streams to ``ledger.reader`` (the same
+    ledger unless ``CKL_READER_STORE`` names a standby).
+    """
 
     def __init__(self, ledger: Ledger, views: Projections, options: ServeOptions) -> None:
         self.ledger, self.views, self.options = ledger, views, options
@@ -71,6 +75,11 @@ class ServerState:
         self.stopping = asyncio.Event()
         self.awaiting = 0
         """Long-polls (``…/await``) waiting now (changed only on the event loop)."""
+
+    @property
+    def reader(self) -> Ledger:
+        """Where reads go: the ledger's ``reader_store`` (a hot standby) if it has one."""
+        return self.ledger.reader
 
     def fresh_views(self) -> Projections:
         """The views, caught up with everything committed before this call (read-your-writes).

@@ -44,6 +44,7 @@ from starlette.responses import StreamingResponse
 from ckl.server.errors import ErrorBody
 from ckl.server.state import State, require
 from ledger import InvalidInput, LogFollower, TooManyStreams, check_run_id
+from ledger.follow import seen
 from streams.tail import StreamEvent
 
 if TYPE_CHECKING:
@@ -146,7 +147,13 @@ class StreamHub:
         self._per_client: dict[str, int] = {}
         self._in_flight = threading.Semaphore(PAGES_IN_FLIGHT)
         self._follower = LogFollower(
-            ledger, self._read_page, name="ckl-sse-hub", what="streams", log=log, position=start
+            ledger,
+            self._read_page,
+            name="ckl-sse-hub",
+            what="streams",
+            log=log,
+            position=start,
+            resume=ledger.resume_position,
         )
 
     # ------------------------------------------------------------- life cycle
@@ -189,6 +196,7 @@ class StreamHub:
         except RuntimeError:  # the loop is closed: the server is gone
             self._in_flight.release()
             return False
+        follower.remember(seen(p, e) for p, e in rows)
         follower.advance(last)
         return len(rows) == PAGE
 
@@ -222,6 +230,7 @@ class StreamHub:
                 if follower.stopping:
                     return False
         if idle:
+            follower.forget()  # moved without reading: nothing to resume exactly from
             follower.advance(head)
         return not idle
 
@@ -292,7 +301,7 @@ def _catch_up_pages(
     run's from the log itself.
     """
     if run_id is None:
-        frames = _log_frames(state.ledger, after, upto)
+        frames = _log_frames(state.reader, after, upto)
     else:
         state.views.wait_for(upto, timeout=state.options.views_timeout)
         frames = (
@@ -325,6 +334,14 @@ async def _frames(state: ServerState, client: _Client) -> AsyncIterator[bytes]:
     hub = state.hub
     assert hub is not None  # noqa: S101  (set at startup)
     yield f"retry: {RETRY_MS}\n\n".encode()
+    # 0. a position whose event the store no longer holds (a failover lost it, or an archive
+    # purged it): go on from the newest one it holds, and tell the client, whose own
+    # "already seen" mark must move back too (the new primary may reuse positions above it).
+    resumed = await asyncio.to_thread(state.reader.resume_position, client.position)
+    if resumed < client.position:
+        data = json.dumps({"last_event_id": resumed, "requested": client.position})
+        yield f"event: rewound\ndata: {data}\n\n".encode()
+        client.position = resumed
     # 1. catch up from the store, a page at a time, until the client's position is the hub's.
     while not hub.attach(client) and not state.stopping.is_set():
         upto = hub.position
@@ -389,7 +406,10 @@ _STREAM_RESPONSES: dict[int | str, dict[str, object]] = {
         "description": "Server-Sent Events. Each event: `id:` its global position, `event:` its"
         " topic (Created, Yielded, Completed, Failed…), `data:` a StreamEvent JSON object. The"
         " server may end the stream with an `event: closing` whose data names the reason"
-        " (`slow_client`, `shutdown`) and the `last_event_id` to resume from.",
+        " (`slow_client`, `shutdown`) and the `last_event_id` to resume from. A stream that"
+        " resumes from a position the store no longer holds (lost in a failover, or purged)"
+        " starts with an `event: rewound` whose `last_event_id` replaces the client's: later"
+        " events may have lower positions than the one it asked for.",
     },
     429: {
         "model": ErrorBody,

@@ -445,6 +445,28 @@ class LogListener(Protocol):
         ...
 
 
+_AT = (
+    "SELECT notification_id, originator_id, originator_version, topic, state FROM "
+    f"{EVENTS_TABLE} WHERE notification_id IN ({{marks}})"
+)
+_AT_PAGE = 500
+
+
+def _as_uuid(value: object) -> UUID:
+    return value if isinstance(value, UUID) else UUID(str(value))
+
+
+Seen = tuple[int, UUID, int, str | None]
+"""An event a reader handled: its position, checkpoint id, version and command id.
+
+The command id tells a version written again by another command, at a position a lost
+transaction's reused id gave it, from the event the reader handled (``resume_position``).
+"""
+_RESUME_AT = (
+    f"SELECT coalesce((SELECT notification_id FROM {EVENTS_TABLE} WHERE notification_id = %s),"
+    f" (SELECT max(notification_id) FROM {EVENTS_TABLE} WHERE notification_id < %s{{horizon}}))"
+)
+
 HEADS_KEPT = 4096
 """Checkpoint heads a recorder remembers (a few hundred KB): more than a worker writes at once."""
 
@@ -475,6 +497,8 @@ class LedgerRecorder(ProcessRecorder):
     store: StoreURL
     postgres_dialect: ClassVar[bool] = False
     """Whether the tables are PostgreSQL's (the projections' page writer picks its SQL by it)."""
+    horizon_clause: ClassVar[str] = ""
+    """SQL ``AND …`` keeping a read of positions below the visible horizon (PostgreSQL)."""
 
     def __init__(self, store: StoreURL, settings: LedgerSettings) -> None:
         """Connect to ``store`` (``ledger.store.backends`` constructs every backend so).
@@ -626,6 +650,39 @@ class LedgerRecorder(ProcessRecorder):
         rows = self._query(_FIND_COMMAND, (originator_id, command_id))
         return (int(rows[0][0]), str(rows[0][1])) if rows else None
 
+    def resume_position(self, position: int) -> int:
+        """Where a reader that handled everything up to ``position`` resumes, by position.
+
+        The same position if its event is still in the store (or ``position`` is 0), else the
+        newest position below it that is. A position's event vanishes when a run is purged
+        (``ckl archive``), and when a failover to an asynchronous standby loses the last
+        commits. The promoted server may then reuse
+        the lost transactions' ids, so its new events can take positions *below* the ones a
+        reader saw: reading on from the last common position reads them, and nothing twice
+        (what lay between was lost or purged). One probe of the position index.
+        """
+        if position <= 0:
+            return 0
+        rows = self._query(_RESUME_AT.format(horizon=self.horizon_clause), (position, position))
+        found = rows[0][0] if rows else None
+        return 0 if found is None else int(found)
+
+    def notifications_at(self, positions: Sequence[int]) -> list[Notification]:
+        """The events the store holds at these positions (in no particular order)."""
+        found: list[Notification] = []
+        for start in range(0, len(positions), _AT_PAGE):
+            page = positions[start : start + _AT_PAGE]
+            marks = ", ".join(["%s"] * len(page))
+            found.extend(
+                self._notification(row, _as_uuid(row[1]))
+                for row in self._query(_AT.format(marks=marks), page)
+            )
+        return found
+
+    def forget_head(self, originator_id: UUID) -> None:
+        """Forget the head remembered for a checkpoint (its store lost what this process wrote)."""
+        self._heads.pop(originator_id, None)
+
     def database_now(self) -> datetime:
         """The store's clock, as an aware UTC datetime: the time every writer agrees on.
 
@@ -665,6 +722,10 @@ class LedgerRecorder(ProcessRecorder):
     def log_head(self) -> LogHead:
         """The readable head of the log (``max_notification_id``), and whether more waits."""
         return LogHead(self.max_notification_id())
+
+    def is_standby(self) -> bool:
+        """Whether the store is a read-only replica now (a PostgreSQL hot standby)."""
+        return False
 
     def listener(self) -> LogListener | None:
         """A cross-process wake-up source, or ``None`` where the backend has none (SQLite)."""

@@ -23,6 +23,7 @@ from ledger.errors import (
     StoreDirectoryMissing,
     StoreFailure,
     StoreFull,
+    StoreIsStandby,
     StoreNotADatabase,
     StoreReadOnly,
     StoreUnavailable,
@@ -31,10 +32,13 @@ from ledger.errors import (
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-__all__ = ["CLOSED_MARK", "permanent_failure", "store_error"]
+__all__ = ["CLOSED_MARK", "STANDBY_MARK", "permanent_failure", "store_error"]
 
 CLOSED_MARK = "is closed"
 """In the message of the ``InterfaceError`` a closed recorder or pool raises."""
+STANDBY_MARK = "the server is a hot standby"
+"""In the message of the error a PostgreSQL writer raises when its connection reached a standby
+(``in_hot_standby`` reported by the server), before anything is sent."""
 
 # SQLite primary result codes (the low byte of an extended code).
 _SQLITE_PERMANENT: dict[int, type[StoreFailure]] = {
@@ -107,6 +111,8 @@ def _other_failure(error: BaseException, detail: str) -> type[StoreFailure] | No
         return StoreAuthFailed
     if type(error).__name__ == "InterfaceError" and CLOSED_MARK in detail:
         return LedgerClosed
+    if STANDBY_MARK in detail:
+        return StoreIsStandby
     return None
 
 

@@ -109,13 +109,15 @@ _SCHEMA = [
 # index (idempotent commands; old rows keep NULL). 5: the archive trigger checks every version.
 # 6: an insert without a hash is refused (the trigger below): every writer since schema 2
 # hashes its rows, so only a writer of an older schema, still running after an upgrade, would
-# append unchained rows that `ckl verify` then reports.
-_SCHEMA_VERSION = 6
+# append unchained rows that `ckl verify` then reports. 7: a version that skips its
+# predecessor is refused by a trigger even when its hash came from a remembered head.
+_SCHEMA_VERSION = 7
 OLD_WRITER_MESSAGE = (
     "this store was upgraded by a newer checkpoint-ledger: upgrade this process"
     " (it would append rows without hashes)"
 )
 _ARCHIVED_MESSAGE = "ckl_archives: the run is archived"
+_GAP_MESSAGE = "ckl_events: the checkpoint has no previous version"
 # What SQLite says when the command index refuses a row, and what the trigger below says too.
 _COMMAND_CLASH = (
     f"UNIQUE constraint failed: {EVENTS_TABLE}.originator_id, {EVENTS_TABLE}.command_id"
@@ -160,6 +162,16 @@ _MIGRATE = [
         WHEN NEW.command_id IS NOT NULL AND EXISTS (SELECT 1 FROM {EVENTS_TABLE}
              WHERE originator_id = NEW.originator_id AND command_id = NEW.command_id)
         BEGIN SELECT RAISE(ABORT, '{_COMMAND_CLASH}'); END""",
+    # Schema 7: a version never skips its predecessor, also when the appender chains to a head
+    # it remembers without reading it back: a store that lost commits it acknowledged (restored
+    # from a backup under a running writer) refuses the writer's next version, and the Ledger
+    # reloads (PostgreSQL's insert trigger has the same rule).
+    f"DROP TRIGGER IF EXISTS {EVENTS_TABLE}_no_gap",
+    f"""CREATE TRIGGER {EVENTS_TABLE}_no_gap BEFORE INSERT ON {EVENTS_TABLE}
+        WHEN NEW.originator_version > 1 AND NOT EXISTS (SELECT 1 FROM {EVENTS_TABLE}
+             WHERE originator_id = NEW.originator_id
+               AND originator_version = NEW.originator_version - 1)
+        BEGIN SELECT RAISE(ABORT, '{_GAP_MESSAGE}'); END""",
 ]
 # Schema 3's backfill of old rows: the run id from the checkpoint's Created event, parsed once
 # here (the Ledger wrote every old row as JSON); past the UPDATE trigger, dropped meanwhile.

@@ -112,6 +112,10 @@ class PostgresProxy:
     def close(self) -> None:
         """Stop accepting and cut every forwarded connection."""
         self._closed = True
+        # shutdown() first: close() alone leaves a thread blocked in accept() accepting
+        # (and forwarding) new connections on Linux.
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)
         with contextlib.suppress(OSError):
             self._listener.close()
         with self._lock:

@@ -135,7 +135,7 @@ def test_a_sqlite_store_of_schema_2_gets_run_ids_and_keeps_its_tracked_position(
     _check_migrated(url, position, tmp_path)
     conn = sqlite3.connect(tmp_path / "old.db")
     try:
-        assert conn.execute("PRAGMA user_version").fetchone() == (6,)
+        assert conn.execute("PRAGMA user_version").fetchone() == (7,)
         legacy = "SELECT count(*) FROM sqlite_master WHERE name = 'ckl_view_tracking'"
         assert conn.execute(legacy).fetchone() == (0,)
         with pytest.raises(sqlite3.IntegrityError, match="append-only"), conn:

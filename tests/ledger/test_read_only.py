@@ -192,8 +192,8 @@ def test_an_older_store_is_refused_read_only_then_migrated_and_its_old_writer_re
     assert (checked.before, checked.after) == (1, 1)
     assert _snapshot(tmp_path) == before
     migrated = migrate_schema(settings)
-    assert (migrated.before, migrated.after, migrated.code) == (1, 6, 6)
-    assert migrate_schema(settings) == (6, 6, 6)  # idempotent
+    assert (migrated.before, migrated.after, migrated.code) == (1, 7, 7)
+    assert migrate_schema(settings) == (7, 7, 7)  # idempotent
     # The old writer, still running, appends as it always did: refused at the insert.
     conn = sqlite3.connect(path)
     try:

@@ -309,7 +309,7 @@ def test_a_sqlite_store_of_schema_3_gets_the_command_column_when_a_writer_opens_
     _check_migrated(url, token, old_events)
     conn = sqlite3.connect(path)
     try:
-        assert conn.execute("PRAGMA user_version").fetchone() == (6,)
+        assert conn.execute("PRAGMA user_version").fetchone() == (7,)
         index = "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = ?"
         (ddl,) = conn.execute(index, (COMMAND_INDEX,)).fetchone()
         assert "UNIQUE" in ddl

@@ -152,6 +152,9 @@ _SAMPLES: dict[str, LedgerError] = {
     "TooManyStreams": ledger.errors.TooManyStreams("worker-1", 16),
     "ServiceStopping": ledger.errors.ServiceStopping("await r/0"),
     "StoreSchemaMismatch": ledger.errors.StoreSchemaMismatch("sqlite:///x.db", 2, 6),
+    "StoreIsStandby": ledger.errors.StoreIsStandby(
+        "postgresql://u@h2/db", "open", "the server is a hot standby"
+    ),
     "FileNotWritable": ledger.errors.FileNotWritable("path", "out/r.jsonl", "No space left"),
     "RunNotFound": ledger.errors.RunNotFound("run-9"),
     "PlotUnavailable": ledger.errors.PlotUnavailable("No module named 'matplotlib'"),

@@ -551,6 +551,9 @@ export class CklClient {
             onRetry: (ms) => {
               retryMs = ms;
             },
+            onRewound: (id) => {
+              lastEventId = Math.min(lastEventId, id);
+            },
           });
         }
       } catch (err) {
@@ -583,7 +586,7 @@ export class CklClient {
  * Read one SSE response to its end: dispatch each event whose id is new; the reason it ended
  * ({reason: "closing", …} for the server's closing event, "ended" for the end of the body).
  */
-async function readEvents(body, { alive, isNew, onEvent, onRetry }) {
+async function readEvents(body, { alive, isNew, onEvent, onRetry, onRewound }) {
   const reader = body.pipeThrough(new TextDecoderStream()).getReader();
   let buffer = "";
   let id = null;
@@ -604,6 +607,12 @@ async function readEvents(body, { alive, isNew, onEvent, onRetry }) {
           if (type === "closing") {
             const info = parseJson(data.join("\n")) ?? {};
             return { reason: info.reason ?? "closing", detail: info.detail, closing: true };
+          }
+          if (type === "rewound") {
+            // The store no longer holds the position we resumed from (a failover lost it):
+            // the server goes on from an older one, and so does the "already seen" mark.
+            const info = parseJson(data.join("\n")) ?? {};
+            if (Number.isInteger(info.last_event_id)) onRewound(info.last_event_id);
           }
           if (data.length > 0 && id !== null && isNew(id)) {
             await onEvent(id, parseJson(data.join("\n")));

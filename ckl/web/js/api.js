@@ -89,7 +89,8 @@ export async function getAll(path, params, key, { signal, max = 50000, pageSize 
  * it parses `id:` / `event:` / `data:` / `retry:` itself and, like EventSource, reconnects
  * with `Last-Event-ID` (the last `id:` it saw), so nothing is missed or repeated across a
  * reconnect. An `event: closing` frame (the server cut a slow client or is shutting down)
- * makes it reconnect from the frame's `last_event_id`.
+ * makes it reconnect from the frame's `last_event_id`; an `event: rewound` frame (the position
+ * resumed from was lost in a failover) moves the last id back to the frame's `last_event_id`.
  *
  * onEvent({id, topic, data}) gets each event (data parsed from JSON); onState(state) gets
  * "connecting" | "live" | "reconnecting" | "unauthorized" | "closed". Returns stop().
@@ -143,6 +144,13 @@ export function follow(path, { after = 0, onEvent, onState = () => {} }) {
           if (frame.data.length) {
             if (frame.id !== null) lastId = Number(frame.id);
             const data = JSON.parse(frame.data.join("\n"));
+            if (frame.event === "rewound") {
+              // The store no longer holds the position resumed from (lost in a failover):
+              // the server goes on from an older one; so does our Last-Event-ID.
+              if (typeof data.last_event_id === "number") lastId = data.last_event_id;
+              frame = { id: null, event: "message", data: [] };
+              continue;
+            }
             if (frame.event === "closing") {
               if (typeof data.last_event_id === "number") lastId = Math.max(lastId, data.last_event_id);
               onState("reconnecting");

@@ -1,8 +1,14 @@
-"""PostgreSQL wake-ups: the notifier that announces appends, and the LISTEN listener.
+"""PostgreSQL wake-ups: the notifier that announces appends, and the listener readers wait on.
 
 The ``NOTIFY`` that other processes' readers listen for is sent after the append commits,
 outside its transaction, by a notifier thread (:class:`PostgresNotifier` says why). A wake-up
 carries no data: each reader reads from its own position.
+
+A hot standby can neither ``LISTEN`` nor receive the primary's notifications. There the
+listener watches WAL replay instead (``pg_last_wal_replay_lsn()``, one cheap query every
+``STANDBY_POLL`` seconds on its own connection): it returns as soon as replay moves, and the
+watcher then reads the log's head, so a reader on a standby follows within a few milliseconds
+of replay. When the standby is promoted, the same listener starts to ``LISTEN`` there.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from psycopg.generators import execute as _pq_execute
 from ledger.store.base import EVENTS_TABLE
 from ledger.store.postgres._driver import results_check, translate
 
-__all__ = ["CHANNEL", "PostgresListener", "PostgresNotifier"]
+__all__ = ["CHANNEL", "STANDBY_POLL", "PostgresListener", "PostgresNotifier", "in_hot_standby"]
 
 log = logging.getLogger("ledger.postgres")  # the name it had before the store package
 
@@ -27,22 +33,67 @@ CHANNEL = EVENTS_TABLE
 """The channel appends are announced on, and listeners LISTEN to: the table's name."""
 
 
+STANDBY_POLL = 0.005
+"""Seconds between two looks at a standby's WAL replay position (one round trip each)."""
+_REPLAY = b"SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text"
+
+
+def in_hot_standby(conn: psycopg.Connection[Any]) -> bool:
+    """Whether ``conn``'s server is a hot standby, as it reported at connect (no round trip).
+
+    PostgreSQL 14 and later report ``in_hot_standby`` to every session (libpq's
+    ``target_session_attrs`` reads it too), and report its change on promotion.
+    """
+    return conn.pgconn.parameter_status(b"in_hot_standby") == b"on"
+
+
 class PostgresListener:
-    """LISTEN on the event channel over a dedicated connection (not from the pool)."""
+    """Waits for appends on a dedicated connection (not from the pool).
+
+    On a primary: ``LISTEN`` on the event channel. On a hot standby: the WAL replay position,
+    looked at every ``STANDBY_POLL`` seconds, until a promotion turns it into a ``LISTEN``.
+    """
 
     def __init__(self, url: str, channel: str, connect_timeout: float) -> None:
+        self._listen = sql.SQL("LISTEN {}").format(sql.Identifier(channel))
+        self._replayed: str | None = None
         try:
             self._conn = psycopg.connect(
                 url, autocommit=True, connect_timeout=max(1, int(connect_timeout))
             )
-            self._conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
         except psycopg.Error as exc:
             raise translate(exc) from exc
+        try:
+            self.standby = in_hot_standby(self._conn)
+            if self.standby:
+                self._replayed = self._look()
+            else:
+                self._conn.execute(self._listen)
+        except psycopg.Error as exc:
+            self._conn.close()  # not left open for the garbage collector: the caller retries
+            raise translate(exc) from exc
+
+    def _look(self) -> str | None:
+        """The standby's replay position; on a promoted server, ``LISTEN`` (standby no more)."""
+        row = self._conn.execute(_REPLAY).fetchone()
+        if row is None or not row[0]:
+            self._conn.execute(self._listen)
+            self.standby = False
+            log.info("the standby was promoted: listening for appends on it")
+            return None
+        return str(row[1])
 
     def wait(self, timeout: float) -> bool:
-        """True if an append was announced within ``timeout`` seconds (all pending drained)."""
-        got = False
+        """True if an append was announced within ``timeout`` seconds (all pending drained).
+
+        On a standby, returns (False) as soon as replay moved: the caller reads the log head,
+        which says whether anything readable arrived; True once, when it turns out promoted
+        (notifications sent before this listener's ``LISTEN`` are lost).
+        """
         try:
+            if self.standby:
+                return self._wait_for_replay(timeout)
+            got = False
             for _ in self._conn.notifies(timeout=timeout, stop_after=1):
                 got = True
             if got:  # drain what else is queued, without waiting: one catch-up serves them all
@@ -51,6 +102,20 @@ class PostgresListener:
         except psycopg.Error as exc:
             raise translate(exc) from exc
         return got
+
+    def _wait_for_replay(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while True:
+            replayed = self._look()
+            if not self.standby:
+                return True
+            if replayed != self._replayed:
+                self._replayed = replayed
+                return False
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(STANDBY_POLL, left))
 
     def close(self) -> None:
         """Close the listening connection."""

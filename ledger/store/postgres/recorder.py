@@ -27,6 +27,7 @@ from ledger.store.base import (
     SQLTransaction,
     aligned_command_ids,
 )
+from ledger.store.failures import STANDBY_MARK
 from ledger.store.pool import Pool
 from ledger.store.postgres._driver import translate
 from ledger.store.postgres.append import (
@@ -36,7 +37,12 @@ from ledger.store.postgres.append import (
     is_command_clash,
 )
 from ledger.store.postgres.clock import ServerClock
-from ledger.store.postgres.notify import CHANNEL, PostgresListener, PostgresNotifier
+from ledger.store.postgres.notify import (
+    CHANNEL,
+    PostgresListener,
+    PostgresNotifier,
+    in_hot_standby,
+)
 from ledger.store.postgres.positions import MAX_EVENTS_PER_TRANSACTION, VISIBLE_HORIZON
 from ledger.store.postgres.schema import SCHEMA_VERSION, create_schema, lock_key, schema_version
 
@@ -117,6 +123,7 @@ class PostgresLedgerRecorder(LedgerRecorder):
     """The ledger's event and snapshot tables in one PostgreSQL database."""
 
     postgres_dialect: ClassVar[bool] = True
+    horizon_clause: ClassVar[str] = f" AND notification_id < {VISIBLE_HORIZON}"
     clock_refresh: ClassVar[float] = 30.0
     """Seconds between measurements of the server's clock (``database_now``)."""
 
@@ -126,9 +133,6 @@ class PostgresLedgerRecorder(LedgerRecorder):
         self._connect_timeout = settings.connect_timeout
         synchronous_commit = "on" if settings.durability == "full" else "off"
         options = f"-c synchronous_commit={synchronous_commit}"
-        if self.read_only:
-            # Every transaction of every session read-only: the server refuses any write too.
-            options += " -c default_transaction_read_only=on"
 
         self._connect_kwargs: dict[str, Any] = {
             "autocommit": True,
@@ -153,10 +157,38 @@ class PostgresLedgerRecorder(LedgerRecorder):
         self._clock = ServerClock(self._server_time, self.clock_refresh)
 
     def _connect(self) -> psycopg.Connection[Any]:
+        """A new pooled connection; a writer's never on a hot standby (refused before use).
+
+        A standby takes no writes, and would fail a writer's first append with a read-only
+        error after it had decided the command: refusing the connection says so at open.
+        (A multi-host URL with ``target_session_attrs=read-write`` never picks a standby.)
+        """
         try:
-            return psycopg.connect(self.store.url, **self._connect_kwargs)
+            conn = psycopg.connect(self.store.url, **self._connect_kwargs)
         except psycopg.Error as exc:
             raise translate(exc) from exc
+        if not self.read_only and in_hot_standby(conn):
+            host = conn.info.host
+            conn.close()
+            msg = f"{STANDBY_MARK} ({host}: in recovery, read-only)"
+            raise OperationalError(msg)
+        if self.read_only:
+            # Every transaction of the session read-only: the server refuses any write too.
+            # Set once connected, not in the startup options: libpq's target_session_attrs
+            # (read-write, primary) reads the session's default to pick a server, and would
+            # refuse every host of a multi-host URL.
+            try:
+                conn.execute("SET default_transaction_read_only = on")
+            except psycopg.Error as exc:
+                conn.close()
+                raise translate(exc) from exc
+        return conn
+
+    def is_standby(self) -> bool:
+        """Whether the server this recorder's connections reach is a hot standby now."""
+        with self._conn() as conn:
+            row = conn.execute("SELECT pg_is_in_recovery()", prepare=True).fetchone()
+        return bool(row and row[0])
 
     @contextmanager
     def _conn(self) -> Iterator[psycopg.Connection[Any]]:
@@ -196,7 +228,8 @@ class PostgresLedgerRecorder(LedgerRecorder):
         if self.read_only:
             found = self.schema_version()
             if found != SCHEMA_VERSION:
-                raise StoreSchemaMismatch(self.store.display, found, SCHEMA_VERSION)
+                standby = found == 0 and self.is_standby()
+                raise StoreSchemaMismatch(self.store.display, found, SCHEMA_VERSION, standby)
             return
         with self._conn() as conn:
             create_schema(conn, self.store.display)

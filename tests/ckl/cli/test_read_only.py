@@ -62,18 +62,18 @@ def test_an_older_store_is_refused_by_read_commands_and_upgraded_by_ckl_migrate(
     assert f"`ckl migrate --store {store}`" in one_error_line(done)
     check = ckl("migrate", "--check", store=store)
     assert check.returncode == 1, check.stderr
-    assert "schema 1, this version keeps 6: an upgrade is due" in check.stdout
+    assert "schema 1, this version keeps 7: an upgrade is due" in check.stdout
     assert _snapshot(tmp_path) == before  # neither wrote anything
     done = ckl("migrate", store=store)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == f"{store}: upgraded schema 1 -> 6"
+    assert done.stdout.strip() == f"{store}: upgraded schema 1 -> 7"
     again = ckl("migrate", "--json", store=store)
     assert again.returncode == 0, again.stderr
-    assert '"from": 6' in again.stdout
-    assert '"to": 6' in again.stdout
+    assert '"from": 7' in again.stdout
+    assert '"to": 7' in again.stdout
     assert ckl("migrate", "--check", store=store).returncode == 0
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone() == (6,)
+        assert conn.execute("PRAGMA user_version").fetchone() == (7,)
     conn.close()
     for args in (("replay", "ro"), ("verify",)):
         done = ckl(*args, store=store)
