@@ -13,7 +13,10 @@ it came from; an import appends at the end of the target store's log instead.
 Archiving purges a *finished* run (every checkpoint completed or permanently failed) in one
 transaction: permits for its checkpoints (the only way past the append-only trigger), the
 deletes, the run's rows in the projection views, and a marker in ``ckl_archives`` that keeps the
-run from being written again. The other runs' events and chains are untouched.
+run from being written again. The other runs' events and chains are untouched. On a store
+whose log is partitioned (PostgreSQL, ``ledger.partitions``) archiving deletes nothing: the
+marker closes the run, which reads as before until its partition is detached (with its
+snapshots and view rows).
 """
 
 from __future__ import annotations
@@ -420,6 +423,8 @@ def archive_run(ledger: Ledger, run_id: str, path: str | os.PathLike[str]) -> Ar
     The purge, the marker and the run's projection rows go in one transaction, only if the
     run is exactly what was exported (nothing appended since). Afterwards the run cannot be
     written again in this store unless its archive is imported back with ``restore=True``.
+    On a partitioned log nothing is purged (``purged`` is False in the summary): the run's
+    events go when their partition is detached (``ledger.partitions.detach_partition``).
 
     Raises:
         RunNotFinished: a checkpoint is open or transiently failed (nothing was changed).
@@ -453,7 +458,11 @@ def archive_run(ledger: Ledger, run_id: str, path: str | os.PathLike[str]) -> Ar
                 f"run {run_id!r} changed while it was archived; nothing was purged "
                 "(archive it again)"
             )
-        tx.purge_checkpoints(now_ids)
+        # A partitioned log (ledger.partitions) keeps the rows: its partition is detached
+        # later, at the cost of a DETACH instead of these deletes.
+        purged = not tx.events_partitioned()
+        if purged:
+            tx.purge_checkpoints(now_ids)
         tx.insert_archive_marker(
             run_id,
             archived_at=datetime.now(UTC).isoformat(),
@@ -463,7 +472,7 @@ def archive_run(ledger: Ledger, run_id: str, path: str | os.PathLike[str]) -> Ar
             heads=json.dumps({oid: h.model_dump() for oid, h in exported.heads.items()}),
         )
     ledger.forget_checkpoints(ids)
-    return exported.model_copy(update={"purged": True})
+    return exported.model_copy(update={"purged": purged})
 
 
 def _fold(ledger: Ledger, rows: list[ChainRow]) -> CheckpointState | None:

@@ -33,7 +33,8 @@ LedgerError                          `except LedgerError` catches everything we 
 │   ├── RunNotFinished               a checkpoint of the run is still open or transiently failed
 │   ├── RunArchived                  the run was archived: it cannot be written again
 │   ├── ArchiveFileInvalid           an archive file is malformed or fails its hash chains
-│   └── ImportConflict               the store already holds different events for the run
+│   ├── ImportConflict               the store already holds different events for the run
+│   └── PartitionNotDetachable       a partition holds unarchived events, or is still written
 ├── PlotUnavailable                  charts need matplotlib (the plot extra), not importable
 └── ServiceError                     the HTTP service (`ckl serve`) refused a request itself
     ├── Unauthorized                 no bearer token, or one the server does not know (401)
@@ -72,6 +73,7 @@ __all__ = [
     "LedgerClosed",
     "LedgerError",
     "OutOfScope",
+    "PartitionNotDetachable",
     "PayloadMismatch",
     "PayloadTooLarge",
     "PlotUnavailable",
@@ -668,6 +670,22 @@ class ImportConflict(ArchiveError):
 
     def __reduce__(self) -> tuple[type[Self], tuple[str, str, str]]:
         return type(self), (self.run_id, self.checkpoint, self.reason)
+
+
+class PartitionNotDetachable(ArchiveError):
+    """A partition of the event log cannot be detached (yet); nothing was changed.
+
+    Attributes:
+        partition: the partition's table name.
+        reason: why, and what to do first.
+    """
+
+    def __init__(self, partition: str, reason: str) -> None:
+        super().__init__(f"partition {partition} cannot be detached: {reason}; nothing was changed")
+        self.partition, self.reason = partition, reason
+
+    def __reduce__(self) -> tuple[type[Self], tuple[str, str]]:
+        return type(self), (self.partition, self.reason)
 
 
 class RunNotFound(CheckpointNotFound):

@@ -7,6 +7,7 @@ Each command is one public call plus formatting, in a module by concern:
 - ``manage.py``: ``demo``, ``retry``, ``cancel``, ``reset``, ``project``, ``rebuild``
 - ``metrics.py``: ``metrics``
 - ``audit.py``: ``verify``, ``export``, ``import``, ``archive``, ``grants``
+- ``partitions.py``: ``partitions enable|list|create|detach`` (PostgreSQL)
 - ``serve.py``: ``serve``, ``token``
 - ``_context.py`` (the one way to the store, time arguments, lookups), ``_output.py`` (the one
   JSON printer, lines and tables) and ``_exit.py`` (exit codes)
@@ -162,6 +163,12 @@ COMMANDS: tuple[CommandEntry, ...] = (
         "ckl.cli.audit",
         "archive",
         "Export a finished RUN to FILE, check the file, then purge the run from the store.",
+    ),
+    CommandEntry(
+        "partitions",
+        "ckl.cli.partitions",
+        "partitions",
+        "Partition the PostgreSQL event log by position range; detach archived partitions.",
     ),
     CommandEntry(
         "serve",

@@ -127,11 +127,15 @@ def archive(obj: CliContext, run_id: str, file: Path, as_json: bool) -> None:
 
     Only a run whose checkpoints are all completed or permanently failed is archived. The
     purge and an archive marker are one transaction; the run cannot be written again unless
-    FILE is imported back with --restore. Needs the owner role on PostgreSQL.
+    FILE is imported back with --restore. Needs the owner role on PostgreSQL. On a
+    partitioned log nothing is deleted: the events go when their partition is detached
+    (ckl partitions detach).
     """
     with obj.open(existing=True, write=True) as ledger:
         summary = archive_run(ledger, run_id, file)
-    _report(summary, "archived and purged", as_json=as_json)
+    # A partitioned log keeps the events until their partition is detached.
+    verb = "archived and purged" if summary.purged else "archived (kept until detached)"
+    _report(summary, verb, as_json=as_json)
 
 
 def _report(summary: ArchiveSummary, verb: str, *, as_json: bool) -> None:

@@ -57,6 +57,7 @@ __all__ = [
     "ARCHIVES_TABLE",
     "COMMAND_INDEX",
     "EVENTS_TABLE",
+    "PARTITIONING_TABLE",
     "PURGE_PERMITS_TABLE",
     "SNAPSHOTS_TABLE",
     "TRACKING_TABLE",
@@ -76,6 +77,9 @@ SNAPSHOTS_TABLE = "ckl_snapshots"
 # owner role may write permits), and archived runs are listed so that they stay archived.
 PURGE_PERMITS_TABLE = "ckl_purge_permits"
 ARCHIVES_TABLE = "ckl_archives"
+# PostgreSQL only (schema 7): one row, the size of new partitions, once the event table is
+# partitioned by position range (ledger.store.postgres.partitions); absent or empty: one table.
+PARTITIONING_TABLE = "ckl_partitioning"
 # eventsourcing's tracking records (``Tracking(application_name, notification_id)``), one row
 # per application holding its newest position (eventsourcing's "single-row tracking"). The
 # columns keep the names of the projections' former ``ckl_view_tracking`` table, whose rows
@@ -305,6 +309,16 @@ class SQLTransaction(ABC):
     @abstractmethod
     def has_table(self, name: str) -> bool:
         """Whether the table ``name`` exists (a read: nothing is created)."""
+
+    def events_partitioned(self) -> bool:
+        """Whether the event table is partitioned (PostgreSQL, after ``ckl partitions enable``).
+
+        A partitioned store keeps an archived run's events until their partition is detached
+        (``ledger.partitions``): archiving then purges nothing.
+        """
+        return self.has_table(PARTITIONING_TABLE) and bool(
+            self.query(f"SELECT size FROM {PARTITIONING_TABLE}")
+        )
 
     # ------------------------------------------------------------ chains
 

@@ -41,6 +41,8 @@ __all__ = [
     "is_command_clash",
 ]
 
+_PARTITION_PREFIX = f"{EVENTS_TABLE}_xid_"
+_COMMAND_SUFFIX = "_command_idx"
 _APPEND_ONE = b"ckl_append_one"
 """Name of the one-event append, prepared once on each pooled connection."""
 # uuid and bytea binary, bigint binary (8 bytes, big-endian), topic, run id and command id
@@ -175,10 +177,17 @@ def chained_params(
 
 
 def is_command_clash(exc: psycopg.Error) -> bool:
-    """True if the command index refused the row (by its name: not a version clash)."""
-    return (
-        isinstance(exc, psycopg.errors.UniqueViolation)
-        and exc.diag.constraint_name == COMMAND_INDEX
+    """True if the command index refused the row (by its name: not a version clash).
+
+    On a partitioned store, a clash inside one partition is refused by that partition's own
+    command index (``ckl_events_xid_<n>_command_idx``), one across partitions by the insert
+    trigger under the unpartitioned index's name (``ledger.store.postgres.partitions``).
+    """
+    if not isinstance(exc, psycopg.errors.UniqueViolation):
+        return False
+    name = exc.diag.constraint_name
+    return name == COMMAND_INDEX or (
+        name is not None and name.startswith(_PARTITION_PREFIX) and name.endswith(_COMMAND_SUFFIX)
     )
 
 

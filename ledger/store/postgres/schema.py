@@ -7,14 +7,16 @@ and archive markers (``ledger.chain``, ``ledger.archive``). Version 4: the run i
 eventsourcing's tracking table, which takes over the projections' ``ckl_view_tracking`` rows.
 Version 5: the command id is a column with a partial unique index, ``COMMAND_INDEX``
 (idempotent commands; ``_migrate_to_5``). Version 6: the insert trigger refuses a row without
-a hash (a writer of an older schema, still running after an upgrade). The schema is created
+a hash (a writer of an older schema, still running after an upgrade). Version 7: the
+partitioning table, ``ckl_partitioning`` (empty: ``ckl_events`` is one plain table; one row:
+it is partitioned by position range, ``ledger.store.postgres.partitions``), so that code which
+does not know partitions refuses a store that may be partitioned. The schema is created
 once, under an advisory lock (:func:`create_schema`), so many processes may open a new store
 together.
 """
 
 from __future__ import annotations
 
-import hashlib
 from typing import TYPE_CHECKING, Any
 
 from eventsourcing.persistence import ProgrammingError
@@ -23,10 +25,19 @@ from ledger.store.base import (
     ARCHIVES_TABLE,
     COMMAND_INDEX,
     EVENTS_TABLE,
+    PARTITIONING_TABLE,
     PURGE_PERMITS_TABLE,
     SNAPSHOTS_TABLE,
     TRACKING_TABLE,
 )
+from ledger.store.postgres._codes import (
+    ARCHIVED_SQLSTATE,
+    GAP_SQLSTATE,
+    OLD_WRITER_MESSAGE,
+    OLD_WRITER_SQLSTATE,
+    lock_key,
+)
+from ledger.store.postgres.partitions import prepare_partitions
 from ledger.store.postgres.positions import POSITIONS_PER_TRANSACTION, XID
 
 if TYPE_CHECKING:
@@ -46,30 +57,7 @@ __all__ = [
     "schema_version",
 ]
 
-SCHEMA_VERSION = 6
-OLD_WRITER_SQLSTATE = "23CK6"
-"""Raised by the insert trigger for a row without a hash: a writer older than the store's schema
-(class 23, an integrity constraint violation, as SQLite's trigger refusal is)."""
-OLD_WRITER_MESSAGE = (
-    "this store was upgraded by a newer checkpoint-ledger: upgrade this process"
-    " (it would append rows without hashes)"
-)
-ARCHIVED_SQLSTATE = "CK001"
-"""Raised by the insert trigger for a write to an archived run (``ledger.errors.RunArchived``)."""
-GAP_SQLSTATE = "CK002"
-"""Raised by the insert trigger for version n + 1 of a checkpoint that has no version n."""
-
-
-def lock_key(name: str) -> int:
-    """A stable signed int64 advisory lock key named after ``name``.
-
-    The schema (``"schema"``) and the projections' DDL (``"views"``) are created under such
-    keys. (Schema version 1 also locked the key of ``"ckl_events"`` per append; appends take
-    no lock any more.)
-    """
-    digest = hashlib.sha256(f"checkpoint-ledger:{name}".encode()).digest()
-    return int.from_bytes(digest[:8], "big", signed=True)
-
+SCHEMA_VERSION = 7
 
 SCHEMA = [
     f"""CREATE TABLE IF NOT EXISTS {EVENTS_TABLE} (
@@ -194,6 +182,13 @@ SCHEMA = [
         BEFORE INSERT ON {EVENTS_TABLE} FOR EACH ROW
         WHEN (NEW.originator_version = 1 OR NEW.event_hash IS NULL)
         EXECUTE FUNCTION ckl_guard_insert()""",
+    # Schema 7. One row once `ckl partitions enable` partitioned the event table: the size of
+    # each new partition, in transactions (ledger.store.postgres.partitions).
+    f"""CREATE TABLE IF NOT EXISTS {PARTITIONING_TABLE} (
+        singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+        size bigint NOT NULL CHECK (size > 0),
+        enabled_at text NOT NULL
+    )""",
 ]
 
 
@@ -204,6 +199,13 @@ def schema_version(conn: psycopg.Connection[Any]) -> int | None:
         return None
     current = conn.execute("SELECT max(version) FROM ckl_schema").fetchone()
     return None if current is None or current[0] is None else int(current[0])
+
+
+def _partitioned(conn: psycopg.Connection[Any]) -> bool:
+    row = conn.execute(
+        "SELECT relkind = 'p' FROM pg_class WHERE oid = to_regclass(%s)", (EVENTS_TABLE,)
+    ).fetchone()
+    return bool(row and row[0])
 
 
 def _migrate_from_1(conn: psycopg.Connection[Any]) -> None:
@@ -295,14 +297,20 @@ _MIGRATIONS: tuple[tuple[int, Callable[[psycopg.Connection[Any]], None]], ...] =
 def create_schema(conn: psycopg.Connection[Any], display: str) -> None:
     """Create (or migrate) the schema once: a cheap check, then DDL under an advisory lock.
 
-    ``conn`` is in autocommit mode; ``display`` names the store in errors.
+    ``conn`` is in autocommit mode; ``display`` names the store in errors. On a partitioned
+    store, the partitions the next transactions will need are also created here if they are
+    due (``partitions.prepare_partitions``: one query when none is).
 
     Raises:
         eventsourcing.persistence.ProgrammingError: the store was made by a newer
             checkpoint-ledger, or cannot be migrated (see ``_migrate_from_1``).
     """
-    if schema_version(conn) == SCHEMA_VERSION:
-        return
+    if schema_version(conn) != SCHEMA_VERSION:
+        _create_or_migrate(conn, display)
+    prepare_partitions(conn)
+
+
+def _create_or_migrate(conn: psycopg.Connection[Any], display: str) -> None:
     with conn.transaction():
         # Concurrent openers wait here instead of racing CREATE statements.
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key("schema"),))
@@ -320,7 +328,8 @@ def create_schema(conn: psycopg.Connection[Any], display: str) -> None:
         for version, migrate in _MIGRATIONS:
             if found is not None and found < version:
                 migrate(conn)
-        conn.execute(_COMMAND_INDEX_DDL)
+        if not _partitioned(conn):  # a partitioned store has one per partition instead
+            conn.execute(_COMMAND_INDEX_DDL)
         conn.execute(
             "INSERT INTO ckl_schema (version) VALUES (%s) "
             "ON CONFLICT (singleton) DO UPDATE SET version = EXCLUDED.version",
