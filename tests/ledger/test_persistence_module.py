@@ -159,7 +159,7 @@ def test_a_postgres_store_of_schema_3_gets_run_ids_and_keeps_its_tracked_positio
         conn.execute("UPDATE ckl_schema SET version = 3")
     _check_migrated(postgres_url, position, tmp_path)
     with psycopg.connect(postgres_url, autocommit=True) as conn:
-        assert conn.execute("SELECT version FROM ckl_schema").fetchone() == (6,)
+        assert conn.execute("SELECT version FROM ckl_schema").fetchone() == (7,)
         legacy = conn.execute("SELECT to_regclass('ckl_view_tracking')").fetchone()
         assert legacy == (None,)
         with pytest.raises(psycopg.errors.RestrictViolation):

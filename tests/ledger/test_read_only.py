@@ -271,7 +271,7 @@ def test_postgres_read_only_sessions(postgres_url: str) -> None:
         Ledger.open(postgres_url, read_only=True)
     settings = LedgerSettings(store=postgres_url)
     assert migrate_schema(settings, check=True).before == 5
-    assert migrate_schema(settings) == (5, 6, 6)
+    assert migrate_schema(settings) == (5, 7, 7)
     with psycopg.connect(postgres_url, autocommit=True) as conn:
         row = conn.execute(
             "SELECT originator_id, originator_version, topic, state FROM ckl_events"

@@ -337,7 +337,7 @@ def test_a_postgres_store_of_schema_4_gets_the_command_column_when_a_writer_open
         conn.execute("UPDATE ckl_schema SET version = 4")
     _check_migrated(postgres_url, token, old_events)
     with psycopg.connect(postgres_url, autocommit=True) as conn:
-        assert conn.execute("SELECT version FROM ckl_schema").fetchone() == (6,)
+        assert conn.execute("SELECT version FROM ckl_schema").fetchone() == (7,)
         row = conn.execute(
             "SELECT indexdef FROM pg_indexes WHERE indexname = %s", (COMMAND_INDEX,)
         ).fetchone()

@@ -152,6 +152,9 @@ _SAMPLES: dict[str, LedgerError] = {
     "TooManyStreams": ledger.errors.TooManyStreams("worker-1", 16),
     "ServiceStopping": ledger.errors.ServiceStopping("await r/0"),
     "StoreSchemaMismatch": ledger.errors.StoreSchemaMismatch("sqlite:///x.db", 2, 6),
+    "PartitionNotDetachable": ledger.errors.PartitionNotDetachable(
+        "ckl_events_xid_0", "it holds events of run 'r', which is not archived"
+    ),
     "StoreIsStandby": ledger.errors.StoreIsStandby(
         "postgresql://u@h2/db", "open", "the server is a hot standby"
     ),
