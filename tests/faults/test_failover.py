@@ -231,10 +231,16 @@ def tailing(ledger: Ledger) -> Iterator[Tail]:
 
 @dataclass
 class Failover:
-    """When the primary was killed and died, and how long the promotion took (seconds)."""
+    """When the primary was killed and died, when its standby's promotion began and ended.
+
+    An acknowledgement a writer timestamps before ``promoting`` came from the old primary (the
+    standby takes no write before its promotion); one timestamped between ``dead`` and
+    ``promoting`` did too, reported late by a writer the scheduler held up.
+    """
 
     killed: float
     dead: float
+    promoting: float
     promoted: float
     promote_seconds: float
 
@@ -247,15 +253,16 @@ def fail_over(pair: ReplicaPair, before_promote: Callable[[], None] | None = Non
     time.sleep(SETTLE)
     if before_promote is not None:
         before_promote()
+    promoting = time.time()
     seconds = pair.promote()
-    return Failover(killed, dead, time.time(), seconds)
+    return Failover(killed, dead, promoting, time.time(), seconds)
 
 
 def recovery(workers: list[FailoverWorker], failover: Failover) -> list[float]:
     """Per writer: its first acknowledgement on the new primary minus the kill (seconds)."""
-    assert all(a["t"] > failover.dead for w in workers for a in w.acks()[-1:]), "done before"
+    assert all(a["t"] > failover.promoting for w in workers for a in w.acks()[-1:]), "done"
     return [
-        min(a["t"] for a in worker.acks() if a["t"] > failover.dead) - failover.killed
+        min(a["t"] for a in worker.acks() if a["t"] > failover.promoting) - failover.killed
         for worker in workers
     ]
 
@@ -303,7 +310,8 @@ def test_a_synchronous_standby_promoted_mid_run_loses_no_acknowledged_event(
             delivered = tail.events()
         # The kill landed mid-run: every writer had yields left to write on the new primary.
         for worker in workers:
-            assert any(a["t"] > failover.dead and YIELD_ID.match(a["cid"]) for a in worker.acks())
+            acks = worker.acks()
+            assert any(a["t"] > failover.promoting and YIELD_ID.match(a["cid"]) for a in acks)
         acked = Counter(a["cid"] for worker in workers for a in worker.acks())
         assert all(n == 1 for n in acked.values())
         # Every acknowledged command is in the new primary once, and nothing else is: each
@@ -365,14 +373,14 @@ def check_lost_commits(
     lost = {cid for cid in acks if cid not in stored}
     assert lost, "the standby received every acknowledged commit: nothing was tested"
     for worker in workers:
-        on_old = [a["cid"] for a in worker.acks() if a["t"] <= failover.dead]
+        on_old = [a["cid"] for a in worker.acks() if a["t"] <= failover.promoting]
         gone = [cid in lost for cid in on_old]
         first = gone.index(True) if True in gone else len(gone)
         assert gone == [False] * first + [True] * (len(gone) - first), worker.name
         assert all(acks[cid]["t"] >= synced for cid in on_old[first:])
         assert all(YIELD_ID.match(cid) for cid in on_old[first:])
         assert (LOST_WARNING in worker.stderr) == (first < len(gone)), worker.stderr
-    assert not {cid for cid in lost if acks[cid]["t"] > failover.dead}
+    assert not {cid for cid in lost if acks[cid]["t"] > failover.promoting}
     return lost
 
 
