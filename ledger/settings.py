@@ -49,12 +49,14 @@ class LedgerSettings(BaseModel):
             "writes still go to store. None: read where you write."
         ),
     )
-    durability: Literal["full", "fast"] = Field(
+    durability: Literal["full", "fast", "applied"] = Field(
         default="full",
         description=(
             "full: every command is on disk when it returns (SQLite synchronous=FULL, Postgres "
             "synchronous_commit=on). fast: SQLite synchronous=NORMAL / Postgres "
-            "synchronous_commit=off; a power loss may drop the last commits, never corrupt."
+            "synchronous_commit=off; a power loss may drop the last commits, never corrupt. "
+            "applied: full, and on Postgres synchronous_commit=remote_apply: a command returns "
+            "once the synchronous standbys have replayed it too, so their readers see it."
         ),
     )
     max_accumulated_results_bytes: int = Field(

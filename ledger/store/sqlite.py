@@ -311,7 +311,7 @@ class SQLiteLedgerRecorder(LedgerRecorder):
             # is an error, not a new empty database).
             self._path = _read_only_uri(os.path.abspath(self._path))  # noqa: PTH100
             self._uri = True
-        self._synchronous = "FULL" if settings.durability == "full" else "NORMAL"
+        self._synchronous = "NORMAL" if settings.durability == "fast" else "FULL"
         self._timeout = settings.connect_timeout
         # Connections lent to one thread at a time, as many as threads ask for; at most
         # `pool_size` are kept idle.

@@ -1,4 +1,7 @@
-"""Full durability is the default; the fast mode is opt-in, on both backends."""
+"""Full durability is the default; the fast and applied modes are opt-in, on both backends.
+
+What ``applied`` waits for on a standby is in ``tests/faults/test_applied_durability.py``.
+"""
 
 from __future__ import annotations
 
@@ -33,6 +36,7 @@ def store_setting(recorder: LedgerRecorder) -> str:
     [
         ("full", "wal:full", "pg:on"),
         ("fast", "wal:normal", "pg:off"),
+        ("applied", "wal:full", "pg:remote_apply"),
     ],
 )
 def test_durability_setting_reaches_the_database(

@@ -68,6 +68,10 @@ _VIEW_TABLES = (
     "AND table_name LIKE 'ckl\\_view\\_%%' ORDER BY table_name"  # %% for psycopg
 )
 _SERVER_CLOCK = "SELECT clock_timestamp()"
+_SYNCHRONOUS_COMMIT = {"full": "on", "fast": "off", "applied": "remote_apply"}
+"""Each ``durability`` as the sessions' ``synchronous_commit``. ``remote_apply`` waits for the
+standbys named in the server's ``synchronous_standby_names`` to replay the commit; with none
+named it is ``on``."""
 _IDLE = pq.TransactionStatus.IDLE
 _CONNECTION_OK = pq.ConnStatus.OK
 
@@ -135,8 +139,7 @@ class PostgresLedgerRecorder(LedgerRecorder):
         super().__init__(store, settings)
         self.channel = CHANNEL
         self._connect_timeout = settings.connect_timeout
-        synchronous_commit = "on" if settings.durability == "full" else "off"
-        options = f"-c synchronous_commit={synchronous_commit}"
+        options = f"-c synchronous_commit={_SYNCHRONOUS_COMMIT[settings.durability]}"
 
         self._connect_kwargs: dict[str, Any] = {
             "autocommit": True,
