@@ -60,6 +60,8 @@ __all__ = ["FULL", "QUICK", "ReplicaProfile", "ReplicaResults", "measure", "sect
 
 MODES = ("async", "sync")
 VARIANTS = ("ledger", "raw")
+APPLIED = "applied"
+"""The extra variant of the ``sync`` windows: our writers with ``durability="applied"``."""
 TAILS = ("primary", "standby")
 _LEAD_NS = 150_000_000
 """How far ahead of the command the writers' common start is (they sleep until then)."""
@@ -162,6 +164,15 @@ class ReplicaResults:
     def rate(self, block: str, mode: str, variant: str, writers: int) -> Spread:
         """Events/s over the rounds."""
         return Spread.of([w.rate for w in self.of(block, mode, variant, writers)])
+
+    def applied_ratio(self, writers: int) -> Spread:
+        """``applied`` ÷ ``full`` events/s of ours with the synchronous standby, round by round."""
+        pairs = zip(
+            self.of("modes", "sync", APPLIED, writers),
+            self.of("modes", "sync", "ledger", writers),
+            strict=True,
+        )
+        return Spread.of([a.rate / f.rate for a, f in pairs])
 
     def ratio(self, variant: str, writers: int) -> Spread:
         """Sync ÷ async events/s of ``variant``, round by round."""
@@ -297,6 +308,10 @@ class _Fleet:
             }
             for process in [*self.writers, *self.tails.values()]:
                 process.wait_ready()
+            for writer in self.writers:
+                writer.send("warm", APPLIED)
+            for writer in self.writers:
+                writer.answer()
         except BaseException:
             self.close()
             raise
@@ -346,7 +361,13 @@ def _plan(profile: ReplicaProfile, index: int) -> list[tuple[str, str, str, int,
     """One round's windows (block, mode, variant, writers, seconds), the orders rotating."""
     modes = MODES[index % 2 :] + MODES[: index % 2]
     variants = VARIANTS[index % 2 :] + VARIANTS[: index % 2]
-    plan = [("modes", m, v, profile.writers, profile.window) for m in modes for v in variants]
+    three: tuple[str, ...] = (*VARIANTS, APPLIED)
+    synced = three[index % 3 :] + three[: index % 3]
+    plan = [
+        ("modes", m, v, profile.writers, profile.window)
+        for m in modes
+        for v in (synced if m == "sync" else variants)
+    ]
     if profile.sweep:
         shift = index % len(profile.sweep)
         counts = profile.sweep[shift:] + profile.sweep[:shift]
@@ -528,6 +549,29 @@ _MODES_HEADER = [
 ]
 
 
+_APPLIED_HEADER = [
+    "durability (synchronous standby)",
+    "ours events/s acknowledged",
+    "÷ `full`, same rounds",
+    "tail on the primary: lag p50 / p99 / max ms",
+    "tail on the standby: lag p50 / p99 / max ms",
+    "events checked / anomalies: primary; standby",
+]
+
+
+def _applied_row(results: ReplicaResults) -> list[str]:
+    writers = results.profile.writers
+    ours = results.of("modes", "sync", APPLIED, writers)
+    return [
+        "`applied`",
+        _rate(results.rate("modes", "sync", APPLIED, writers)),
+        times_spread(results.applied_ratio(writers)),
+        _lag(_pooled(ours, "primary")),
+        _lag(_pooled(ours, "standby")),
+        f"{_checked(ours, 'primary')}; {_checked(ours, 'standby')}",
+    ]
+
+
 def _replication_rows(results: ReplicaResults) -> list[list[str]]:
     writers = results.profile.writers
     rows = []
@@ -623,6 +667,15 @@ def summary_rows(results: ReplicaResults) -> list[list[str]]:
             "",
         ],
         [
+            (
+                f"PostgreSQL + synchronous standby: {writers} writers' events/s, "
+                '`durability="applied"` ÷ `"full"`'
+            ),
+            "reference (the price of read-your-writes on the standby)",
+            times_spread(results.applied_ratio(writers)),
+            "",
+        ],
+        [
             f"PostgreSQL: {writers} writers' events/s, synchronous ÷ asynchronous standby",
             "reference (the price of zero-loss failover)",
             (
@@ -681,6 +734,16 @@ def section(results: ReplicaResults, number: int = 12) -> list[str]:
             f"{times_spread(results.ratio('ledger', writers))}, raw INSERT ",
             f"{times_spread(results.ratio('raw', writers))}.",
         ),
+        "",
+        text(
+            '**Read-your-writes on the standby** (`durability="applied"`: the writers\' ',
+            "sessions run with `synchronous_commit = remote_apply`, so a command returns once ",
+            "the synchronous standby has replayed it). The same writer processes, each with a ",
+            "second `Ledger` and checkpoint of its own, in a third window of each `sync` round; ",
+            "the tails follow it as they follow the others:",
+        ),
+        "",
+        table(_APPLIED_HEADER, [_applied_row(results)]),
         "",
     ]
     if profile.sweep:

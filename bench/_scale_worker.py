@@ -11,6 +11,11 @@ parent created) and says ``ready``. Then, one line each:
   append's log position (0 for raw rows) and the moment it committed (read in a
   ``Ledger.add_listener`` callback, which runs right after the append committed; for raw rows,
   when the autocommit statement returned);
+* ``warm applied``: opens a second ``Ledger`` with ``durability="applied"``, creates its own
+  checkpoint ``(RUN_ID, APPLIED_BATCHES + INDEX)`` and yields to it three times; answers
+  ``{"warm": ["applied"]}``;
+* ``run applied START END``: as ``ledger``, through that second ``Ledger`` (opened here if no
+  ``warm`` came first);
 * ``quit``.
 
 ``python -m bench._scale_worker tail STORE POLL`` subscribes ``run_stream(ledger, RUN_ID)`` and
@@ -29,6 +34,7 @@ subtract these times from each other.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -52,6 +58,8 @@ if TYPE_CHECKING:
 __all__ = ["RUN_ID", "WorkerProcess", "main"]
 
 RUN_ID = "bench-scale"
+APPLIED_BATCHES = 100_000
+"""Batch indexes of the ``applied`` ledgers' checkpoints start here."""
 ROOT = Path(__file__).resolve().parents[1]
 _WARMUP = 3
 
@@ -66,48 +74,76 @@ def _sleep_until(moment_ns: int) -> None:
         time.sleep(delay)
 
 
-def writer(store: str, raw_target: str, index: int) -> int:
-    """Serve ``run`` commands until ``quit`` or the end of stdin."""
-    state = representative_state()
-    raw: SQLiteRaw | PostgresRaw = (
-        PostgresRaw(raw_target, state, create=False)
-        if raw_target.startswith("postgresql://")
-        else SQLiteRaw(Path(raw_target), state)
-    )
-    last: list[tuple[int, int]] = [(0, 0)]
+class _Writer:
+    """One writer process's ledgers, checkpoints and raw connection."""
 
-    def on_recorded(recorded: Recorded) -> None:
-        last[0] = (recorded.position, time.monotonic_ns())
+    def __init__(
+        self, stack: contextlib.ExitStack[bool | None], store: str, raw_target: str, index: int
+    ) -> None:
+        state = representative_state()
+        self.raw: SQLiteRaw | PostgresRaw = (
+            PostgresRaw(raw_target, state, create=False)
+            if raw_target.startswith("postgresql://")
+            else SQLiteRaw(Path(raw_target), state)
+        )
+        stack.callback(self.raw.close)
+        self.stack, self.store, self.index = stack, store, index
+        self.last: tuple[int, int] = (0, 0)
+        self.ledger = stack.enter_context(open_ledger(store))
+        self.feed = Feed(self.ledger.create_checkpoint(RUN_ID, index))
+        self.ledger.add_listener(self.on_recorded)
+        self._applied: tuple[Ledger, Feed] | None = None
+        for _ in range(_WARMUP):
+            self.feed.yield_on(self.ledger)
+            self.raw.insert()
 
-    try:
-        with open_ledger(store) as ledger:
-            feed = Feed(ledger.create_checkpoint(RUN_ID, index))
-            ledger.add_listener(on_recorded)
+    def on_recorded(self, recorded: Recorded) -> None:
+        self.last = (recorded.position, time.monotonic_ns())
+
+    def applied(self) -> tuple[Ledger, Feed]:
+        """The ``durability="applied"`` ledger and its checkpoint, warmed up at first use."""
+        if self._applied is None:
+            other = self.stack.enter_context(open_ledger(self.store, durability="applied"))
+            other.add_listener(self.on_recorded)
+            fed = Feed(other.create_checkpoint(RUN_ID, APPLIED_BATCHES + self.index))
             for _ in range(_WARMUP):
-                feed.yield_on(ledger)
-                raw.insert()
-            print("ready", flush=True)
-            for line in sys.stdin:
-                command, *args = line.split()
-                if command == "quit":
-                    break
-                if command != "run":
-                    _answer({"error": f"unknown command {command!r}"})
-                    continue
-                kind, start, end = args[0], int(args[1]), int(args[2])
-                commits: list[tuple[int, int]] = []
-                _sleep_until(start)
-                if kind == "ledger":
-                    while time.monotonic_ns() < end:
-                        feed.yield_on(ledger)
-                        commits.append(last[0])
-                else:
-                    while time.monotonic_ns() < end:
-                        raw.insert()
-                        commits.append((0, time.monotonic_ns()))
-                _answer({"commits": commits})
-    finally:
-        raw.close()
+                fed.yield_on(other)
+            self._applied = (other, fed)
+        return self._applied
+
+    def run(self, kind: str, start: int, end: int) -> list[tuple[int, int]]:
+        """Append from ``start`` until ``end``; each append's position and commit moment."""
+        commits: list[tuple[int, int]] = []
+        if kind == "raw":
+            _sleep_until(start)
+            while time.monotonic_ns() < end:
+                self.raw.insert()
+                commits.append((0, time.monotonic_ns()))
+            return commits
+        ledger, feed = (self.ledger, self.feed) if kind == "ledger" else self.applied()
+        _sleep_until(start)
+        while time.monotonic_ns() < end:
+            feed.yield_on(ledger)
+            commits.append(self.last)
+        return commits
+
+
+def writer(store: str, raw_target: str, index: int) -> int:
+    """Serve ``run`` and ``warm`` commands until ``quit`` or the end of stdin."""
+    with contextlib.ExitStack() as stack:
+        worker = _Writer(stack, store, raw_target, index)
+        print("ready", flush=True)
+        for line in sys.stdin:
+            command, *args = line.split()
+            if command == "quit":
+                break
+            if command == "warm":
+                worker.applied()
+                _answer({"warm": args})
+            elif command == "run":
+                _answer({"commits": worker.run(args[0], int(args[1]), int(args[2]))})
+            else:
+                _answer({"error": f"unknown command {command!r}"})
     return 0
 
 
