@@ -66,6 +66,7 @@ __all__ = [
     "LogHead",
     "LogListener",
     "SQLTransaction",
+    "as_uuid",
     "quote_identifier",
     "store_errors",
 ]
@@ -228,7 +229,8 @@ def aligned_command_ids(
     return command_ids
 
 
-def _uuid(value: Any) -> UUID:  # noqa: ANN401  (a driver value: str on SQLite, UUID on PostgreSQL)
+def as_uuid(value: object) -> UUID:
+    """A checkpoint id as a ``UUID``: a driver's value (SQLite ``str``, PostgreSQL ``UUID``)."""
     return value if isinstance(value, UUID) else UUID(str(value))
 
 
@@ -296,7 +298,7 @@ class SQLTransaction(ABC):
 
     def run_checkpoint_ids(self, run_id: str) -> list[UUID]:
         """The ids of the checkpoints of ``run_id``, in id order (an index of Created events)."""
-        return [_uuid(r[0]) for r in self.query(_RUN_CHECKPOINTS, (run_id,))]
+        return [as_uuid(r[0]) for r in self.query(_RUN_CHECKPOINTS, (run_id,))]
 
     @abstractmethod
     def _insert_purge_permit(self, key: object) -> None:
@@ -344,7 +346,9 @@ class SQLTransaction(ABC):
             rows = self.query(_SELECT_FIRST_PAGE, (limit,))
         else:
             rows = self.query(_SELECT_PAGE, (self.key(after[0]), after[1], limit))
-        return [ChainRow(_uuid(r[0]), int(r[1]), str(r[2]), bytes(r[3]), _hash(r[4])) for r in rows]
+        return [
+            ChainRow(as_uuid(r[0]), int(r[1]), str(r[2]), bytes(r[3]), _hash(r[4])) for r in rows
+        ]
 
     # ------------------------------------------------------------ tracking
 
@@ -453,10 +457,6 @@ _RESUME_AT = (
     f"SELECT coalesce((SELECT notification_id FROM {EVENTS_TABLE} WHERE notification_id = %s),"
     f" (SELECT max(notification_id) FROM {EVENTS_TABLE} WHERE notification_id < %s))"
 )
-
-
-def _as_uuid(value: object) -> UUID:
-    return value if isinstance(value, UUID) else UUID(str(value))
 
 
 HEADS_KEPT = 4096
@@ -662,7 +662,7 @@ class LedgerRecorder(ProcessRecorder):
     def notification_at(self, position: int) -> Notification | None:
         """The event the store holds at ``position``, if any (one probe of the index)."""
         rows = self._query(_AT, (position,))
-        return self._notification(rows[0], _as_uuid(rows[0][1])) if rows else None
+        return self._notification(rows[0], as_uuid(rows[0][1])) if rows else None
 
     def forget_head(self, originator_id: UUID) -> None:
         """Forget the head remembered for a checkpoint (its store lost what this process wrote)."""

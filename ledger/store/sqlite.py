@@ -38,6 +38,7 @@ from ledger.store.base import (
     LedgerRecorder,
     SQLTransaction,
     aligned_command_ids,
+    as_uuid,
 )
 from ledger.store.pool import Pool
 from ledger.store.url import StoreURL
@@ -214,10 +215,6 @@ class _Row(NamedTuple):
     state: bytes
     command_id: str | None
     digest: bytes | None
-
-
-def _as_uuid(value: UUID | str) -> UUID:
-    return value if isinstance(value, UUID) else UUID(value)
 
 
 def _translate(exc: sqlite3.Error) -> PersistenceError:
@@ -576,7 +573,7 @@ class SQLiteLedgerRecorder(LedgerRecorder):
         # This batch's rows so far: (version, hash), the hash None if left to the transaction.
         known: dict[UUID, tuple[int, bytes | None]] = {}
         for event, command_id in zip(stored_events, commands, strict=True):
-            oid = _as_uuid(event.originator_id)
+            oid = as_uuid(event.originator_id)
             version = event.originator_version
             digest: bytes | None = None
             if version <= 1:  # the first (eventsourcing's own tests start at 0)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import weakref
 from contextlib import suppress
 from typing import TYPE_CHECKING, Any
-from uuid import UUID
 
 import psycopg
 from eventsourcing.persistence import IntegrityError
@@ -22,13 +21,14 @@ from psycopg.generators import execute as _pq_execute
 
 from ledger.chain import chain_hash
 from ledger.errors import RunArchived
-from ledger.store.base import COMMAND_INDEX, EVENTS_TABLE, CommandAlreadyRecorded
+from ledger.store.base import COMMAND_INDEX, EVENTS_TABLE, CommandAlreadyRecorded, as_uuid
 from ledger.store.postgres._driver import results_check, translate
 from ledger.store.postgres.positions import POSITIONS_PER_TRANSACTION, XID
 from ledger.store.postgres.schema import ARCHIVED_SQLSTATE, GAP_SQLSTATE
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+    from uuid import UUID
 
     from eventsourcing.persistence import StoredEvent
 
@@ -55,10 +55,6 @@ _APPEND_ONE_FORMATS = (
     pq.Format.TEXT,
     pq.Format.TEXT,
 )
-
-
-def _uuid(value: UUID | str) -> UUID:
-    return value if isinstance(value, UUID) else UUID(value)
 
 
 def numbered(query: str) -> bytes:
@@ -144,7 +140,7 @@ def chained_params(
     that is neither stored nor earlier in ``events`` gets no hash, which the insert trigger
     refuses.
     """
-    oids = [_uuid(e.originator_id) for e in events]
+    oids = [as_uuid(e.originator_id) for e in events]
     wanted = (oids, [e.originator_version - 1 for e in events])
     stored = {
         (r[0], int(r[1])): (None if r[2] is None else bytes(r[2]))
@@ -201,7 +197,7 @@ def clashing_command(
     parsed from the error's detail, which the server's ``lc_messages`` translates.)
     """
     wanted = [
-        (_uuid(e.originator_id), command_id)
+        (as_uuid(e.originator_id), command_id)
         for e, command_id in zip(events, command_ids, strict=True)
         if command_id is not None
     ]
@@ -254,7 +250,7 @@ class PostgresAppender:
         """
         pgconn = conn.pgconn
         params = (
-            _uuid(e.originator_id).bytes,
+            as_uuid(e.originator_id).bytes,
             e.originator_version.to_bytes(8, "big", signed=True),
             e.topic.encode(),
             e.state,

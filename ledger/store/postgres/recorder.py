@@ -26,6 +26,7 @@ from ledger.store.base import (
     LogHead,
     SQLTransaction,
     aligned_command_ids,
+    as_uuid,
 )
 from ledger.store.failures import STANDBY_MARK
 from ledger.store.pool import Pool
@@ -74,10 +75,6 @@ standbys named in the server's ``synchronous_standby_names`` to replay the commi
 named it is ``on``."""
 _IDLE = pq.TransactionStatus.IDLE
 _CONNECTION_OK = pq.ConnStatus.OK
-
-
-def _as_uuid(value: UUID | str) -> UUID:
-    return value if isinstance(value, UUID) else UUID(value)
 
 
 def _reusable(conn: psycopg.Connection[Any]) -> bool:
@@ -305,7 +302,7 @@ class PostgresLedgerRecorder(LedgerRecorder):
             position = self._appender.one(conn, event, run_id, command_id)
         except psycopg.Error as exc:
             if command_id is not None and is_command_clash(exc):
-                raise CommandAlreadyRecorded(_as_uuid(event.originator_id), command_id) from exc
+                raise CommandAlreadyRecorded(as_uuid(event.originator_id), command_id) from exc
             raise append_error(exc) from exc
         finally:
             pool.give(conn)
