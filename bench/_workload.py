@@ -88,9 +88,7 @@ class LeasedFeed(Feed):
         )
 
 
-def open_ledger(
-    store: str, durability: Literal["full", "fast", "applied"] = "full"
-) -> Ledger:
+def open_ledger(store: str, durability: Literal["full", "fast", "applied"] = "full") -> Ledger:
     """A ledger with the default settings (not the ``CKL_*`` environment) but for ``durability``."""
     return Ledger.open(settings=LedgerSettings(store=store, durability=durability))
 

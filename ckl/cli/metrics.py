@@ -44,7 +44,10 @@ __all__ = ["metrics_command"]
 @click.option(
     "--project",
     is_flag=True,
-    help="Also keep the projections current in this process (else run `ckl project`).",
+    help=(
+        "Also keep the projections current in this process (else run `ckl project`); "
+        "on the primary, also with CKL_READER_STORE set."
+    ),
 )
 @click.option(
     "--poll-interval",
@@ -67,7 +70,7 @@ def metrics_command(
 
     Counts yields, completions, failures, cancels and takeovers of every process, completion
     latency, checkpoints by status, stuck checkpoints, and how far the projections lag behind
-    the log.
+    the log. With CKL_READER_STORE set (and no --project) it reads the hot standby alone.
     """
     registry = CollectorRegistry()
     try:
@@ -85,8 +88,16 @@ def metrics_command(
 
     previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
-        with obj.open(poll_interval=poll_interval) as ledger, Projections(ledger) as views:
-            if project:
+        # Without --project it only reads: on the reader store alone (a hot standby) when one
+        # is set, as the other read commands do. --project writes the views: on the primary.
+        on_reader = not project and obj.settings().reader_store is not None
+        with (
+            obj.open(existing=on_reader, poll_interval=poll_interval) as ledger,
+            Projections(ledger) as views,
+        ):
+            if project or ledger.recorder.read_only:
+                # A read-only store's views are followed, never written: the stored ones as a
+                # projector on the primary moves them, else private ones built from its log.
                 views.start()
             metrics = register_metrics(
                 ledger, registry, projections=views, after=0 if from_start else "head"

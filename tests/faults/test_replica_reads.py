@@ -22,6 +22,8 @@ its own on it. What is shown:
    yet (read on the primary, not a 404), a long-poll await and the views work there, and
    ``/v1/stream`` delivers the log in order.
 7. Multi-host URLs on the pair: ``read-write`` finds the primary listed second, in both forms.
+8. ``ckl metrics`` with ``CKL_READER_STORE`` counts the primary's writes from the standby
+   alone, its views included, with no connection to the primary.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ from ledger import (
 from ledger.store.postgres import POSITIONS_PER_TRANSACTION, PostgresLedgerRecorder
 from streams import await_checkpoint, completion, run_stream
 from tests.ckl.cli.conftest import ckl, ckl_env, one_error_line
+from tests.ckl.cli.test_metrics import exporter, sample
 from tests.ckl.server._sse import SseEvent, SseStream
 from tests.ckl.server.conftest import Server
 from tests.faults._support import pick
@@ -724,3 +727,51 @@ def test_a_ledger_with_a_reader_store_opens_a_new_database_and_ckl_tail_reads_a_
     finally:
         cli.stop()
     assert [row["topic"] for row in rows] == ["checkpoint.Created", "checkpoint.Completed"]
+
+
+# ---------------------------------------------------------------- 8. the exporter
+
+
+def _client_backends(url: str, db: str) -> int:
+    """Client connections to ``db`` on the server of ``url`` (a superuser's URL)."""
+    with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = %s AND backend_type = 'client backend'",
+            [db],
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_ckl_metrics_with_a_reader_store_counts_from_the_standby_alone(
+    pair: ReplicaPair, stores: Stores
+) -> None:
+    with Ledger.open(stores.primary) as writer:
+        writer.create_checkpoint("metered", 99)  # the schema, before the exporter: not counted
+    replayed(pair)
+    env = {"CKL_READER_STORE": stores.standby}
+    with exporter(stores.primary, "--poll-interval", "0.1", env=env) as running:
+        serving = "".join(running.stderr)
+        assert f"127.0.0.1:{pair.standby.port}/{stores.name}" in serving, serving
+        with Ledger.open(stores.primary) as writer:
+            done, broken = (writer.create_checkpoint("metered", i) for i in range(2))
+            for n in range(1, 4):
+                writer.checkpoint_yield(done, cursor=n, items_processed=n)
+            writer.complete_checkpoint(done, {"n": 3})
+            writer.fail_checkpoint(broken, KeyError("id"))
+        got = running.wait_until(
+            lambda s: (
+                s.get(sample("ckl_completions_total")) == 1
+                and s.get(sample("ckl_failed_checkpoints")) == 1
+                and s.get(sample("ckl_lag_events", follower="metrics")) == 0
+            )
+        )
+        assert got[sample("ckl_yields_total")] == 3
+        assert got[sample("ckl_checkpoints_created_total")] == 2
+        assert got[sample("ckl_store_up")] == 1
+        # Read from the standby alone: no connection of the exporter's on the primary.
+        assert _client_backends(pair.primary.url, stores.name) == 0
+        assert _client_backends(pair.standby.url, stores.name) > 0
+        assert running.terminate() == 0
+    assert "Traceback" not in "".join(running.stderr)

@@ -42,8 +42,8 @@ ENTRY = "import sys\nfrom ckl.cli import main\nsys.exit(main())\n"
 class Exporter:
     """A running ``ckl metrics`` process, its stderr read line by line into a queue."""
 
-    def __init__(self, store: str, *args: str) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CKL_")}
+    def __init__(self, store: str, *args: str, env: dict[str, str] | None = None) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CKL_")} | (env or {})
         env["PYTHONPATH"] = str(ROOT)
         self.proc = subprocess.Popen(
             [sys.executable, "-c", ENTRY, "--store", store, "metrics", "--port", "0", *args],
@@ -109,8 +109,9 @@ class Exporter:
 
 
 @contextlib.contextmanager
-def exporter(store: str, *args: str) -> Iterator[Exporter]:
-    running = Exporter(store, *args)
+def exporter(store: str, *args: str, env: dict[str, str] | None = None) -> Iterator[Exporter]:
+    """A ``ckl metrics`` process on ``store`` (``env``: ``CKL_*`` variables it gets)."""
+    running = Exporter(store, *args, env=env)
     try:
         yield running
     finally:
