@@ -1,16 +1,19 @@
 """One writer of the failover tests (``tests/faults/test_failover.py``), through a failover.
 
 Run as ``python -m tests.faults._failover_worker URL NAME CHECKPOINTS YIELDS [--pace S]
-[--deadline S]`` with the repository root on ``PYTHONPATH``. ``URL`` is a libpq multi-host URL
-with ``target_session_attrs=read-write``: after the primary is killed and the standby promoted,
-the same URL reaches the new primary. The worker
+[--deadline S] [--hold]`` with the repository root on ``PYTHONPATH``. ``URL`` is a libpq
+multi-host URL with ``target_session_attrs=read-write``: after the primary is killed and the
+standby promoted, the same URL reaches the new primary. The worker
 
 1. opens ``Ledger.open(URL)`` and creates ``CHECKPOINTS`` checkpoints of run ``NAME`` (batches
    0…), then says ``{"ready": NAME}`` and waits for a line on stdin (the start barrier: the
    test waits until the standby has the checkpoints);
 2. yields ``YIELDS`` times, round-robin over its checkpoints, yield ``n`` with the explicit
    command id ``NAME-n`` (cursor and items processed ``n + 1``), ``--pace`` seconds apart;
-3. completes each checkpoint (command id ``NAME-done-B``) and says ``{"done": …}``.
+3. with ``--hold``, says ``{"held": NAME}`` and waits for another line on stdin (the test lets
+   it go once the failover is over, so that no writer finishes before the kill, however the
+   scheduler ran it);
+4. completes each checkpoint (command id ``NAME-done-B``) and says ``{"done": …}``.
 
 Every command is run under the library's documented contract across outages: on
 ``StoreUnavailable`` the SAME command with the SAME command id is repeated after a short pause
@@ -136,6 +139,9 @@ def write(args: argparse.Namespace) -> dict[str, int]:
             )
             if args.pace:
                 time.sleep(args.pace)
+        if args.hold:
+            report(held=args.name)
+            sys.stdin.readline()  # the finish barrier
         for batch, token in enumerate(tokens):
             cid = f"{args.name}-done-{batch}"
             writer.run(
@@ -153,6 +159,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("yields", type=int)
     parser.add_argument("--pace", type=float, default=0.0)
     parser.add_argument("--deadline", type=float, default=60.0)
+    parser.add_argument("--hold", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
