@@ -218,6 +218,20 @@ class Tail:
             assert not self.errors, self.errors
             assert reached, f"the tail reached {self.seen[-1:]} not {position} in {TIMEOUT}s"
 
+    def wait_delivered(self, last: tuple[int, CheckpointEvent]) -> None:
+        """Wait until the tail delivered ``last`` (a position and its event), or fail.
+
+        After a failover the tail may have delivered lost events at higher positions than the
+        new primary's: waiting for a position alone could return before it resumed.
+        """
+        with self.changed:
+            reached = self.changed.wait_for(
+                lambda: self.errors or any((e.position, e.event) == last for _, e in self.seen),
+                TIMEOUT,
+            )
+            assert not self.errors, self.errors
+            assert reached, f"the tail never delivered {last} in {TIMEOUT}s: {self.seen[-3:]}"
+
     def events(self, start: int = 0) -> list[tuple[int, CheckpointEvent]]:
         with self.changed:
             return [(e.position, e.event) for _, e in self.seen[start:]]
@@ -313,7 +327,7 @@ def test_a_synchronous_standby_promoted_mid_run_loses_no_acknowledged_event(
             with Ledger.open(new_url) as new:
                 log = whole_log(new)
                 chains = verify_chains(new)
-            tail.wait_position(log[-1][0])
+            tail.wait_delivered(log[-1])
             delivered = tail.events()
         # The kill landed mid-run: every writer had yields left to write on the new primary.
         for worker in workers:
@@ -429,7 +443,7 @@ def async_round(pair: ReplicaPair, caplog: pytest.LogCaptureFixture) -> AsyncRou
         with Ledger.open(new_url) as new:
             log = whole_log(new)
             chains = verify_chains(new)
-        tail.wait_position(log[-1][0])
+        tail.wait_delivered(log[-1])
         before, after = tail.events()[: split[0]], tail.events()[split[0] :]
     lost = check_lost_commits(workers, stored_commands(new_url), synced, failover)
     assert chains.ok, chains.problems
@@ -553,7 +567,7 @@ def test_a_tail_on_the_standby_keeps_delivering_across_its_promotion_through_lis
             write(n)
         with Ledger.open(pair.standby_url(db)) as new:
             log = whole_log(new)
-        tail.wait_position(log[-1][0])
+        tail.wait_delivered(log[-1])
         seen = list(tail.seen)
     assert [(e.position, e.event) for _, e in seen] == log  # no gap, no duplicate, in order
     assert [e.event.command_id for _, e in seen] == list(acked)
@@ -609,7 +623,7 @@ def test_a_tail_that_reconnects_to_a_promoted_standby_that_lost_its_last_events_
             until_acked(partial(writer.checkpoint_yield, token, n, n, command_id=f"new-{n}"))
         with Ledger.open(pair.standby_url(db)) as new:
             log = whole_log(new)
-        tail.wait_position(log[-1][0])
+        tail.wait_delivered(log[-1])
         delivered = tail.events()
     assert [e.command_id for _, e in log] == ["resumed-create", "resumed-1"] + [
         f"new-{n}" for n in range(2, 6)
