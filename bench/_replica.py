@@ -167,21 +167,20 @@ class ReplicaResults:
 
     def applied_ratio(self, writers: int) -> Spread:
         """``applied`` ÷ ``full`` events/s of ours with the synchronous standby, round by round."""
-        pairs = zip(
-            self.of("modes", "sync", APPLIED, writers),
-            self.of("modes", "sync", "ledger", writers),
-            strict=True,
+        return _per_round(
+            self.of("modes", "sync", APPLIED, writers), self.of("modes", "sync", "ledger", writers)
         )
-        return Spread.of([a.rate / f.rate for a, f in pairs])
 
     def ratio(self, variant: str, writers: int) -> Spread:
         """Sync ÷ async events/s of ``variant``, round by round."""
-        pairs = zip(
-            self.of("modes", "sync", variant, writers),
-            self.of("modes", "async", variant, writers),
-            strict=True,
+        return _per_round(
+            self.of("modes", "sync", variant, writers), self.of("modes", "async", variant, writers)
         )
-        return Spread.of([s.rate / a.rate for s, a in pairs])
+
+
+def _per_round(tops: list[Window], bottoms: list[Window]) -> Spread:
+    """Events/s of ``tops`` ÷ those of ``bottoms``, window by window (one each a round)."""
+    return Spread.of([t.rate / b.rate for t, b in zip(tops, bottoms, strict=True)])
 
 
 class _Prober:
@@ -525,7 +524,7 @@ def _modes_rows(results: ReplicaResults) -> list[list[str]]:
                 mode,
                 _rate(results.rate("modes", mode, "ledger", writers)),
                 _rate(results.rate("modes", mode, "raw", writers)),
-                times_spread(Spread.of([o.rate / r.rate for o, r in zip(ours, raw, strict=True)])),
+                times_spread(_per_round(ours, raw)),
                 _lag(_pooled(ours, "primary")),
                 _lag(_pooled(ours, "standby")),
                 f"{times(_lag_ratio(ours, 50))} / {times(_lag_ratio(ours, 99))}",
@@ -621,14 +620,14 @@ def _sweep_rows(results: ReplicaResults) -> list[list[str]]:
     for count in results.profile.sweep:
         ours = results.of("sweep", "async", "ledger", count)
         raw = results.of("sweep", "async", "raw", count)
-        scaling = Spread.of([o.rate / b.rate for o, b in zip(ours, base, strict=True)])
+        scaling = _per_round(ours, base)
         replayed = _lag([p.replayed for p in _probes(ours)])
         rows.append(
             [
                 str(count),
                 _rate(results.rate("sweep", "async", "ledger", count)),
                 _rate(results.rate("sweep", "async", "raw", count)),
-                times_spread(Spread.of([o.rate / r.rate for o, r in zip(ours, raw, strict=True)])),
+                times_spread(_per_round(ours, raw)),
                 times(scaling.median),
                 _lag(_pooled(ours, "primary")),
                 _lag(_pooled(ours, "standby")),

@@ -465,12 +465,18 @@ def test_a_cli_read_command_works_with_the_standby_as_its_store(
 
 
 def _standby_backends(pair: ReplicaPair, db: str) -> tuple[int, int]:
-    """Client connections to ``db`` on the standby: all, and the watchers' listening ones.
+    """Client connections to ``db`` on the standby: all, and the watchers' listening ones."""
+    return _client_backends(pair.standby.url, db)
+
+
+def _client_backends(server_url: str, db: str) -> tuple[int, int]:
+    """Client connections to ``db`` on one server of the pair: all, and the listening ones.
 
     A listener on a standby is the connection whose statement is the replay position's (see
-    ``ledger.store.postgres.notify``); this looks from the ``postgres`` database, not ``db``.
+    ``ledger.store.postgres.notify``); ``server_url`` is a superuser's URL of the ``postgres``
+    database, so this connection is not one of ``db``'s.
     """
-    with psycopg.connect(pair.standby.url, autocommit=True, connect_timeout=10) as conn:
+    with psycopg.connect(server_url, autocommit=True, connect_timeout=10) as conn:
         row = conn.execute(
             "SELECT count(*), count(*) FILTER (WHERE query LIKE '%%pg_last_wal_replay_lsn%%')"
             " FROM pg_stat_activity WHERE datname = %s AND backend_type = 'client backend'",
@@ -732,18 +738,6 @@ def test_a_ledger_with_a_reader_store_opens_a_new_database_and_ckl_tail_reads_a_
 # ---------------------------------------------------------------- 8. the exporter
 
 
-def _client_backends(url: str, db: str) -> int:
-    """Client connections to ``db`` on the server of ``url`` (a superuser's URL)."""
-    with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
-        row = conn.execute(
-            "SELECT count(*) FROM pg_stat_activity"
-            " WHERE datname = %s AND backend_type = 'client backend'",
-            [db],
-        ).fetchone()
-    assert row is not None
-    return int(row[0])
-
-
 def test_ckl_metrics_with_a_reader_store_counts_from_the_standby_alone(
     pair: ReplicaPair, stores: Stores
 ) -> None:
@@ -771,7 +765,7 @@ def test_ckl_metrics_with_a_reader_store_counts_from_the_standby_alone(
         assert got[sample("ckl_checkpoints_created_total")] == 2
         assert got[sample("ckl_store_up")] == 1
         # Read from the standby alone: no connection of the exporter's on the primary.
-        assert _client_backends(pair.primary.url, stores.name) == 0
-        assert _client_backends(pair.standby.url, stores.name) > 0
+        assert _client_backends(pair.primary.url, stores.name)[0] == 0
+        assert _standby_backends(pair, stores.name)[0] > 0
         assert running.terminate() == 0
     assert "Traceback" not in "".join(running.stderr)
